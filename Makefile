@@ -1,0 +1,55 @@
+# kubehands developer entry points. `make run` and `make test` are the two that matter.
+SHELL := /bin/bash
+PYTHON ?= $(shell ls -d $$HOME/.pyenv/versions/3.12.*/bin/python3.12 2>/dev/null | tail -1 || command -v python3.12)
+VENV := .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: help venv deps kubernetes cluster cluster-down cluster-status images run test test-unit crds lint clean
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(VENV)/.installed: pyproject.toml
+	@test -n "$(PYTHON)" || { echo "Python 3.12 not found (pyenv install 3.12)"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed  ## the project virtualenv (.venv)
+
+deps:  ## Debian packages for the cluster and image builds
+	hack/install-deps.sh
+
+kubernetes: deps  ## build the Kubernetes v1.20.2 binaries once into ~/.cache/kubehands
+	hack/build-kubernetes.sh
+
+cluster: deps kubernetes  ## start the local single-node cluster (idempotent); prints KUBECONFIG=
+	hack/cluster.sh up
+
+cluster-down:  ## stop the local cluster and restore the host
+	hack/cluster.sh down
+
+cluster-status:
+	hack/cluster.sh status
+
+images: deps venv  ## build local images (pause, agent-server, kubehands) and import them
+	hack/build-images.sh all
+
+run: venv cluster images  ## cluster + CRDs + operator + gateway; prints the OpenHands environment
+	hack/run.sh
+
+test: deps venv kubernetes images  ## the whole test suite (unit, cluster, node tiers)
+	hack/test.sh $(PYTEST_ARGS)
+
+test-unit: venv  ## unit tier only: no cluster
+	$(VENV)/bin/pytest -m unit $(PYTEST_ARGS)
+
+crds: venv  ## regenerate crds/ and the chart's copy from the Python model
+	hack/update-crds.sh
+
+lint: venv
+	$(VENV)/bin/ruff check operator api tests hack
+
+clean:
+	rm -rf $(VENV) .pytest_cache

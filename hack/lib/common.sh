@@ -1,0 +1,34 @@
+# Shared helpers for hack/ scripts. Source it; do not run it.
+# shellcheck shell=bash
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+export ROOT
+
+# Everything built once and reused across runs lives outside the repository.
+KUBEHANDS_CACHE="${KUBEHANDS_CACHE:-${HOME}/.cache/kubehands}"
+# Everything a running cluster owns (certs, etcd data, logs, PIDs) lives here.
+KUBEHANDS_STATE="${KUBEHANDS_STATE:-${KUBEHANDS_CACHE}/cluster}"
+export KUBEHANDS_CACHE KUBEHANDS_STATE
+
+# Pinned versions. Changing one rebuilds what depends on it.
+K8S_VERSION="v1.20.2"
+K8S_DEB_SOURCE_VERSION="1.20.5+really1.20.2-1.1+deb12u1"
+K8S_ORIG_SHA256="b83c0780efb182d928dc63d46488a847f161f04e40a94b96bf5247dd671ecdfc"
+K8S_BIN="${KUBEHANDS_CACHE}/kubernetes-${K8S_VERSION}/bin"
+AGENT_SERVER_VERSION="${AGENT_SERVER_VERSION:-1.58.2}"
+
+kh::log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+kh::die() { kh::log "ERROR: $*"; exit 1; }
+
+# kh::wait_for DESCRIPTION TIMEOUT_SECONDS COMMAND... : poll until COMMAND succeeds.
+kh::wait_for() {
+  local what=$1 timeout=$2; shift 2
+  local deadline=$((SECONDS + timeout))
+  until "$@" >/dev/null 2>&1; do
+    if (( SECONDS >= deadline )); then
+      kh::log "timed out after ${timeout}s waiting for ${what}"
+      return 1
+    fi
+    sleep 0.5
+  done
+}

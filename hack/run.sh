@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# `make run`: the local cluster (started if needed), the CRDs, the operator and the gateway,
+# then the environment that points OpenHands at them, one NAME=value per line. Ctrl-C stops
+# the operator and gateway it started (and the cluster, if this run started it).
+#
+# Knobs: KUBEHANDS_GATEWAY_PORT (default 8080), KUBEHANDS_NAMESPACE (default kubehands-sandboxes),
+#        KUBEHANDS_KEY_NAME (default dev; its key is created once and kept in the cluster state dir).
+set -o errexit -o nounset -o pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+cd "$ROOT"
+
+PORT="${KUBEHANDS_GATEWAY_PORT:-8080}"
+NAMESPACE="${KUBEHANDS_NAMESPACE:-kubehands-sandboxes}"
+KEY_NAME="${KUBEHANDS_KEY_NAME:-dev}"
+BIN="$ROOT/.venv/bin"
+KUBECTL_BIN="${KUBECTL:-/usr/lib/google-cloud-sdk/bin/kubectl.1.27}"
+RUN_DIR="$KUBEHANDS_STATE/run"
+
+was_running=0
+hack/cluster.sh status >/dev/null 2>&1 && was_running=1
+cluster_env=$(hack/cluster.sh up)
+eval "export $(echo "$cluster_env" | grep -E '^(KUBECONFIG|SANDBOX_IMAGE)=' | tr '\n' ' ')"
+hack/build-images.sh import >/dev/null
+
+pids=()
+cleanup() {
+  local pid
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  [[ $was_running == 1 ]] || hack/cluster.sh down
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+mkdir -p "$RUN_DIR"
+"$BIN/python" -c "
+import sys; from pathlib import Path; from tests.helpers.kube import apply_crds
+apply_crds(sys.argv[1], sorted(Path('crds').glob('*.yaml')))" "$KUBECONFIG"
+"$KUBECTL_BIN" --kubeconfig "$KUBECONFIG" create namespace "$NAMESPACE" --dry-run=client -o yaml \
+  | "$KUBECTL_BIN" --kubeconfig "$KUBECONFIG" apply -f - >/dev/null
+
+export KUBEHANDS_NAMESPACE="$NAMESPACE" KUBEHANDS_WATCH_NAMESPACES="$NAMESPACE"
+export KUBEHANDS_PUBLIC_URL="http://127.0.0.1:${PORT}" KUBEHANDS_DEFAULT_IMAGE="$SANDBOX_IMAGE"
+
+"$BIN/kubehands" operator > "$RUN_DIR/operator.log" 2>&1 &
+pids+=($!)
+kh::log "operator started (log: $RUN_DIR/operator.log)"
+
+# One key per cluster, created on first run; the raw key is only ever shown at creation.
+key_file="$RUN_DIR/api-key-$KEY_NAME"
+if [[ ! -s $key_file ]]; then
+  "$BIN/kubehands" keys revoke "$KEY_NAME" >/dev/null 2>&1 || true
+  "$BIN/kubehands" keys create "$KEY_NAME" > "$key_file"
+  chmod 0600 "$key_file"
+fi
+
+"$BIN/kubehands" gateway --host 127.0.0.1 --port "$PORT" > "$RUN_DIR/gateway.log" 2>&1 &
+pids+=($!)
+kh::wait_for "gateway /health" 30 curl -sf "http://127.0.0.1:${PORT}/health" \
+  || { tail -20 "$RUN_DIR/gateway.log" >&2; kh::die "gateway did not start; see $RUN_DIR/gateway.log"; }
+kh::log "gateway listening on http://127.0.0.1:${PORT} (log: $RUN_DIR/gateway.log); Ctrl-C stops everything"
+
+echo "RUNTIME=remote"
+echo "SANDBOX_REMOTE_RUNTIME_API_URL=http://127.0.0.1:${PORT}"
+echo "SANDBOX_API_KEY=$(tail -1 "$key_file")"
+echo "KUBECONFIG=$KUBECONFIG"
+echo "SANDBOX_IMAGE=$SANDBOX_IMAGE"
+
+# Stay in the foreground until Ctrl-C or until a component dies.
+wait -n "${pids[@]}"
+kh::log "a component exited; stopping"

@@ -1,0 +1,86 @@
+"""Session fixtures shared by every tier.
+
+The `cluster` fixture brings the local Kubernetes up once per session (hack/cluster.sh up) and tears
+it down at the end, even when tests fail. A cluster that was already running (`make cluster`) is used
+and left running. A cluster that cannot start is a failure, never a skip.
+"""
+
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CLUSTER_SH = ROOT / "hack" / "cluster.sh"
+TIER_ORDER = {"unit": 0, "cluster": 1, "node": 2}
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the fast tiers first, and mark every test by its folder if it has no tier marker."""
+    for item in items:
+        tier = Path(str(item.fspath)).relative_to(ROOT / "tests").parts[0]
+        if tier in TIER_ORDER and not any(item.iter_markers(name=t) for t in TIER_ORDER):
+            item.add_marker(getattr(pytest.mark, tier))
+
+    def rank(item: pytest.Item) -> int:
+        return min((TIER_ORDER[m.name] for m in item.iter_markers() if m.name in TIER_ORDER), default=0)
+
+    items.sort(key=rank)
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[dict[str, str]]:
+    """The running local cluster as its `NAME=value` lines (KUBECONFIG=...)."""
+    status = subprocess.run([str(CLUSTER_SH), "status"], capture_output=True, text=True)
+    started_here = status.returncode != 0
+    if started_here:
+        up = subprocess.run([str(CLUSTER_SH), "up"], capture_output=True, text=True)
+        if up.returncode != 0:
+            subprocess.run([str(CLUSTER_SH), "down"], capture_output=True)
+            pytest.fail(f"the local cluster did not start (run `make cluster`):\n{up.stderr[-4000:]}")
+        status = subprocess.run([str(CLUSTER_SH), "status"], capture_output=True, text=True, check=True)
+    env = dict(line.split("=", 1) for line in status.stdout.splitlines() if "=" in line)
+    try:
+        yield env
+    finally:
+        if started_here and not os.environ.get("KUBEHANDS_KEEP_CLUSTER"):
+            subprocess.run([str(CLUSTER_SH), "down"], check=False)
+
+@pytest.fixture(scope="session")
+def kubeconfig(cluster: dict[str, str]) -> str:
+    """Admin kubeconfig of the local cluster, with the project's CRDs installed and established."""
+    path = cluster["KUBECONFIG"]
+    crd_files = sorted((ROOT / "crds").glob("*.yaml"))
+    if crd_files:
+        from tests.helpers.kube import apply_crds
+
+        apply_crds(path, crd_files)
+    return path
+
+@pytest.fixture
+def namespace(kubeconfig: str) -> Iterator[str]:
+    """A fresh namespace per test, deleted afterwards (KUBEHANDS_KEEP_NAMESPACE=1 keeps it)."""
+    from kubernetes import client
+
+    from tests.helpers.kube import api_client
+
+    name = f"kh-test-{uuid.uuid4().hex[:10]}"
+    with api_client(kubeconfig) as api:
+        core = client.CoreV1Api(api)
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+        try:
+            yield name
+        finally:
+            if not os.environ.get("KUBEHANDS_KEEP_NAMESPACE"):
+                core.delete_namespace(name, propagation_policy="Background", grace_period_seconds=0)
+
+@pytest.fixture(scope="session")
+def agent_server_image(cluster: dict[str, str]) -> str:
+    """The locally built sandbox image, present in the node's containerd (imagePullPolicy: Never)."""
+    built = subprocess.run(
+        [str(ROOT / "hack" / "build-images.sh"), "agent-server"], capture_output=True, text=True
+    )
+    if built.returncode != 0:
+        pytest.fail(f"building the agent-server image failed:\n{built.stderr[-4000:]}")
+    return cluster["SANDBOX_IMAGE"]
