@@ -109,7 +109,7 @@ kh::images::build_kubehands() {
   kh::log "building $KUBEHANDS_IMAGE"
   rm -rf "$r"; cp -a "$base" "$r"
   local dist; dist=$(mktemp -d)
-  python3 -m pip wheel -q --no-deps -w "$dist" "$ROOT" >/dev/null
+  python3 -m pip wheel -q --no-deps --ignore-requires-python -w "$dist" "$ROOT" >/dev/null
   cp "$dist"/kubehands-*.whl "$r/tmp/"; rm -rf "$dist"
   kh::images::_pip_into "$r" /opt/kubehands "/tmp/kubehands-*.whl"
   ln -sf /opt/kubehands/bin/kubehands "$r/usr/local/bin/kubehands"
