@@ -39,8 +39,8 @@ apply_crds(sys.argv[1], sorted(Path('crds').glob('*.yaml')))" "$KUBECONFIG"
 "$KUBECTL_BIN" --kubeconfig "$KUBECONFIG" create namespace "$NAMESPACE" --dry-run=client -o yaml \
   | "$KUBECTL_BIN" --kubeconfig "$KUBECONFIG" apply -f - >/dev/null
 
-export KUBEHANDS_NAMESPACE="$NAMESPACE" KUBEHANDS_WATCH_NAMESPACES="$NAMESPACE"
-export KUBEHANDS_PUBLIC_URL="http://127.0.0.1:${PORT}" KUBEHANDS_DEFAULT_IMAGE="$SANDBOX_IMAGE"
+export KUBEHANDS_NAMESPACE="$NAMESPACE" KUBEHANDS_NAMESPACES="$NAMESPACE" KUBEHANDS_KUBECONFIG="$KUBECONFIG"
+export KUBEHANDS_PUBLIC_URL="http://127.0.0.1:${PORT}"
 
 "$BIN/kubehands" operator > "$RUN_DIR/operator.log" 2>&1 &
 pids+=($!)

@@ -2,12 +2,9 @@
 
 import time
 from collections.abc import Callable
-from typing import TypeVar
-
-T = TypeVar("T")
 
 
-def wait_for(predicate: Callable[[], T], timeout: float, describe: str, interval: float = 0.2) -> T:
+def wait_for[T](predicate: Callable[[], T], timeout: float, describe: str, interval: float = 0.2) -> T:
     """Call `predicate` until it returns something truthy and return that.
 
     On timeout raise TimeoutError naming what was awaited and the last value or error observed.

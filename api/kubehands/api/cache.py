@@ -1,0 +1,239 @@
+"""Watch-based caches (the informer pattern): list, then watch from the list's resourceVersion.
+
+Every read endpoint answers from these caches; nothing does an API round trip per GET.
+Failures back off exponentially up to `MAX_BACKOFF`; a 410 Gone relists at once.
+"""
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from kubernetes_asyncio import client, watch
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from kubehands.api import convert
+from kubehands.api.constants import (
+    GROUP,
+    LABEL_API_KEY,
+    LABEL_OWNER,
+    LABEL_RUNTIME_ID,
+    LABEL_SESSION_KEY,
+    PLURAL,
+    VERSION,
+)
+from kubehands.api.keys import KeyRecord, record_from_secret
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF = 30.0
+WATCH_TIMEOUT_SECONDS = 300
+
+ListFn = Callable[..., Awaitable[Any]]
+Obj = dict[str, Any]
+
+
+def _rv(obj: Obj) -> int:
+    try:
+        return int((obj.get("metadata") or {}).get("resourceVersion") or 0)
+    except ValueError:
+        return 0
+
+
+class Reflector:
+    """A cache of one kind of object in one namespace, kept current by list+watch."""
+
+    def __init__(self, name: str, list_fn: ListFn, namespace: str, label_selector: str | None = None) -> None:
+        self.name = name
+        self._list_fn = list_fn
+        self._namespace = namespace
+        self._selector = label_selector
+        self.items: dict[str, Obj] = {}
+        self.synced = asyncio.Event()
+        self._changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._listeners: list[Callable[[str, Obj], None]] = []
+
+    def add_listener(self, fn: Callable[[str, Obj], None]) -> None:
+        self._listeners.append(fn)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"reflector-{self.name}")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def wait_changed(self, timeout: float) -> None:
+        """Return at the next change of this cache, or after `timeout`."""
+        try:
+            await asyncio.wait_for(self._changed.wait(), timeout)
+        except TimeoutError:
+            pass
+
+    def notify_waiters(self) -> None:
+        """Wake everyone in `wait_changed` (also used when derived state, like /alive, changes)."""
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    def _notify(self, event: str, obj: Obj) -> None:
+        self.notify_waiters()
+        for fn in self._listeners:
+            try:
+                fn(event, obj)
+            except Exception:  # a listener must never stop the watch
+                log.exception("cache listener failed")
+
+    def upsert(self, obj: Obj) -> None:
+        """Record an object the gateway itself just wrote (read-your-writes before the watch sees it)."""
+        name = obj["metadata"]["name"]
+        if name in self.items and _rv(self.items[name]) >= _rv(obj):
+            return
+        self.items[name] = obj
+        self._notify("MODIFIED", obj)
+
+    def discard(self, name: str) -> None:
+        obj = self.items.pop(name, None)
+        if obj is not None:
+            self._notify("DELETED", obj)
+
+    def _kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {}
+        if self._selector:
+            kwargs["label_selector"] = self._selector
+        return kwargs
+
+    async def _list(self) -> str:
+        response = await self._list_fn(self._namespace, _preload_content=False, **self._kwargs())
+        body = await response.json()
+        fresh = {item["metadata"]["name"]: item for item in body.get("items") or []}
+        for name in set(self.items) - set(fresh):
+            self._notify("DELETED", self.items.pop(name))
+        for name, item in fresh.items():
+            if self.items.get(name) != item:
+                self.items[name] = item
+                self._notify("MODIFIED", item)
+        self.synced.set()
+        return str((body.get("metadata") or {}).get("resourceVersion") or "")
+
+    async def _watch(self, resource_version: str) -> None:
+        while True:
+            stream = watch.Watch(return_type="object")  # plain dicts, like the list
+            async with stream:
+                async for event in stream.stream(
+                    self._list_fn,
+                    self._namespace,
+                    resource_version=resource_version,
+                    timeout_seconds=WATCH_TIMEOUT_SECONDS,
+                    allow_watch_bookmarks=True,
+                    _request_timeout=WATCH_TIMEOUT_SECONDS + 30,
+                    **self._kwargs(),
+                ):
+                    kind, obj = event["type"], event["raw_object"]
+                    resource_version = str(
+                        (obj.get("metadata") or {}).get("resourceVersion") or resource_version
+                    )
+                    if kind == "BOOKMARK":
+                        continue
+                    name = obj["metadata"]["name"]
+                    if kind == "DELETED":
+                        self.items.pop(name, None)
+                    elif name in self.items and _rv(self.items[name]) > _rv(obj):
+                        continue  # older than what the gateway itself wrote (upsert)
+                    else:
+                        self.items[name] = obj
+                    self._notify(kind, obj)
+
+    async def _run(self) -> None:
+        backoff = 0.5
+        while True:
+            try:
+                resource_version = await self._list()
+                backoff = 0.5
+                await self._watch(resource_version)
+            except asyncio.CancelledError:
+                raise
+            except ApiException as exc:
+                if exc.status == 410:
+                    log.info("%s watch expired; relisting", self.name)
+                    continue
+                log.warning("%s list/watch failed (%s); retrying in %.1fs", self.name, exc.status, backoff)
+            except Exception as exc:
+                log.warning("%s list/watch failed (%s); retrying in %.1fs", self.name, exc, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF)
+
+
+class Caches:
+    """The gateway's three caches and the lookups the endpoints need."""
+
+    def __init__(self, api: client.ApiClient, namespace: str, keys_namespace: str) -> None:
+        custom = client.CustomObjectsApi(api)
+        core = client.CoreV1Api(api)
+
+        async def list_sandboxes(namespace: str, **kwargs: Any) -> Any:
+            return await custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, **kwargs)
+
+        self.sandboxes = Reflector("sandboxes", list_sandboxes, namespace)
+        self.session_keys = Reflector(
+            "session-keys", core.list_namespaced_secret, namespace, f"{LABEL_SESSION_KEY}=true"
+        )
+        self.api_keys = Reflector(
+            "api-keys", core.list_namespaced_secret, keys_namespace, f"{LABEL_API_KEY}=true"
+        )
+        self._all = (self.sandboxes, self.session_keys, self.api_keys)
+        self._key_records: list[KeyRecord] | None = None
+        self.api_keys.add_listener(self._keys_changed)
+
+    def _keys_changed(self, kind: str, obj: Obj) -> None:
+        self._key_records = None
+
+    def start(self) -> None:
+        for reflector in self._all:
+            reflector.start()
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(r.stop() for r in self._all))
+
+    @property
+    def synced(self) -> bool:
+        return all(r.synced.is_set() for r in self._all)
+
+    async def wait_synced(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(asyncio.gather(*(r.synced.wait() for r in self._all)), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    # ---- lookups --------------------------------------------------------------------------------
+
+    def key_records(self) -> list[KeyRecord]:
+        if self._key_records is None:
+            records = (record_from_secret(s) for s in self.api_keys.items.values())
+            self._key_records = [r for r in records if r is not None]
+        return self._key_records
+
+    def sandbox(self, runtime_id: str) -> Obj | None:
+        return self.sandboxes.items.get(runtime_id)
+
+    def owned_sandboxes(self, tenant: str) -> list[Obj]:
+        return [
+            s
+            for s in self.sandboxes.items.values()
+            if ((s.get("metadata") or {}).get("labels") or {}).get(LABEL_OWNER) == tenant
+        ]
+
+    def claim(self, name: str) -> Obj | None:
+        return self.session_keys.items.get(name)
+
+    def claim_for_runtime(self, runtime_id: str) -> Obj | None:
+        for secret in self.session_keys.items.values():
+            if ((secret.get("metadata") or {}).get("labels") or {}).get(LABEL_RUNTIME_ID) == runtime_id:
+                return secret
+        return None
+
+    def session_key(self, sandbox: Obj) -> str | None:
+        ref = (sandbox.get("spec") or {}).get("sessionKeySecretRef") or {}
+        return convert.secret_session_key(self.session_keys.items.get(str(ref.get("name") or "")))

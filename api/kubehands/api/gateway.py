@@ -1,0 +1,68 @@
+"""The gateway's long-lived parts, created in the app lifespan and kept on `app.state.gateway`."""
+
+import logging
+from dataclasses import dataclass
+
+import httpx
+from kubernetes_asyncio import client
+
+from kubehands.api.activity import ActivityRecorder
+from kubehands.api.alive import AliveTracker
+from kubehands.api.cache import Caches
+from kubehands.api.images import ImageCatalog
+from kubehands.api.kube import make_api_client
+from kubehands.api.sandboxes import SandboxService
+from kubehands.api.settings import Settings
+
+log = logging.getLogger(__name__)
+
+FIRST_SYNC_TIMEOUT = 30.0
+
+
+@dataclass
+class Gateway:
+    settings: Settings
+    api: client.ApiClient
+    http: httpx.AsyncClient
+    caches: Caches
+    alive: AliveTracker
+    activity: ActivityRecorder
+    sandboxes: SandboxService
+    images: ImageCatalog
+
+    @classmethod
+    async def open(cls, settings: Settings) -> "Gateway":
+        api = await make_api_client(settings)
+        http = httpx.AsyncClient(
+            timeout=httpx.Timeout(
+                settings.proxy_read_timeout_seconds, connect=settings.proxy_connect_timeout_seconds
+            ),
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=200),
+            follow_redirects=False,
+            trust_env=False,
+        )
+        caches = Caches(api, settings.namespace, settings.key_namespace)
+        alive = AliveTracker(settings, caches, http)
+        gateway = cls(
+            settings=settings,
+            api=api,
+            http=http,
+            caches=caches,
+            alive=alive,
+            activity=ActivityRecorder(settings, caches, api),
+            sandboxes=SandboxService(settings, caches, api, alive),
+            images=ImageCatalog(settings, api),
+        )
+        caches.start()
+        if not await caches.wait_synced(FIRST_SYNC_TIMEOUT):
+            log.warning(
+                "caches not synced after %.0fs; /health reports it and keeps trying", FIRST_SYNC_TIMEOUT
+            )
+        return gateway
+
+    async def close(self) -> None:
+        await self.activity.stop()
+        await self.alive.stop()
+        await self.caches.stop()
+        await self.http.aclose()
+        await self.api.close()

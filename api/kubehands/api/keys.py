@@ -1,0 +1,146 @@
+"""API keys: generation, hashing, constant-time verification, and their Secret representation.
+
+A key is stored only as the sha256 of the raw key, in a Secret labelled `kubehands.dev/api-key: "true"`
+in the gateway's namespace. The key name is the tenant: it labels every Sandbox the key starts.
+"""
+
+import base64
+import hashlib
+import hmac
+import json
+import re
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from kubehands.api.constants import (
+    API_KEY_SECRET_PREFIX,
+    COMPONENT_API_KEY,
+    LABEL_API_KEY,
+    LABEL_COMPONENT,
+    LABEL_KEY_NAME,
+    LABEL_MANAGED_BY,
+    LABEL_PART_OF,
+    MANAGED_BY_GATEWAY,
+    PART_OF,
+)
+from kubehands.api.schemas import ENV_NAME_RE
+from kubehands.crd.model import Toleration, Volume
+
+KEY_PREFIX = "khk_"
+KEY_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$")  # a label value, short enough for names
+HASH_FIELD = "sha256"
+PROFILE_FIELD = "profile.json"
+
+
+def generate_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_key(raw: str) -> str:
+    return hashlib.sha256(raw.encode("utf-8")).hexdigest()
+
+
+def validate_key_name(name: str) -> str:
+    if not KEY_NAME_RE.match(name):
+        raise ValueError(
+            f"invalid key name {name!r}: use 1-40 lower-case letters, digits and '-', starting and ending "
+            "with a letter or digit"
+        )
+    return name
+
+
+def secret_name(key_name: str) -> str:
+    return API_KEY_SECRET_PREFIX + key_name
+
+
+class Profile(BaseModel):
+    """What an administrator attaches to a key; applied to every sandbox the key starts."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    volumes: list[Volume] = Field(
+        default_factory=list,
+        description="Sandbox `spec.volumes` entries (name, mountPath, readOnly, one source).",
+    )
+    tolerations: list[Toleration] = Field(default_factory=list, description="Sandbox `spec.tolerations`.")
+    env: dict[str, str] = Field(default_factory=dict, description="Environment added to every sandbox.")
+    node_selector: dict[str, str] = Field(default_factory=dict, alias="nodeSelector")
+    resource_ceiling: dict[str, str] = Field(
+        default_factory=dict,
+        alias="resourceCeiling",
+        description="Upper bound for scaled requests and limits.",
+    )
+    max_running: int | None = Field(None, ge=0, alias="maxRunning", description="Running-sandbox limit.")
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if not ENV_NAME_RE.match(name):
+                raise ValueError(f"invalid environment variable name: {name!r}")
+        return value
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    name: str
+    digest: str
+    profile: Profile = field(default_factory=Profile)
+
+
+def _b64(value: str) -> str:
+    return base64.b64encode(value.encode("utf-8")).decode("ascii")
+
+
+def build_key_secret(name: str, digest: str, profile: Profile, namespace: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": secret_name(name),
+            "namespace": namespace,
+            "labels": {
+                LABEL_PART_OF: PART_OF,
+                LABEL_MANAGED_BY: MANAGED_BY_GATEWAY,
+                LABEL_COMPONENT: COMPONENT_API_KEY,
+                LABEL_API_KEY: "true",
+                LABEL_KEY_NAME: name,
+            },
+        },
+        "data": {
+            HASH_FIELD: _b64(digest),
+            PROFILE_FIELD: _b64(profile.model_dump_json(by_alias=True, exclude_defaults=True)),
+        },
+    }
+
+
+def record_from_secret(secret: dict[str, Any]) -> KeyRecord | None:
+    """Parse an API-key Secret (as a JSON dict); None when it is malformed."""
+    labels = (secret.get("metadata") or {}).get("labels") or {}
+    data = secret.get("data") or {}
+    name = labels.get(LABEL_KEY_NAME)
+    try:
+        digest = base64.b64decode(data.get(HASH_FIELD, "")).decode("ascii").strip()
+        profile_json = base64.b64decode(data.get(PROFILE_FIELD, "")).decode("utf-8") or "{}"
+        profile = Profile.model_validate(json.loads(profile_json))
+    except (ValueError, ValidationError, UnicodeDecodeError):
+        return None
+    if not name or len(digest) != 64:
+        return None
+    return KeyRecord(name=name, digest=digest, profile=profile)
+
+
+def verify(raw: str | None, records: list[KeyRecord]) -> KeyRecord | None:
+    """The record whose hash matches `raw`. Every record is compared, each in constant time."""
+    if not raw:
+        return None
+    digest = hash_key(raw)
+    found: KeyRecord | None = None
+    for record in records:
+        if hmac.compare_digest(record.digest, digest):
+            found = record
+    return found

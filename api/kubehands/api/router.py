@@ -1,0 +1,105 @@
+"""The sandbox router: ASGI middleware in front of the control API.
+
+Requests whose path (path mode) or Host (subdomain mode) names a sandbox are proxied to its pod;
+everything else falls through to the FastAPI app. The router authenticates nothing itself: the
+agent server checks `X-Session-API-Key` (so `/alive`, `/health`, `/ready` pass without one).
+"""
+
+import logging
+from typing import Any
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from kubehands.api import metrics, proxy, urls
+from kubehands.api.alive import upstream_base
+
+log = logging.getLogger(__name__)
+
+
+def _host(scope: Scope) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == b"host":
+            return str(value.decode("latin-1"))
+    return None
+
+
+def _raw_path(scope: Scope) -> str:
+    raw = scope.get("raw_path")
+    return str(raw.decode("latin-1") if raw else scope["path"])
+
+
+class RouterMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        gateway = getattr(getattr(scope.get("app"), "state", None), "gateway", None)
+        if (
+            scope["type"] not in ("http", "websocket")
+            or gateway is None
+            or not gateway.settings.enable_router
+        ):
+            await self.app(scope, receive, send)
+            return
+        target = urls.match(gateway.settings, _host(scope), _raw_path(scope))
+        if target is None:
+            await self.app(scope, receive, send)
+            return
+        await route(gateway, target, scope, receive, send)
+
+
+async def _deny(
+    scope: Scope, send: Send, status: int, detail: str, headers: list[tuple[str, str]] | None = None
+) -> None:
+    if scope["type"] == "websocket":
+        await proxy.reject_websocket(scope, send, status, detail)
+    else:
+        await proxy.send_json(send, status, detail, headers)
+
+
+async def route(gateway: Any, target: urls.Target, scope: Scope, receive: Receive, send: Send) -> None:
+    kind = "websocket" if scope["type"] == "websocket" else "http"
+    if kind == "websocket":
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            return
+    outcome = await _route(gateway, target, scope, receive, send, kind)
+    metrics.PROXY_REQUESTS.labels(target.service, kind, outcome).inc()
+
+
+async def _route(
+    gateway: Any, target: urls.Target, scope: Scope, receive: Receive, send: Send, kind: str
+) -> str:
+    settings = gateway.settings
+    caches = gateway.caches
+    sandbox = caches.sandbox(target.runtime_id)
+    if sandbox is None or sandbox["metadata"].get("deletionTimestamp"):
+        if sandbox is None and caches.claim_for_runtime(target.runtime_id) is not None:
+            await _deny(scope, send, 503, "the sandbox is starting", [("retry-after", "2")])
+            return "starting"
+        await _deny(scope, send, 404, f"no sandbox {target.runtime_id}")
+        return "not_found"
+    paused = (sandbox.get("spec") or {}).get("state") == "Paused"
+    if paused and not settings.wake_on_request:
+        await _deny(scope, send, 503, "the sandbox is paused; POST /resume to resume it")
+        return "paused"
+    if not gateway.alive.is_alive(sandbox):
+        if not settings.wake_on_request:
+            await _deny(scope, send, 503, "the sandbox is starting", [("retry-after", "2")])
+            return "starting"
+        woken = await gateway.sandboxes.wake(target.runtime_id, settings.wake_timeout_seconds)
+        if paused:
+            metrics.WAKES.labels("ok" if woken else "timeout").inc()
+        if woken is None:
+            await _deny(scope, send, 503, "the sandbox did not become ready in time", [("retry-after", "5")])
+            return "wake_timeout"
+        sandbox = woken
+    gateway.activity.touch(target.runtime_id)
+    base = upstream_base(sandbox["status"]["podIP"], urls.service_port(sandbox, target.service))
+    query = scope.get("query_string", b"").decode("latin-1")
+    path_and_query = target.path + (f"?{query}" if query else "")
+    if kind == "websocket":
+        return await proxy.proxy_websocket(
+            scope, receive, send, "ws" + base[4:] + path_and_query, settings.proxy_connect_timeout_seconds
+        )
+    return await proxy.proxy_http(scope, receive, send, gateway.http, base + path_and_query)

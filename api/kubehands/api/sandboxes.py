@@ -1,0 +1,368 @@
+"""Sandbox operations behind the control API: start (idempotent), read, pause, resume, stop, wake.
+
+Idempotent /start across concurrent calls and gateway replicas
+-------------------------------------------------------------
+The session-key Secret of (tenant, session_id) has a deterministic name, `claim_name()`. Creating it
+is the claim: the API server lets exactly one create succeed, everyone else gets 409. The winner
+then creates the Sandbox (random runtime_id, recorded in the claim's labels) and finally makes the
+Secret owned by the Sandbox, so deleting the Sandbox removes the claim too. A loser reads the
+claim and answers with the runtime it names. A claim is stale, and is deleted with a uid
+precondition (so only one caller can delete it) before the create is retried, when its Sandbox
+is gone, being deleted or failed, or when it never got an owner within `CLAIM_GRACE_SECONDS`
+(its creator died between the two creates).
+"""
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from kubehands.api import convert, metrics
+from kubehands.api.alive import AliveTracker
+from kubehands.api.cache import Caches
+from kubehands.api.constants import (
+    ANNOTATION_SESSION_ID,
+    GROUP,
+    LABEL_OWNER,
+    LABEL_RUNTIME_ID,
+    LABEL_SESSION,
+    PLURAL,
+    SESSION_KEY_SECRET_KEY,
+    VERSION,
+)
+from kubehands.api.errors import (
+    InvalidRequest,
+    LimitExceeded,
+    SandboxConflict,
+    SandboxNotFound,
+    api_exception_detail,
+)
+from kubehands.api.keys import KeyRecord
+from kubehands.api.schemas import RuntimeObject, StartRequest
+from kubehands.api.settings import Settings
+
+log = logging.getLogger(__name__)
+
+CLAIM_GRACE_SECONDS = 30.0
+MERGE_PATCH = "application/merge-patch+json"
+Obj = dict[str, Any]
+
+
+def _labels(obj: Obj | None) -> dict[str, str]:
+    return ((obj or {}).get("metadata") or {}).get("labels") or {}
+
+
+def _age_seconds(obj: Obj) -> float:
+    created = (obj.get("metadata") or {}).get("creationTimestamp")
+    if not created:
+        return 0.0
+    moment = datetime.fromisoformat(str(created).replace("Z", "+00:00"))
+    return (datetime.now(UTC) - moment).total_seconds()
+
+
+def _fresh_claim(claim: Obj) -> bool:
+    """A claim whose Sandbox may still be on its way (older ones without a Sandbox are stale)."""
+    return _age_seconds(claim) < CLAIM_GRACE_SECONDS
+
+
+def is_live(sandbox: Obj | None) -> bool:
+    """Counts against the running limit and blocks a fresh /start: not deleted, not failed, not paused."""
+    if not sandbox:
+        return False
+    status, _ = convert.runtime_status(sandbox, alive=False)
+    return status in ("starting", "running")
+
+
+class SandboxService:
+    def __init__(
+        self, settings: Settings, caches: Caches, api: client.ApiClient, alive: AliveTracker
+    ) -> None:
+        self.settings = settings
+        self.caches = caches
+        self.alive = alive
+        self._custom = client.CustomObjectsApi(api)
+        self._core = client.CoreV1Api(api)
+
+    # ---- reads (cache only) -------------------------------------------------------------------
+
+    def to_runtime(self, sandbox: Obj) -> RuntimeObject:
+        return convert.runtime_object(
+            self.settings,
+            sandbox["metadata"]["name"],
+            convert.sandbox_session_id(sandbox),
+            sandbox,
+            self.caches.session_key(sandbox),
+            self.alive.is_alive(sandbox),
+        )
+
+    def _claim_runtime(self, claim: Obj) -> RuntimeObject:
+        """A runtime whose Sandbox this replica has not seen yet: answer `starting` from the claim."""
+        meta = claim.get("metadata") or {}
+        runtime_id = _labels(claim).get(LABEL_RUNTIME_ID, "")
+        session_id = (meta.get("annotations") or {}).get(ANNOTATION_SESSION_ID, "")
+        return convert.runtime_object(
+            self.settings, runtime_id, session_id, None, convert.secret_session_key(claim), alive=False
+        )
+
+    def owned(self, caller: KeyRecord, runtime_id: str) -> Obj:
+        """The caller's sandbox; 404 whether it is missing or another tenant's (existence never leaks)."""
+        sandbox = self.caches.sandbox(runtime_id)
+        if sandbox is None or _labels(sandbox).get(LABEL_OWNER) != caller.name:
+            raise SandboxNotFound(f"runtime {runtime_id} not found")
+        return sandbox
+
+    def get_runtime(self, caller: KeyRecord, runtime_id: str) -> RuntimeObject:
+        sandbox = self.caches.sandbox(runtime_id)
+        if sandbox is None:
+            claim = self.caches.claim_for_runtime(runtime_id)
+            if claim is not None and _fresh_claim(claim) and _labels(claim).get(LABEL_OWNER) == caller.name:
+                return self._claim_runtime(claim)
+        return self.to_runtime(self.owned(caller, runtime_id))
+
+    def find_session(self, caller: KeyRecord, session_id: str) -> RuntimeObject | None:
+        """The newest sandbox of (caller, session_id); else a claim whose Sandbox is on its way."""
+        label = convert.session_label(session_id)
+        candidates = [
+            s
+            for s in self.caches.owned_sandboxes(caller.name)
+            if _labels(s).get(LABEL_SESSION) == label and convert.sandbox_session_id(s) == session_id
+        ]
+        if candidates:
+            live = [s for s in candidates if not (s["metadata"].get("deletionTimestamp"))]
+            newest = max(live or candidates, key=lambda s: str(s["metadata"].get("creationTimestamp") or ""))
+            return self.to_runtime(newest)
+        claim = self.caches.claim(convert.claim_name(caller.name, session_id))
+        if claim is not None and _fresh_claim(claim) and _labels(claim).get(LABEL_RUNTIME_ID):
+            return self._claim_runtime(claim)
+        return None
+
+    def list_runtimes(self, caller: KeyRecord) -> list[RuntimeObject]:
+        """Contract §8.13: starting and running sandboxes only (V1-app counts every entry as running)."""
+        return [self.to_runtime(s) for s in self.caches.owned_sandboxes(caller.name) if is_live(s)]
+
+    def running_count(self, caller: KeyRecord) -> int:
+        return sum(1 for s in self.caches.owned_sandboxes(caller.name) if is_live(s))
+
+    # ---- /start ---------------------------------------------------------------------------------
+
+    async def start(self, caller: KeyRecord, req: StartRequest) -> RuntimeObject:
+        claim_name = convert.claim_name(caller.name, req.session_id)
+        # validate everything before writing anything (never a half-created sandbox)
+        convert.build_sandbox(req, caller, self.settings, convert.mint_runtime_id(), claim_name)
+        existing = self.find_session(caller, req.session_id)
+        if existing is not None and existing.status in ("starting", "running"):
+            return existing
+        if existing is not None and existing.status == "paused":
+            return await self.resume(caller, existing.runtime_id)
+        limit = (
+            caller.profile.max_running
+            if caller.profile.max_running is not None
+            else (self.settings.default_max_running)
+        )
+        if self.running_count(caller) >= limit:
+            raise LimitExceeded(
+                f"API key {caller.name!r} already has {limit} running sandboxes (its limit); "
+                "pause or stop one first"
+            )
+        for _ in range(5):
+            runtime_id = convert.mint_runtime_id()
+            session_key = convert.mint_session_key()
+            secret = convert.build_session_secret(
+                claim_name, self.settings.namespace, caller.name, req.session_id, runtime_id, session_key
+            )
+            try:
+                created_secret = await self._core.create_namespaced_secret(self.settings.namespace, secret)
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+                answer = await self._resolve_claim(caller, claim_name)
+                if answer is not None:
+                    return answer
+                continue  # the stale claim is gone: try again
+            return await self._create_sandbox(caller, req, runtime_id, session_key, created_secret)
+        raise SandboxConflict("could not claim the session; retry")
+
+    async def _resolve_claim(self, caller: KeyRecord, claim_name: str) -> RuntimeObject | None:
+        """Another call holds the claim. Its runtime if still usable; else delete the stale claim."""
+        ns = self.settings.namespace
+        try:
+            claim = await self._core.read_namespaced_secret(claim_name, ns, _preload_content=False)
+            claim = await claim.json()
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        runtime_id = _labels(claim).get(LABEL_RUNTIME_ID, "")
+        try:
+            sandbox: Obj | None = await self._custom.get_namespaced_custom_object(
+                GROUP, VERSION, ns, PLURAL, runtime_id
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            sandbox = None
+        owned = bool((claim.get("metadata") or {}).get("ownerReferences"))
+        if sandbox is not None and is_live(sandbox):
+            self.caches.sandboxes.upsert(sandbox)
+            return self.to_runtime(sandbox)
+        if sandbox is None and not owned and _age_seconds(claim) < CLAIM_GRACE_SECONDS:
+            return self._claim_runtime(claim)  # its creator is between the two creates
+        if sandbox is not None and not sandbox["metadata"].get("deletionTimestamp"):
+            status, _ = convert.runtime_status(sandbox, alive=False)
+            if status == "paused":  # the session's runtime: resume it rather than start another
+                self.caches.sandboxes.upsert(sandbox)
+                return await self.resume(caller, runtime_id)
+            await self._delete_sandbox(runtime_id)  # failed: replace it
+        uid = claim["metadata"]["uid"]
+        try:
+            await self._core.delete_namespaced_secret(
+                claim_name, ns, body=client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid))
+            )
+        except ApiException as exc:
+            if exc.status not in (404, 409):
+                raise
+        self.caches.session_keys.discard(claim_name)
+        return None
+
+    async def _create_sandbox(
+        self, caller: KeyRecord, req: StartRequest, runtime_id: str, session_key: str, secret: Any
+    ) -> RuntimeObject:
+        ns = self.settings.namespace
+        body = convert.build_sandbox(req, caller, self.settings, runtime_id, secret.metadata.name)
+        try:
+            created = await self._custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body)
+        except ApiException as exc:
+            await self._release(secret.metadata.name, secret.metadata.uid)
+            if exc.status in (400, 422):
+                raise InvalidRequest(api_exception_detail(exc)) from exc
+            raise
+        except BaseException:
+            await self._release(secret.metadata.name, secret.metadata.uid)
+            raise
+        patch = {"metadata": {"ownerReferences": [convert.owner_reference(created)]}}
+        try:
+            owned_secret = await self._core.patch_namespaced_secret(
+                secret.metadata.name, ns, patch, _preload_content=False
+            )
+            self.caches.session_keys.upsert(await owned_secret.json())
+        except ApiException as exc:  # the claim still works; only GC on stop is affected
+            log.warning("could not make session secret of %s owned: %s", runtime_id, exc.status)
+        self.caches.sandboxes.upsert(created)
+        metrics.SANDBOXES_STARTED.inc()
+        log.info("started sandbox %s for key %s", runtime_id, caller.name)
+        return convert.runtime_object(
+            self.settings, runtime_id, req.session_id, created, session_key, alive=False
+        )
+
+    async def _release(self, name: str, uid: str) -> None:
+        try:
+            await self._core.delete_namespaced_secret(
+                name,
+                self.settings.namespace,
+                body=client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid)),
+            )
+        except ApiException as exc:
+            if exc.status not in (404, 409):
+                log.warning("could not release claim %s: %s", name, exc.status)
+
+    # ---- pause / resume / stop ------------------------------------------------------------------
+
+    async def _set_state(self, runtime_id: str, state: str) -> Obj:
+        patched: Obj = await self._custom.patch_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            self.settings.namespace,
+            PLURAL,
+            runtime_id,
+            {"spec": {"state": state}},
+            _content_type=MERGE_PATCH,
+        )
+        self.caches.sandboxes.upsert(patched)
+        return patched
+
+    async def pause(self, caller: KeyRecord, runtime_id: str) -> RuntimeObject:
+        sandbox = self.owned(caller, runtime_id)
+        if (
+            sandbox["metadata"].get("deletionTimestamp")
+            or (sandbox.get("spec") or {}).get("state") == "Paused"
+        ):
+            return self.to_runtime(sandbox)
+        return self.to_runtime(await self._set_state(runtime_id, "Paused"))
+
+    async def resume(self, caller: KeyRecord, runtime_id: str) -> RuntimeObject:
+        sandbox = self.owned(caller, runtime_id)
+        if sandbox["metadata"].get("deletionTimestamp"):
+            raise SandboxNotFound(f"runtime {runtime_id} is stopped")
+        if (sandbox.get("spec") or {}).get("state") != "Paused":
+            return self.to_runtime(sandbox)
+        if self.settings.rotate_session_key_on_resume:
+            await self._rotate_key(sandbox)
+        return self.to_runtime(await self._set_state(runtime_id, "Running"))
+
+    async def _rotate_key(self, sandbox: Obj) -> None:
+        ref = (sandbox.get("spec") or {}).get("sessionKeySecretRef") or {}
+        name = str(ref.get("name") or "")
+        patched = await self._core.patch_namespaced_secret(
+            name,
+            self.settings.namespace,
+            {"stringData": {SESSION_KEY_SECRET_KEY: convert.mint_session_key()}},
+            _preload_content=False,
+        )
+        self.caches.session_keys.upsert(await patched.json())
+
+    async def stop(self, caller: KeyRecord, runtime_id: str) -> None:
+        sandbox = self.owned(caller, runtime_id)
+        await self._delete_sandbox(runtime_id)
+        name = str(((sandbox.get("spec") or {}).get("sessionKeySecretRef") or {}).get("name") or "")
+        if name:
+            try:
+                await self._core.delete_namespaced_secret(name, self.settings.namespace)
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+            self.caches.session_keys.discard(name)
+
+    async def _delete_sandbox(self, runtime_id: str) -> None:
+        try:
+            result = await self._custom.delete_namespaced_custom_object(
+                GROUP, VERSION, self.settings.namespace, PLURAL, runtime_id, propagation_policy="Background"
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            self.caches.sandboxes.discard(runtime_id)
+            return
+        if (
+            isinstance(result, dict)
+            and result.get("kind") == "Sandbox"
+            and result["metadata"].get("deletionTimestamp")
+        ):
+            self.caches.sandboxes.upsert(result)
+        else:
+            self.caches.sandboxes.discard(runtime_id)
+
+    # ---- router: wake on request ------------------------------------------------------------------
+
+    async def wake(self, runtime_id: str, timeout: float) -> Obj | None:
+        """Resume a paused sandbox and wait until its agent server answers; None on timeout."""
+        loop_deadline = datetime.now(UTC).timestamp() + timeout
+        sandbox = self.caches.sandbox(runtime_id)
+        if sandbox is not None and (sandbox.get("spec") or {}).get("state") == "Paused":
+            try:
+                await self._set_state(runtime_id, "Running")
+            except ApiException as exc:
+                if exc.status == 404:
+                    return None
+                raise
+        while True:
+            sandbox = self.caches.sandbox(runtime_id)
+            if sandbox is None or sandbox["metadata"].get("deletionTimestamp"):
+                return None
+            if self.alive.is_alive(sandbox):
+                return sandbox
+            remaining = loop_deadline - datetime.now(UTC).timestamp()
+            if remaining <= 0:
+                return None
+            await self.caches.sandboxes.wait_changed(min(remaining, 5.0))

@@ -1,0 +1,157 @@
+"""Request and response models of the OpenHands runtime API (runtime-api-contract.md §1, §2).
+
+Kept apart from the Sandbox model; `convert.py` holds the pure converters between the two.
+"""
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+# A container image reference: [domain/]path[:tag][@digest]. The first component is a domain only
+# when it contains "." or ":" or is "localhost" (Docker's rule); path components are lower-case.
+_DOMAIN_RE = re.compile(r"^(?:localhost|[a-zA-Z0-9-]+(?:\.[a-zA-Z0-9-]+)*)(?::[0-9]+)?$")
+_PATH_RE = re.compile(
+    r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?"
+    r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?$"
+)
+# Kubernetes env var names (C_IDENTIFIER is stricter; the API server accepts this).
+ENV_NAME_RE = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+
+Status = Literal["starting", "running", "paused", "stopped", "error"]
+PodStatus = Literal["pending", "running", "ready", "not found", "failed", "unknown", "crashloopbackoff"]
+
+
+def is_valid_image(image: str) -> bool:
+    if len(image) > 512:
+        return False
+    first, _, rest = image.partition("/")
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        return bool(_DOMAIN_RE.match(first)) and bool(_PATH_RE.match(rest))
+    return bool(_PATH_RE.match(image))
+
+
+class StartRequest(BaseModel):
+    """Body of POST /start. Unknown fields are tolerated (contract §8.7)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    image: str = Field(..., min_length=1, max_length=512, description="Container image reference.")
+    session_id: str = Field(..., min_length=1, max_length=512, description="Client session/conversation id.")
+    command: list[str] | str | None = Field(
+        None, description="Container command: a list, a string (split like a shell), or null for the image's."
+    )
+    working_dir: str | None = Field(
+        None, max_length=4096, description="Absolute container working directory."
+    )
+    environment: dict[str, str] | None = Field(None, description="Extra environment variables.")
+    resource_factor: int | None = Field(
+        None, description="Scales base resources; one of the configured factors."
+    )
+    runtime_class: str | None = Field(None, max_length=253, description="Requested runtime class (mapped).")
+    run_as_user: int | None = Field(None, ge=0, le=2**31 - 1)
+    run_as_group: int | None = Field(None, ge=0, le=2**31 - 1)
+    fs_group: int | None = Field(None, ge=0, le=2**31 - 1)
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, value: str) -> str:
+        if not is_valid_image(value):
+            raise ValueError("invalid image reference")
+        return value
+
+    @field_validator("session_id")
+    @classmethod
+    def _session(cls, value: str) -> str:
+        if not value.isprintable():
+            raise ValueError("session_id must be printable")
+        return value
+
+    @field_validator("working_dir")
+    @classmethod
+    def _workdir(cls, value: str | None) -> str | None:
+        if value is not None and (not value.startswith("/") or "\x00" in value):
+            raise ValueError("working_dir must be an absolute path")
+        return value
+
+    @field_validator("environment", mode="before")
+    @classmethod
+    def _env(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            raise ValueError("environment must be an object")
+        out: dict[str, str] = {}
+        for name, val in value.items():
+            if not isinstance(name, str) or not ENV_NAME_RE.match(name) or len(name) > 1024:
+                raise ValueError(f"invalid environment variable name: {name!r}")
+            if isinstance(val, bool):
+                val = "true" if val else "false"
+            elif isinstance(val, int | float):
+                val = str(val)
+            if not isinstance(val, str):
+                raise ValueError(f"environment variable {name} must be a string")
+            out[name] = val
+        return out
+
+    @field_validator("command", mode="before")
+    @classmethod
+    def _command(cls, value: Any) -> Any:
+        if isinstance(value, list) and not all(isinstance(v, str) for v in value):
+            raise ValueError("command list items must be strings")
+        return value
+
+
+class RuntimeIdRequest(BaseModel):
+    """Body of POST /pause, /resume and /stop."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    runtime_id: str = Field(..., min_length=1, max_length=253)
+
+
+class RuntimeObject(BaseModel):
+    """The runtime object (contract §2). Every field is always present."""
+
+    runtime_id: str
+    session_id: str
+    url: str
+    session_api_key: str | None
+    status: Status
+    pod_status: PodStatus
+    work_hosts: dict[str, int] = Field(default_factory=dict)
+    restart_count: int = 0
+    restart_reasons: list[str] = Field(default_factory=list)
+    container_statuses: list[dict[str, Any]] = Field(default_factory=list)
+    events: list[dict[str, Any]] = Field(default_factory=list)
+    pod_logs: str = ""
+
+
+class RuntimeList(BaseModel):
+    runtimes: list[RuntimeObject]
+
+
+class StopResponse(BaseModel):
+    runtime_id: str
+    status: Status
+
+
+class RegistryPrefix(BaseModel):
+    registry_prefix: str
+
+
+class ImageInfo(BaseModel):
+    upload_time: str | None = None
+    image_size_bytes: int = 0
+
+
+class ImageExists(BaseModel):
+    exists: bool
+    image: ImageInfo | None = None
+
+
+class Health(BaseModel):
+    status: str
+    cache_synced: bool

@@ -1,0 +1,129 @@
+"""Gateway configuration, read from `KUBEHANDS_*` environment variables (pydantic-settings).
+
+Every field is documented in docs/gateway.md; keep the two in step.
+"""
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from kubehands.crd.constants import DEFAULT_WORKSPACE_MOUNT_PATH, DEFAULT_WORKSPACE_SIZE
+from kubehands.crd.resources import DEFAULT_BASE_RESOURCES, validate_base_resources
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="KUBEHANDS_", extra="ignore")
+
+    # --- Kubernetes ---------------------------------------------------------------------------
+    namespace: str = Field("default", description="Namespace where Sandboxes and session-key Secrets live.")
+    keys_namespace: str | None = Field(
+        None,
+        description="Namespace of the API-key Secrets (the gateway's own namespace). Default: `namespace`.",
+    )
+    kubeconfig: str | None = Field(
+        None, description="Path to a kubeconfig. Unset: in-cluster config, else the default kubeconfig."
+    )
+
+    # --- What runs -----------------------------------------------------------------------------
+    enable_control_api: bool = Field(True, description="Serve the runtime API (/start, /sessions, ...).")
+    enable_router: bool = Field(True, description="Serve the sandbox router (the sandbox URLs).")
+
+    # --- URLs and routing ---------------------------------------------------------------------
+    public_url: str = Field(
+        "http://localhost:8000",
+        description="Public base URL of the router in path mode; sandbox url = {public_url}/{runtime_id}.",
+    )
+    routing_mode: Literal["path", "subdomain"] = Field("path", description="`path` or `subdomain`.")
+    domain: str | None = Field(
+        None,
+        description="Subdomain mode: wildcard DNS domain (optionally with :port); "
+        "sandbox url = {scheme}://{runtime_id}.{domain}.",
+    )
+    subdomain_scheme: Literal["http", "https"] = Field("https", description="Subdomain mode: URL scheme.")
+
+    # --- Sandbox defaults ---------------------------------------------------------------------
+    base_resources: dict[str, dict[str, str]] = Field(
+        default_factory=lambda: {k: dict(v) for k, v in DEFAULT_BASE_RESOURCES.items()},
+        description='Requests/limits at resource_factor 1, as JSON `{"requests": {...}, "limits": {...}}`. '
+        "Same variable and default as the operator's.",
+    )
+    resource_factors: list[int] = Field(
+        default_factory=lambda: [1, 2, 4, 8], description="Accepted values of `resource_factor`."
+    )
+    workspace_size: str = Field(DEFAULT_WORKSPACE_SIZE, description="Size of each sandbox's workspace PVC.")
+    workspace_storage_class: str | None = Field(None, description="StorageClass of the workspace PVC.")
+    workspace_mount_path: str = Field(
+        DEFAULT_WORKSPACE_MOUNT_PATH, description="Where the workspace PVC is mounted."
+    )
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = Field(
+        None, description="Default imagePullPolicy when the request sends none."
+    )
+    inject_url_env: bool = Field(
+        True,
+        description="Set RUNTIME_URL, and in path mode OH_VSCODE_BASE_PATH / OPENVSCODE_SERVER_BASE_PATH "
+        "= /{runtime_id}/vscode, in every sandbox.",
+    )
+
+    # --- Keys and tenancy ---------------------------------------------------------------------
+    default_max_running: int = Field(10, description="Running-sandbox limit for keys without their own.")
+    rotate_session_key_on_resume: bool = Field(
+        False, description="Mint a new session API key on /resume (breaks V0 and APIRemoteWorkspace)."
+    )
+
+    # --- Router -------------------------------------------------------------------------------
+    wake_on_request: bool = Field(True, description="A request to a paused sandbox resumes it and waits.")
+    wake_timeout_seconds: float = Field(120.0, description="How long a woken request waits for readiness.")
+    proxy_connect_timeout_seconds: float = Field(10.0, description="Upstream connect timeout.")
+    proxy_read_timeout_seconds: float = Field(600.0, description="Upstream read/write timeout (LLM calls).")
+    activity_interval_seconds: float = Field(
+        30.0, description="At most one lastActivityTime write per sandbox per this many seconds."
+    )
+    alive_timeout_seconds: float = Field(5.0, description="Timeout of one /alive readiness check.")
+    alive_retry_seconds: float = Field(1.0, description="Pause between /alive checks of a ready pod.")
+
+    # --- Control API --------------------------------------------------------------------------
+    max_body_bytes: int = Field(1_048_576, description="Largest control-API request body (413 above).")
+    registry_prefix: str = Field("", description="Answer of GET /registry_prefix.")
+    assume_images_exist: bool = Field(
+        True, description="GET /image_exists answers true for images no node has (they may still be pulled)."
+    )
+
+    @field_validator("public_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        value = value.rstrip("/")
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("public_url must start with http:// or https://")
+        return value
+
+    @field_validator("base_resources")
+    @classmethod
+    def _quantities(cls, value: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        validate_base_resources(value)
+        return value
+
+    @field_validator("resource_factors")
+    @classmethod
+    def _factors(cls, value: list[int]) -> list[int]:
+        if not value or any(f < 1 for f in value):
+            raise ValueError("resource_factors must be a non-empty list of positive integers")
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> "Settings":
+        if self.routing_mode == "subdomain" and not self.domain:
+            raise ValueError("KUBEHANDS_DOMAIN is required in subdomain routing mode")
+        if self.domain:
+            self.domain = self.domain.strip(".").lower()
+        return self
+
+    @property
+    def key_namespace(self) -> str:
+        return self.keys_namespace or self.namespace
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,101 @@
+"""Sandbox URLs in both routing modes, and the reverse: which sandbox port a request is for.
+
+Pure functions; the router (`router.py`) and the converters (`convert.py`) share them.
+"""
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from kubehands.api.constants import RUNTIME_ID_PREFIX, RUNTIME_ID_RANDOM_LEN
+from kubehands.api.settings import Settings
+from kubehands.crd.constants import AGENT_PORT_NAME, DEFAULT_PORTS, WORK_1_PORT, WORK_2_PORT
+
+RUNTIME_ID_RE = re.compile(rf"^{re.escape(RUNTIME_ID_PREFIX)}[0-9a-z]{{{RUNTIME_ID_RANDOM_LEN}}}$")
+SERVICES = ("vscode", "work-1", "work-2")
+# V0's action server serves its VS Code token under /vscode/; in path mode this path must reach
+# the agent server, not VS Code.
+_AGENT_PATHS_UNDER_VSCODE = ("/vscode/connection_token",)
+
+
+def is_runtime_id(value: str) -> bool:
+    return bool(RUNTIME_ID_RE.match(value))
+
+
+def sandbox_url(settings: Settings, runtime_id: str) -> str:
+    """The runtime object's `url` (no trailing slash, contract §8.10)."""
+    if settings.routing_mode == "subdomain":
+        return f"{settings.subdomain_scheme}://{runtime_id}.{settings.domain}"
+    return f"{settings.public_url}/{runtime_id}"
+
+
+def service_url(settings: Settings, runtime_id: str, service: str) -> str:
+    """URL of a sibling service (`vscode`, `work-1`, `work-2`), as the clients derive it."""
+    if settings.routing_mode == "subdomain":
+        return f"{settings.subdomain_scheme}://{service}-{runtime_id}.{settings.domain}"
+    return f"{settings.public_url}/{runtime_id}/{service}"
+
+
+def work_hosts(settings: Settings, runtime_id: str) -> dict[str, int]:
+    return {
+        service_url(settings, runtime_id, "work-1"): WORK_1_PORT,
+        service_url(settings, runtime_id, "work-2"): WORK_2_PORT,
+    }
+
+
+def service_port(sandbox: dict[str, Any], service: str) -> int:
+    """The container port named `service` in the Sandbox's `spec.ports` (the CRD defaults otherwise)."""
+    for port in (sandbox.get("spec") or {}).get("ports") or []:
+        if port.get("name") == service and isinstance(port.get("containerPort"), int):
+            return int(port["containerPort"])
+    return dict(DEFAULT_PORTS)[service]
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a router request goes: a sandbox, one of its ports, and the upstream path."""
+
+    runtime_id: str
+    service: str  # a spec.ports name: agent | vscode | work-1 | work-2
+    path: str  # upstream path, always starting with "/"
+
+
+def match_path(path: str) -> Target | None:
+    """Path mode: `/{runtime_id}[/...]`. The prefix is stripped, except for VS Code, which runs
+    with `--server-base-path /{runtime_id}/vscode` (OH_VSCODE_BASE_PATH) and expects the full path."""
+    parts = path.split("/", 2)  # ["", id, rest]
+    if len(parts) < 2 or not is_runtime_id(parts[1]):
+        return None
+    runtime_id = parts[1]
+    rest = "/" + parts[2] if len(parts) == 3 else "/"
+    for service in SERVICES:
+        if rest == f"/{service}" or rest.startswith(f"/{service}/"):
+            if service == "vscode":
+                if rest in _AGENT_PATHS_UNDER_VSCODE:
+                    return Target(runtime_id, AGENT_PORT_NAME, rest)
+                return Target(runtime_id, service, path)
+            return Target(runtime_id, service, rest[len(service) + 1 :] or "/")
+    return Target(runtime_id, AGENT_PORT_NAME, rest)
+
+
+def match_host(host: str, domain: str, path: str) -> Target | None:
+    """Subdomain mode: `{id}.{domain}`, `vscode-{id}.{domain}`, `work-1-{id}.{domain}`, ..."""
+    host = host.split(":", 1)[0].lower().rstrip(".")
+    suffix = "." + domain.split(":", 1)[0]  # the domain may carry a port for the URLs handed out
+    if not host.endswith(suffix):
+        return None
+    label = host[: -len(suffix)]
+    service = AGENT_PORT_NAME
+    for candidate in SERVICES:
+        if label.startswith(candidate + "-"):
+            service, label = candidate, label[len(candidate) + 1 :]
+            break
+    if not is_runtime_id(label):
+        return None
+    return Target(label, service, path or "/")
+
+
+def match(settings: Settings, host: str | None, path: str) -> Target | None:
+    if settings.routing_mode == "subdomain":
+        return match_host(host or "", settings.domain or "", path)
+    return match_path(path)

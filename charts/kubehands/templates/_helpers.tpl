@@ -1,0 +1,232 @@
+{{/* Chart name, truncated to 63 characters (the DNS label limit). */}}
+{{- define "kubehands.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Fully qualified app name; leaves room for the longest suffix ("-operator-scanning", 18). */}}
+{{- define "kubehands.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 40 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 40 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 40 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Chart name and version, for the helm.sh/chart label. */}}
+{{- define "kubehands.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Common labels. */}}
+{{- define "kubehands.labels" -}}
+helm.sh/chart: {{ include "kubehands.chart" . }}
+{{ include "kubehands.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: kubehands
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* Selector labels: immutable, so only name and instance. */}}
+{{- define "kubehands.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "kubehands.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* Labels and selector labels of one component: (dict "ctx" $ "component" "gateway"). */}}
+{{- define "kubehands.componentLabels" -}}
+{{ include "kubehands.labels" .ctx }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+{{- define "kubehands.componentSelectorLabels" -}}
+{{ include "kubehands.selectorLabels" .ctx }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/* ServiceAccount name of a component: (dict "ctx" $ "component" "operator"). */}}
+{{- define "kubehands.serviceAccountName" -}}
+{{- $values := index .ctx.Values (ternary "api" .component (eq .component "gateway")) }}
+{{- default (printf "%s-%s" (include "kubehands.fullname" .ctx) .component) $values.serviceAccount.name }}
+{{- end }}
+
+{{/* The kubehands image; fails the render without a tag. */}}
+{{- define "kubehands.image" -}}
+{{- $tag := required "image.tag (or the chart's appVersion) is required" (default .Chart.AppVersion .Values.image.tag) }}
+{{- printf "%s:%s" (required "image.repository is required" .Values.image.repository) $tag }}
+{{- end }}
+
+{{/* The namespace sandboxes run in. */}}
+{{- define "kubehands.sandboxNamespace" -}}
+{{- default (printf "%s-sandboxes" (include "kubehands.fullname" .)) .Values.sandbox.namespace }}
+{{- end }}
+
+{{/* Every namespace the operator reconciles in (namespaced mode), sandbox namespace first, no duplicates. */}}
+{{- define "kubehands.operatorNamespaces" -}}
+{{- $all := list (include "kubehands.sandboxNamespace" .) }}
+{{- range .Values.operator.watchNamespaces }}{{ $all = append $all . }}{{ end }}
+{{- join "," (uniq $all) }}
+{{- end }}
+
+{{/* Gateway (control API) Service name, and the Service serving sandbox URLs. */}}
+{{- define "kubehands.gatewayServiceName" -}}
+{{- printf "%s-gateway" (include "kubehands.fullname" .) }}
+{{- end }}
+{{- define "kubehands.routerServiceName" -}}
+{{- if .Values.router.enabled }}{{ printf "%s-router" (include "kubehands.fullname" .) }}{{ else }}{{ include "kubehands.gatewayServiceName" . }}{{ end }}
+{{- end }}
+{{- define "kubehands.routerServicePort" -}}
+{{- if .Values.router.enabled }}{{ .Values.router.service.port }}{{ else }}{{ .Values.api.service.port }}{{ end }}
+{{- end }}
+
+{{/* Public base URL of sandbox URLs in path mode. */}}
+{{- define "kubehands.publicUrl" -}}
+{{- if .Values.routing.publicUrl }}
+{{- .Values.routing.publicUrl }}
+{{- else if and .Values.ingress.enabled .Values.ingress.host }}
+{{- printf "%s://%s" (ternary "https" "http" (ne .Values.ingress.tlsSecretName "")) .Values.ingress.host }}
+{{- else if and .Values.httpRoute.enabled .Values.httpRoute.hostname }}
+{{- printf "%s://%s" (ternary "https" "http" .Values.httpRoute.https) .Values.httpRoute.hostname }}
+{{- else }}
+{{- printf "http://%s.%s.svc:%v" (include "kubehands.routerServiceName" .) .Release.Namespace (include "kubehands.routerServicePort" .) }}
+{{- end }}
+{{- end }}
+
+{{/* Where the runtime API is reached from outside, for NOTES.txt. */}}
+{{- define "kubehands.apiUrl" -}}
+{{- if and .Values.ingress.enabled .Values.ingress.host }}
+{{- printf "%s://%s" (ternary "https" "http" (ne .Values.ingress.tlsSecretName "")) .Values.ingress.host }}
+{{- else if and .Values.httpRoute.enabled .Values.httpRoute.hostname }}
+{{- printf "%s://%s" (ternary "https" "http" .Values.httpRoute.https) .Values.httpRoute.hostname }}
+{{- else }}
+{{- printf "http://%s.%s.svc:%v" (include "kubehands.gatewayServiceName" .) .Release.Namespace .Values.api.service.port }}
+{{- end }}
+{{- end }}
+
+{{/* Sandbox settings shared by the operator and the gateway, as env entries. */}}
+{{- define "kubehands.sharedSandboxEnv" -}}
+- name: KUBEHANDS_BASE_RESOURCES
+  value: {{ .Values.sandbox.baseResources | toJson | quote }}
+{{- end }}
+
+{{/* Gateway/router environment (kubehands.api.settings.Settings). */}}
+{{- define "kubehands.gatewayEnv" -}}
+- name: KUBEHANDS_NAMESPACE
+  value: {{ include "kubehands.sandboxNamespace" . | quote }}
+- name: KUBEHANDS_KEYS_NAMESPACE
+  value: {{ .Release.Namespace | quote }}
+- name: KUBEHANDS_ROUTING_MODE
+  value: {{ .Values.routing.mode | quote }}
+{{- if eq .Values.routing.mode "subdomain" }}
+- name: KUBEHANDS_DOMAIN
+  value: {{ required "routing.domain is required in subdomain mode" .Values.routing.domain | quote }}
+- name: KUBEHANDS_SUBDOMAIN_SCHEME
+  value: {{ .Values.routing.subdomainScheme | quote }}
+{{- else }}
+- name: KUBEHANDS_PUBLIC_URL
+  value: {{ include "kubehands.publicUrl" . | quote }}
+{{- end }}
+{{ include "kubehands.sharedSandboxEnv" . }}
+- name: KUBEHANDS_RESOURCE_FACTORS
+  value: {{ .Values.sandbox.resourceFactors | toJson | quote }}
+- name: KUBEHANDS_WORKSPACE_SIZE
+  value: {{ .Values.sandbox.workspace.size | quote }}
+{{- with .Values.sandbox.workspace.storageClassName }}
+- name: KUBEHANDS_WORKSPACE_STORAGE_CLASS
+  value: {{ . | quote }}
+{{- end }}
+{{- with .Values.sandbox.imagePullPolicy }}
+- name: KUBEHANDS_IMAGE_PULL_POLICY
+  value: {{ . | quote }}
+{{- end }}
+- name: KUBEHANDS_DEFAULT_MAX_RUNNING
+  value: {{ .Values.api.defaultMaxRunning | quote }}
+- name: KUBEHANDS_REGISTRY_PREFIX
+  value: {{ .Values.api.registryPrefix | quote }}
+- name: KUBEHANDS_ASSUME_IMAGES_EXIST
+  value: {{ .Values.api.assumeImagesExist | quote }}
+{{- end }}
+
+{{/* /tmp as an emptyDir: the root filesystem is read-only. */}}
+{{- define "kubehands.tmpVolume" -}}
+- name: tmp
+  emptyDir:
+    medium: Memory
+    sizeLimit: 64Mi
+{{- end }}
+{{- define "kubehands.tmpVolumeMount" -}}
+- name: tmp
+  mountPath: /tmp
+{{- end }}
+
+{{/* Operator environment (kubehands.operator.config.OperatorConfig). */}}
+{{- define "kubehands.operatorEnv" -}}
+- name: KUBEHANDS_NAMESPACES
+  value: {{ ternary "" (include "kubehands.operatorNamespaces" .) .Values.operator.clusterWide | quote }}
+{{ include "kubehands.sharedSandboxEnv" . }}
+- name: KUBEHANDS_IDLE_TIMEOUT_SECONDS
+  value: {{ .Values.sandbox.idleTimeoutSeconds | quote }}
+- name: KUBEHANDS_PAUSED_TTL_SECONDS
+  value: {{ .Values.sandbox.pausedTTLSeconds | quote }}
+- name: KUBEHANDS_RUNTIME_CLASS_MAP
+  value: {{ .Values.sandbox.runtimeClassMap | toJson | quote }}
+- name: KUBEHANDS_NODE_SELECTOR
+  value: {{ .Values.sandbox.nodeSelector | toJson | quote }}
+- name: KUBEHANDS_TOLERATIONS
+  value: {{ .Values.sandbox.tolerations | toJson | quote }}
+- name: KUBEHANDS_ALLOWED_VOLUME_TYPES
+  value: {{ .Values.sandbox.allowedVolumeTypes | toJson | quote }}
+- name: KUBEHANDS_ALLOW_HOST_PATH
+  value: {{ .Values.sandbox.allowHostPath | quote }}
+- name: KUBEHANDS_RUN_AS_USER
+  value: {{ .Values.sandbox.securityContext.runAsUser | quote }}
+- name: KUBEHANDS_RUN_AS_GROUP
+  value: {{ .Values.sandbox.securityContext.runAsGroup | quote }}
+- name: KUBEHANDS_FS_GROUP
+  value: {{ .Values.sandbox.securityContext.fsGroup | quote }}
+- name: KUBEHANDS_WORKSPACE_CHOWN
+  value: {{ .Values.sandbox.workspace.chown | quote }}
+{{- end }}
+
+{{/*
+The initial admin key as JSON {raw, digest, hashSecretName, rawSecretName}, computed once per render and
+memoised in .Values (so admin-key.yaml and NOTES.txt see the same generated key). raw is empty when it
+cannot be known (an upgrade without the raw-key Secret).
+*/}}
+{{- define "kubehands.adminKeyState" -}}
+{{- $ak := .Values.api.adminKey }}
+{{- if not (hasKey $ak "_state") }}
+{{- $name := $ak.name }}
+{{- $hashSecretName := printf "kh-apikey-%s" $name }}
+{{- $rawSecretName := printf "%s-admin-key" (include "kubehands.fullname" .) }}
+{{- $existingHash := lookup "v1" "Secret" .Release.Namespace $hashSecretName }}
+{{- $digest := "" }}
+{{- $raw := "" }}
+{{- if $ak.existingSecret }}
+  {{- $src := lookup "v1" "Secret" .Release.Namespace $ak.existingSecret }}
+  {{- if $src }}
+    {{- $raw = index $src.data $ak.existingSecretKey | required (printf "Secret %s has no key %s" $ak.existingSecret $ak.existingSecretKey) | b64dec }}
+    {{- $digest = sha256sum $raw }}
+  {{- else if $existingHash }}
+    {{- $digest = index $existingHash.data "sha256" | b64dec }}
+  {{- else }}
+    {{- fail (printf "api.adminKey.existingSecret: Secret %s not found in namespace %s (create it before installing; `helm template` cannot read it)" $ak.existingSecret .Release.Namespace) }}
+  {{- end }}
+{{- else if $existingHash }}
+  {{- $digest = index $existingHash.data "sha256" | b64dec }}
+  {{- $existingRaw := lookup "v1" "Secret" .Release.Namespace $rawSecretName }}
+  {{- if $existingRaw }}{{ $raw = index $existingRaw.data "api-key" | b64dec }}{{ end }}
+{{- else }}
+  {{- $raw = printf "khk_%s" (randAlphaNum 43) }}
+  {{- $digest = sha256sum $raw }}
+{{- end }}
+{{- $_ := set $ak "_state" (dict "raw" $raw "digest" $digest "hashSecretName" $hashSecretName "rawSecretName" $rawSecretName "generated" (and (not $ak.existingSecret) (not $existingHash))) }}
+{{- end }}
+{{- toJson $ak._state }}
+{{- end }}

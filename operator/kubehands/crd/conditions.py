@@ -1,0 +1,96 @@
+"""Condition types and reasons of a Sandbox, and pure helpers over them.
+
+`Ready` is the authoritative signal; `Paused` says whether the pod is gone because of a pause.
+Reasons are stable CamelCase API: clients and dashboards may match on them.
+"""
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+from kubehands.crd.model import Phase
+from kubehands.crd.times import rfc3339
+
+READY = "Ready"
+PAUSED = "Paused"
+
+TRUE, FALSE, UNKNOWN = "True", "False", "Unknown"
+
+# Ready reasons.
+POD_READY = "PodReady"  # True: the agent server answers its readiness probe
+POD_MISSING = "PodMissing"  # no pod yet; the operator is creating it
+POD_PENDING = "PodPending"
+UNSCHEDULABLE = "Unschedulable"
+CONTAINER_CREATING = "ContainerCreating"
+CONTAINER_CONFIG_ERROR = "ContainerConfigError"  # e.g. the session-key Secret does not exist (yet)
+CONTAINERS_NOT_READY = "ContainersNotReady"  # started, readiness probe not passing yet
+POD_TERMINATING = "PodTerminating"
+IMAGE_PULL_ERROR = "ImagePullError"
+CRASH_LOOP_BACK_OFF = "CrashLoopBackOff"
+OOM_KILLED = "OOMKilled"  # crash loop whose last termination was an OOM kill
+POD_FAILED = "PodFailed"  # terminal pod phase (e.g. evicted); the operator replaces the pod
+NODE_LOST = "NodeLost"
+SANDBOX_PAUSED = "SandboxPaused"
+INVALID_SPEC = "InvalidSpec"
+
+# Paused reasons.
+NOT_PAUSED = "NotPaused"
+PAUSING = "Pausing"  # state is Paused, the pod is still terminating
+PAUSE_REQUESTED = "PauseRequested"
+IDLE_TIMEOUT = "IdleTimeout"
+
+# Ready=False reasons that make the phase Failed (the OpenHands clients give up on these).
+FAILURE_REASONS = frozenset(
+    {INVALID_SPEC, IMAGE_PULL_ERROR, CRASH_LOOP_BACK_OFF, OOM_KILLED, POD_FAILED, NODE_LOST}
+)
+
+
+def find_condition(conditions: Iterable[Mapping[str, Any]], type_: str) -> Mapping[str, Any] | None:
+    return next((c for c in conditions if c.get("type") == type_), None)
+
+
+def set_condition(
+    conditions: Iterable[Mapping[str, Any]],
+    type_: str,
+    status: str,
+    reason: str,
+    message: str,
+    now: datetime,
+    generation: int | None,
+) -> list[dict[str, Any]]:
+    """Return `conditions` with `type_` set. `lastTransitionTime` only moves when the status changes."""
+    result = [dict(c) for c in conditions if c.get("type") != type_]
+    previous = find_condition(conditions, type_)
+    if previous is not None and previous.get("status") == status and previous.get("lastTransitionTime"):
+        transition = previous["lastTransitionTime"]
+    else:
+        transition = rfc3339(now)
+    condition: dict[str, Any] = {
+        "type": type_,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": transition,
+    }
+    if generation is not None:
+        condition["observedGeneration"] = generation
+    result.append(condition)
+    return sorted(result, key=lambda c: c["type"] != READY)  # Ready first, for kubectl readers
+
+
+def status_for_api(status: Mapping[str, Any] | None) -> str:
+    """The runtime API's `status` string (`starting|running|paused|error`) for a Sandbox status dict.
+
+    `stopped` never comes from here: the gateway reports it for Sandboxes that no longer exist.
+    """
+    phase = (status or {}).get("phase")
+    return {
+        Phase.RUNNING: "running",
+        Phase.PAUSED: "paused",
+        Phase.FAILED: "error",
+    }.get(phase, "starting")
+
+
+def pod_status_for_api(status: Mapping[str, Any] | None) -> str:
+    """The runtime API's `pod_status` string; always a string, as the clients require."""
+    return str((status or {}).get("podStatus") or "pending")

@@ -1,0 +1,68 @@
+"""Every group, label, annotation and finalizer string of the Sandbox API.
+
+No other module spells these literals; import them from here.
+"""
+
+GROUP = "kubehands.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "Sandbox"
+PLURAL = "sandboxes"
+SINGULAR = "sandbox"
+SHORT_NAMES = ("sbx",)  # not `sandbox`: agent-sandbox already uses it
+CRD_NAME = f"{PLURAL}.{GROUP}"
+
+# Labels the gateway sets on a Sandbox; the operator copies them to the children.
+LABEL_OWNER = f"{GROUP}/owner"  # tenant of the API key that created the sandbox
+LABEL_SESSION = f"{GROUP}/session"  # names.session_label(spec.sessionID)
+
+# Labels the operator sets on children (Pod, PVC, adopted Secret).
+LABEL_SANDBOX = f"{GROUP}/sandbox"  # names.label_value(sandbox name); the selector
+LABEL_PART_OF = "app.kubernetes.io/part-of"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+PART_OF = "kubehands"
+MANAGED_BY = "kubehands-operator"
+COMPONENT_SANDBOX = "sandbox"  # the Pod
+COMPONENT_WORKSPACE = "workspace"  # the PVC
+COMPONENT_SESSION = "session"  # the session-key Secret
+
+# Annotations.
+ANNOTATION_SANDBOX_NAME = f"{GROUP}/sandbox-name"  # raw owner name on every child
+ANNOTATION_SPEC_HASH = f"{GROUP}/spec-hash"  # on the Pod: hash of the pod-relevant spec
+# On a Sandbox: who paused it. The idle culler writes PAUSED_BY_IDLE_CULLER; the gateway may
+# write anything else (e.g. "gateway"). Only read while spec.state is Paused.
+ANNOTATION_PAUSED_BY = f"{GROUP}/paused-by"
+PAUSED_BY_IDLE_CULLER = "idle-culler"
+
+# kopf bookkeeping (progress, diff base) lives under this annotation prefix.
+KOPF_PREFIX = f"kopf.{GROUP}"
+# Declared for kopf's settings; the operator registers no blocking delete handler, so kopf
+# never actually adds it (children are removed by owner-reference garbage collection).
+FINALIZER = f"{GROUP}/finalizer"
+
+# Never copied from user input onto children.
+RESERVED_PREFIXES = (f"{GROUP}/", f"{KOPF_PREFIX}/", "kubectl.kubernetes.io/")
+
+# Secret key that holds the session API key unless spec.sessionKeySecretRef.key says otherwise.
+DEFAULT_SESSION_KEY_SECRET_KEY = "session-api-key"
+
+# Ports the OpenHands clients expect (runtime-api-contract §7).
+AGENT_PORT_NAME = "agent"
+AGENT_PORT = 60000
+VSCODE_PORT_NAME = "vscode"
+VSCODE_PORT = 60001
+WORK_1_PORT_NAME = "work-1"
+WORK_1_PORT = 12000
+WORK_2_PORT_NAME = "work-2"
+WORK_2_PORT = 12001
+DEFAULT_PORTS = (
+    (AGENT_PORT_NAME, AGENT_PORT),
+    (VSCODE_PORT_NAME, VSCODE_PORT),
+    (WORK_1_PORT_NAME, WORK_1_PORT),
+    (WORK_2_PORT_NAME, WORK_2_PORT),
+)
+
+DEFAULT_WORKSPACE_SIZE = "10Gi"
+DEFAULT_WORKSPACE_MOUNT_PATH = "/workspace"
+WORKSPACE_VOLUME_NAME = "workspace"  # the pod volume; spec.volumes may not reuse it

@@ -1,0 +1,98 @@
+"""Operator configuration from `KUBEHANDS_*` environment variables (documented in docs/operator.md)."""
+
+import json
+from functools import lru_cache
+from typing import Annotated, Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from kubehands.crd.resources import DEFAULT_BASE_RESOURCES, validate_base_resources
+
+# Volume sources (camelCase, as in spec.volumes) a Sandbox may use when nothing else is configured.
+DEFAULT_ALLOWED_VOLUME_TYPES = ("persistentVolumeClaim", "configMap", "secret")
+
+
+def _list_from_env(value: Any) -> Any:
+    """Accept a JSON list or a comma-separated string (`ns1,ns2`)."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [item.strip() for item in text.split(",") if item.strip()]
+    return value
+
+
+class OperatorConfig(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="KUBEHANDS_", extra="ignore")
+
+    namespaces: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Namespaces to watch (comma-separated or JSON list). Empty: all (cluster-wide).",
+    )
+    base_resources: dict[str, dict[str, str]] = Field(
+        default_factory=lambda: {k: dict(v) for k, v in DEFAULT_BASE_RESOURCES.items()},
+        description="Requests/limits for a Sandbox without spec.resources (resource_factor 1), as JSON.",
+    )
+    idle_timeout_seconds: int = Field(
+        1200, ge=0, description="Default spec.idleTimeoutSeconds; 0 = never cull."
+    )
+    paused_ttl_seconds: int = Field(
+        604800, ge=0, description="Default spec.pausedTTLSeconds; 0 = never delete."
+    )
+    cull_interval_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="How often each Sandbox is checked for idleness and paused TTL. Read at import.",
+    )
+    runtime_class_map: dict[str, str] = Field(
+        default_factory=dict,
+        description='Requested runtimeClassName -> RuntimeClass to use, as JSON, e.g. {"sysbox-runc": "", '
+        '"gvisor": "gvisor"}. Unmapped or empty: no runtimeClassName on the Pod.',
+    )
+    allowed_volume_types: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_ALLOWED_VOLUME_TYPES),
+        description="spec.volumes sources that are allowed (comma-separated or JSON list).",
+    )
+    allow_host_path: bool = Field(
+        False, description="Allow hostPath volumes. Off by default: a hostPath mount can escape the sandbox."
+    )
+    run_as_user: int = Field(10001, ge=0, description="Default securityContext.runAsUser.")
+    run_as_group: int = Field(10001, ge=0, description="Default securityContext.runAsGroup.")
+    fs_group: int = Field(10001, ge=0, description="Default securityContext.fsGroup.")
+    termination_grace_period_seconds: int = Field(
+        5, ge=0, description="Pod grace period; short, so that pause and delete are fast."
+    )
+    workspace_chown: bool = Field(
+        False,
+        description="Add a root init container that chowns the workspace to runAsUser:runAsGroup. Only for "
+        "storage that ignores fsGroup (e.g. the kube-controller-manager hostpath provisioner).",
+    )
+
+    @field_validator("namespaces", "allowed_volume_types", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        return _list_from_env(value)
+
+    @field_validator("base_resources")
+    @classmethod
+    def _quantities(cls, value: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        validate_base_resources(value)
+        return value
+
+    def effective_allowed_volume_types(self) -> set[str]:
+        allowed = set(self.allowed_volume_types)
+        if not self.allow_host_path:
+            allowed.discard("hostPath")  # the explicit switch wins over the list
+        return allowed
+
+    def runtime_class_for(self, requested: str | None) -> str | None:
+        if not requested:
+            return None
+        return self.runtime_class_map.get(requested) or None
+
+
+@lru_cache(maxsize=1)
+def get_config() -> OperatorConfig:
+    """The configuration from the environment, read once. Tests pass an `OperatorConfig` directly."""
+    return OperatorConfig()

@@ -1,0 +1,102 @@
+"""Operator-wide kopf settings and the per-run resources (config, API client), set once at startup."""
+
+import asyncio
+import contextlib
+import logging
+import os
+import weakref
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+
+from kubehands.crd import constants
+from kubehands.operator import handlers, kube
+from kubehands.operator.config import OperatorConfig
+
+
+@kopf.on.startup()
+async def configure(
+    settings: kopf.OperatorSettings,
+    memo: kopf.Memo,
+    logger: logging.Logger,
+    sandbox_bodies: kopf.Index,
+    sandbox_pods: kopf.Index,
+    **_: Any,
+) -> None:
+    # Storage is chosen on day one: changing it later makes kopf re-handle every existing object.
+    settings.persistence.finalizer = constants.FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=constants.KOPF_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=constants.KOPF_PREFIX, key="last-handled-configuration"
+    )
+    # Watches silently stall behind some load balancers unless both ends time out (kopf #204, #698).
+    settings.watching.server_timeout = 120
+    settings.watching.client_timeout = 150
+    settings.watching.connect_timeout = 5
+    settings.networking.request_timeout = 30
+    # One replica (chart: replicas 1, strategy Recreate); no KopfPeering objects needed.
+    settings.peering.standalone = True
+    settings.posting.reporting_component = constants.MANAGED_BY
+
+    # Read per run, not per import, so a test can change the environment between operator runs.
+    memo.config = OperatorConfig()
+    memo.kube = await kube.connect()
+    # One lock per Sandbox serialises handlers, pod events and timers touching it; unused locks vanish.
+    memo.locks = weakref.WeakValueDictionary()
+    # Indexes are live views, filled as kopf lists and watches; the loop reads them every interval.
+    memo.culler = asyncio.create_task(
+        handlers.cull_forever(memo, sandbox_bodies, sandbox_pods), name="culler"
+    )
+    logger.info("kubehands operator configured: %s", memo.config.model_dump(exclude={"base_resources"}))
+
+
+@kopf.on.login()
+def login(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any) -> kopf.ConnectionInfo:
+    """kopf's client-library login, except that `$KUBECONFIG` is read now, not when `kubernetes` was imported.
+
+    The library fixes its default kubeconfig path at import time; an operator embedded in a process that
+    sets the variable later (tests, notebooks) would otherwise log in with the wrong file.
+    """
+    from kubernetes import client
+    from kubernetes import config as kube_config
+
+    configuration = client.Configuration()
+    try:
+        kube_config.load_incluster_config(client_configuration=configuration)
+    except kube_config.ConfigException:
+        kube_config.load_kube_config(
+            config_file=os.environ.get("KUBECONFIG"), client_configuration=configuration
+        )
+    header = configuration.get_api_key_with_prefix("BearerToken") or configuration.get_api_key_with_prefix(
+        "authorization"
+    )
+    parts = header.split(" ", 1) if header else []
+    scheme, token = (parts[0], parts[1]) if len(parts) == 2 else (None, parts[0] if parts else None)
+    return kopf.ConnectionInfo(
+        server=configuration.host,
+        ca_path=configuration.ssl_ca_cert,
+        insecure=not configuration.verify_ssl,
+        username=configuration.username or None,
+        password=configuration.password or None,
+        scheme=scheme,
+        token=token,
+        certificate_path=configuration.cert_file,
+        private_key_path=configuration.key_file,
+        trust_env=settings.networking.trust_env,
+    )
+
+
+@kopf.on.cleanup()
+async def close(memo: kopf.Memo, **_: Any) -> None:
+    if "culler" in memo:
+        memo.culler.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await memo.culler
+    if "kube" in memo:
+        await memo.kube.close()
+
+
+@kopf.on.probe(id="now")
+def liveness(**_: Any) -> str:
+    return datetime.now(UTC).isoformat()

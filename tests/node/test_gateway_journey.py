@@ -1,0 +1,298 @@
+"""Gateway + operator + the real agent-server image: a sandbox's whole life through the runtime API
+and the router (HTTP and WebSocket, both URL modes), with pause, wake-on-request and stop."""
+
+import asyncio
+import io
+import json
+import socket
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager, redirect_stdout
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from kubehands.api.main import create_app
+from kubehands.api.settings import Settings
+from kubehands.cli import main as kubehands_main
+from tests.helpers.sandbox import SMALL_RESOURCES, operator_in_thread
+
+pytestmark = pytest.mark.node
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@asynccontextmanager
+async def served_gateway(settings: Settings, port: int) -> AsyncIterator[Any]:
+    """The gateway app under uvicorn on 127.0.0.1:`port`, with its real lifespan (watch caches)."""
+    app = create_app(settings)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    deadline = asyncio.get_running_loop().time() + 60
+    while not server.started:
+        if task.done():
+            task.result()
+        assert asyncio.get_running_loop().time() < deadline, "the gateway did not start"
+        await asyncio.sleep(0.05)
+    try:
+        yield app.state.gateway
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 30)
+
+
+async def until(predicate: Callable[[], Any], reflector: Any, timeout: float, describe: str) -> Any:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not (result := predicate()):
+        remaining = deadline - asyncio.get_running_loop().time()
+        if remaining <= 0:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {describe}")
+        await reflector.wait_changed(min(remaining, 1.0))
+    return result
+
+
+def create_key(kubeconfig: str, namespace: str, name: str) -> str:
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert kubehands_main(["keys", "--kubeconfig", kubeconfig, "-n", namespace, "create", name]) == 0
+    return out.getvalue().strip()
+
+
+async def test_sandbox_journey_through_the_gateway(
+    kubeconfig: str, namespace: str, agent_server_image: str
+) -> None:
+    key = create_key(kubeconfig, namespace, "journey")
+    path_port, sub_port = free_port(), free_port()
+    common = {
+        "namespace": namespace,
+        "kubeconfig": kubeconfig,
+        "base_resources": SMALL_RESOURCES,
+        "activity_interval_seconds": 1.0,
+    }
+    path_settings = Settings(public_url=f"http://127.0.0.1:{path_port}", **common)
+    sub_settings = Settings(routing_mode="subdomain", domain="sbx.test", subdomain_scheme="http", **common)
+    api = {"X-API-Key": key}
+    with operator_in_thread(kubeconfig, namespace):
+        async with (
+            served_gateway(path_settings, path_port) as gateway,
+            served_gateway(sub_settings, sub_port) as replica,
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{path_port}", timeout=60) as http,
+        ):
+            started = await http.post(
+                "/start",
+                json={
+                    "image": agent_server_image,
+                    "session_id": "Journey-1",
+                    "image_pull_policy": "Never",
+                    "working_dir": "/",
+                    "environment": {"LOG_JSON": "true"},
+                    "resource_factor": 1,
+                },
+                headers=api,
+            )
+            assert started.status_code == 200, started.text
+            runtime = started.json()
+            rid, url, session_key = runtime["runtime_id"], runtime["url"], runtime["session_api_key"]
+            assert url == f"http://127.0.0.1:{path_port}/{rid}"
+
+            # status: running only once /alive answered through the router's upstream
+            def running() -> bool:
+                sandbox = gateway.caches.sandbox(rid)
+                return sandbox is not None and gateway.sandboxes.to_runtime(sandbox).status == "running"
+
+            await until(running, gateway.caches.sandboxes, 240, "the sandbox to report running")
+            session = (await http.get("/sessions/Journey-1", headers=api)).json()
+            assert (session["status"], session["pod_status"]) == ("running", "ready")
+
+            # HTTP through the router, path mode
+            assert (await http.get(f"{url}/alive")).json() == {"status": "ok"}
+            assert (await http.get(f"{url}/health")).status_code == 200
+            command = {"command": "echo kept > /workspace/journey.txt && cat /workspace/journey.txt"}
+            ran = await http.post(
+                f"{url}/api/bash/execute_bash_command",
+                json=command,
+                headers={"X-Session-API-Key": session_key, **api},
+            )
+            assert ran.status_code == 200, ran.text
+            assert ran.json()["exit_code"] == 0 and ran.json()["stdout"].strip() == "kept"
+            refused = await http.post(f"{url}/api/bash/execute_bash_command", json=command)
+            assert refused.status_code == 401
+
+            # WebSocket through the router to the agent server's bash event socket
+            ws_url = url.replace("http://", "ws://") + "/sockets/bash-events"
+            async with connect(ws_url) as ws:
+                await ws.send(json.dumps({"type": "auth", "session_api_key": session_key}))
+                await http.post(
+                    f"{url}/api/bash/start_bash_command",
+                    json={"command": "echo over-ws"},
+                    headers={"X-Session-API-Key": session_key},
+                )
+                first = await asyncio.wait_for(ws.recv(), 60)
+                assert isinstance(first, str) and json.loads(first)
+            async with connect(ws_url) as ws:
+                await ws.send(json.dumps({"type": "auth", "session_api_key": "wrong"}))
+                with pytest.raises(ConnectionClosed) as closed:
+                    await asyncio.wait_for(ws.recv(), 30)
+                assert closed.value.rcvd is not None and closed.value.rcvd.code == 4001
+
+            # the other replica, subdomain mode: routed by Host
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{sub_port}", timeout=60) as sub:
+                await until(
+                    lambda: replica.alive.is_alive(replica.caches.sandbox(rid)),
+                    replica.caches.sandboxes,
+                    60,
+                    "the replica's /alive check",
+                )
+                alive = await sub.get("/alive", headers={"Host": f"{rid}.sbx.test"})
+                assert alive.json() == {"status": "ok"}
+                sub_session = (await sub.get("/sessions/Journey-1", headers=api)).json()
+                assert sub_session["url"] == f"http://{rid}.sbx.test"
+
+            # activity reached the Sandbox status (throttled writes by the router)
+            await until(
+                lambda: (gateway.caches.sandbox(rid) or {}).get("status", {}).get("lastActivityTime"),
+                gateway.caches.sandboxes,
+                30,
+                "lastActivityTime",
+            )
+
+            # pause: the pod goes, the workspace stays; a request wakes it (wake_on_request is on)
+            paused = await http.post("/pause", json={"runtime_id": rid}, headers=api)
+            assert paused.json()["status"] == "paused"
+            await until(
+                lambda: (gateway.caches.sandbox(rid) or {}).get("status", {}).get("phase") == "Paused",
+                gateway.caches.sandboxes,
+                120,
+                "the operator to pause the sandbox",
+            )
+            woken = await http.post(
+                f"{url}/api/bash/execute_bash_command",
+                json={"command": "cat /workspace/journey.txt"},
+                headers={"X-Session-API-Key": session_key},
+                timeout=200,
+            )
+            assert woken.status_code == 200, woken.text
+            assert woken.json()["stdout"].strip() == "kept"
+            assert (await http.get("/sessions/Journey-1", headers=api)).json()[
+                "session_api_key"
+            ] == session_key
+
+            # stop: gone for good
+            assert (await http.post("/stop", json={"runtime_id": rid}, headers=api)).status_code == 200
+            await until(
+                lambda: gateway.caches.sandbox(rid) is None,
+                gateway.caches.sandboxes,
+                120,
+                "the Sandbox to be deleted",
+            )
+            assert (await http.get("/sessions/Journey-1", headers=api)).status_code == 404
+            assert (await http.get(f"{url}/alive")).status_code == 404
+
+
+SDK_SCRIPT = r"""
+import os, pathlib, sys, tempfile
+from openhands.workspace import APIRemoteWorkspace
+
+url, key, image = sys.argv[1:4]
+ws = APIRemoteWorkspace(
+    runtime_api_url=url, runtime_api_key=key, server_image=image, image_pull_policy="Never",
+    session_id="sdk-journey", init_timeout=60, startup_wait_timeout=240, api_timeout=120,
+)
+try:
+    result = ws.execute_command("echo hello-$(id -u)")
+    assert result.exit_code == 0 and result.stdout.strip() == "hello-10001", result
+    tmp = pathlib.Path(tempfile.mkdtemp())
+    (tmp / "up.txt").write_text("payload " * 10000)
+    assert ws.file_upload(tmp / "up.txt", "/workspace/up.txt").success
+    assert ws.file_download("/workspace/up.txt", tmp / "down.txt").success
+    assert (tmp / "down.txt").read_text() == (tmp / "up.txt").read_text()
+    ws.pause()
+    ws.resume()
+    result = ws.execute_command("wc -c < /workspace/up.txt")
+    assert result.exit_code == 0 and result.stdout.strip() == str(len("payload " * 10000)), result
+    print("SDK-JOURNEY-OK")
+finally:
+    ws.cleanup()
+"""
+
+
+@pytest.fixture(scope="session")
+def sdk_python() -> str:
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    made = subprocess.run([str(root / "hack" / "client-venvs.sh"), "sdk"], capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr[-4000:]
+    return made.stdout.strip().splitlines()[-1]
+
+
+# Wildcard DNS for the client process only: *.kubehands.test resolves to 127.0.0.1.
+WILDCARD_DNS = r"""
+import socket
+_real = socket.getaddrinfo
+def _getaddrinfo(host, *args, **kwargs):
+    if isinstance(host, str) and host.endswith(".kubehands.test"):
+        host = "127.0.0.1"
+    return _real(host, *args, **kwargs)
+socket.getaddrinfo = _getaddrinfo
+"""
+
+
+async def test_sdk_api_remote_workspace(
+    kubeconfig: str, namespace: str, agent_server_image: str, sdk_python: str, tmp_path: Any
+) -> None:
+    """The SDK's APIRemoteWorkspace, unchanged, in its own venv: start, command, upload/download,
+    pause/resume with the file intact, and stop (cleanup).
+
+    Subdomain mode: openhands-workspace 1.58.2 asserts `httpx.Client(base_url=url).base_url == url`,
+    which fails for any URL with a path (httpx appends "/"), so it cannot use path mode."""
+    import os
+
+    key = create_key(kubeconfig, namespace, "sdk")
+    port = free_port()
+    settings = Settings(
+        namespace=namespace,
+        kubeconfig=kubeconfig,
+        base_resources=SMALL_RESOURCES,
+        routing_mode="subdomain",
+        domain=f"kubehands.test:{port}",
+        subdomain_scheme="http",
+    )
+    (tmp_path / "sitecustomize.py").write_text(WILDCARD_DNS)
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    env |= {
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        "OPENHANDS_SUPPRESS_BANNER": "1",
+        "PYTHONPATH": str(tmp_path),
+    }
+    with operator_in_thread(kubeconfig, namespace):
+        async with served_gateway(settings, port) as gateway:
+            process = await asyncio.create_subprocess_exec(
+                sdk_python,
+                "-c",
+                SDK_SCRIPT,
+                f"http://127.0.0.1:{port}",
+                key,
+                agent_server_image,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                env=env,
+            )
+            output, _ = await asyncio.wait_for(process.communicate(), 600)
+            text = output.decode(errors="replace")
+            assert process.returncode == 0 and "SDK-JOURNEY-OK" in text, text[-6000:]
+            # cleanup() stopped it
+            await until(
+                lambda: not gateway.caches.sandboxes.items,
+                gateway.caches.sandboxes,
+                120,
+                "the SDK's sandbox to be deleted",
+            )

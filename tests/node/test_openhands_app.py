@@ -1,0 +1,213 @@
+"""The real OpenHands app server (PyPI openhands-ai 1.11, in its own virtualenv), unchanged, with
+RUNTIME=remote pointed at kubehands on the local cluster.
+
+The operator and the gateway run as `kubehands operator` / `kubehands gateway` processes, as
+`make run` starts them (path routing mode, the default); sandboxes are real pods of the local
+agent-server image. The SDK's APIRemoteWorkspace is covered in test_gateway_journey.py.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from kubernetes import client
+
+from tests.helpers.kube import api_client
+from tests.helpers.wait import wait_for
+
+pytestmark = pytest.mark.node
+ROOT = Path(__file__).resolve().parents[2]
+KUBEHANDS = str(Path(sys.executable).parent / "kubehands")
+CLIENT_ENV = {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "OPENHANDS_SUPPRESS_BANNER": "1"}
+SMALL = json.dumps({"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "2Gi"}})
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def client_python(kind: str) -> str:
+    out = subprocess.run([str(ROOT / "hack" / "client-venvs.sh"), kind], capture_output=True, text=True)
+    if out.returncode != 0:
+        pytest.fail(f"could not create the {kind} client virtualenv:\n{out.stderr[-3000:]}")
+    return out.stdout.strip().splitlines()[-1]
+
+
+@dataclass
+class LiveGateway:
+    url: str
+    key: str
+    namespace: str
+    logs: Path
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="module")
+def live_gateway(kubeconfig: str, agent_server_image: str) -> Iterator[LiveGateway]:
+    namespace = f"kh-e2e-{uuid.uuid4().hex[:8]}"
+    logs = Path(tempfile.mkdtemp(prefix="kh-e2e-logs-"))
+    port = free_port()
+    env = {
+        **os.environ,
+        "KUBECONFIG": kubeconfig,
+        "KUBEHANDS_KUBECONFIG": kubeconfig,
+        "KUBEHANDS_NAMESPACE": namespace,
+        "KUBEHANDS_NAMESPACES": namespace,
+        "KUBEHANDS_PUBLIC_URL": f"http://127.0.0.1:{port}",
+        "KUBEHANDS_BASE_RESOURCES": SMALL,
+    }
+    with api_client(kubeconfig) as api:
+        core = client.CoreV1Api(api)
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
+        procs: list[subprocess.Popen] = []
+        try:
+            procs.append(subprocess.Popen([KUBEHANDS, "operator", "-n", namespace, "--verbose"], env=env,
+                                          stdout=open(logs / "operator.log", "w"), stderr=subprocess.STDOUT))
+            key = subprocess.run([KUBEHANDS, "keys", "create", "e2e"], env=env, capture_output=True,
+                                 text=True, check=True).stdout.strip().splitlines()[-1]
+            procs.append(subprocess.Popen([KUBEHANDS, "gateway", "--host", "127.0.0.1", "--port", str(port)],
+                                          env=env, stdout=open(logs / "gateway.log", "w"),
+                                          stderr=subprocess.STDOUT))
+            url = f"http://127.0.0.1:{port}"
+
+            def healthy() -> bool:
+                assert all(p.poll() is None for p in procs), (logs / "gateway.log").read_text()[-3000:]
+                try:
+                    return httpx.get(f"{url}/health", timeout=2).status_code == 200
+                except httpx.HTTPError:
+                    return False
+
+            wait_for(healthy, 60, "the gateway's /health")
+            yield LiveGateway(url=url, key=key, namespace=namespace, logs=logs)
+        finally:
+            for proc in reversed(procs):
+                _stop(proc)
+            core.delete_namespace(namespace, propagation_policy="Background", grace_period_seconds=0)
+
+
+@dataclass
+class AppServer:
+    url: str
+    http: httpx.Client
+
+    def sandbox(self, sandbox_id: str) -> dict | None:
+        response = self.http.get("/api/v1/sandboxes", params={"id": sandbox_id})
+        response.raise_for_status()
+        return response.json()[0]
+
+    def wait_sandbox_status(self, sandbox_id: str, status: str, timeout: float = 240) -> dict:
+        return wait_for(
+            lambda: (info := self.sandbox(sandbox_id)) is not None and info["status"] == status and info,
+            timeout, f"app sandbox {sandbox_id} to be {status}", interval=1.0,
+        )
+
+
+@pytest.fixture(scope="module")
+def app_server(live_gateway: LiveGateway, agent_server_image: str) -> Iterator[AppServer]:
+    python = client_python("app")
+    port = free_port()
+    state = Path(tempfile.mkdtemp(prefix="kh-app-"))
+    (state / "cwd").mkdir()  # empty: the app reads ./.env
+    repository, tag = agent_server_image.rsplit(":", 1)
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(state),
+        **CLIENT_ENV,
+        "SERVE_FRONTEND": "false",
+        "OH_PERSISTENCE_DIR": str(state / "persistence"),
+        "RUNTIME": "remote",
+        "SANDBOX_REMOTE_RUNTIME_API_URL": live_gateway.url,
+        "SANDBOX_API_KEY": live_gateway.key,
+        "AGENT_SERVER_IMAGE_REPOSITORY": repository,
+        "AGENT_SERVER_IMAGE_TAG": tag,
+    }
+    log = open(live_gateway.logs / "app-server.log", "w")
+    proc = subprocess.Popen(
+        [python, "-m", "uvicorn", "openhands.app_server.app:app", "--host", "127.0.0.1", "--port", str(port)],
+        env=env, cwd=state / "cwd", stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        def healthy() -> bool:
+            assert proc.poll() is None, (live_gateway.logs / "app-server.log").read_text()[-3000:]
+            try:
+                return httpx.get(f"{url}/health", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(healthy, 120, "the OpenHands app server's /health")
+        with httpx.Client(base_url=url, timeout=60) as http:
+            yield AppServer(url=url, http=http)
+    finally:
+        _stop(proc)
+
+
+def test_app_server_manages_sandboxes(app_server: AppServer) -> None:
+    created = app_server.http.post("/api/v1/sandboxes")
+    assert created.status_code == 200, created.text
+    sandbox_id = created.json()["id"]
+    assert created.json()["status"] in ("STARTING", "RUNNING")
+
+    running = app_server.wait_sandbox_status(sandbox_id, "RUNNING")
+    assert running["exposed_urls"], running
+    search = app_server.http.get("/api/v1/sandboxes/search", params={"limit": 100}).json()
+    assert sandbox_id in [item["id"] for item in search["items"]]
+
+    assert app_server.http.post(f"/api/v1/sandboxes/{sandbox_id}/pause").json() == {"success": True}
+    app_server.wait_sandbox_status(sandbox_id, "PAUSED")
+    assert app_server.http.post(f"/api/v1/sandboxes/{sandbox_id}/resume").json() == {"success": True}
+    app_server.wait_sandbox_status(sandbox_id, "RUNNING")
+
+    deleted = app_server.http.delete(f"/api/v1/sandboxes/{sandbox_id}", params={"sandbox_id": sandbox_id})
+    assert deleted.status_code == 200, deleted.text
+    wait_for(lambda: app_server.sandbox(sandbox_id) is None or app_server.sandbox(sandbox_id)["status"] == "MISSING",
+             60, "the deleted sandbox to be gone")
+
+
+def test_app_server_conversation_survives_pause_and_resume(app_server: AppServer) -> None:
+    task = app_server.http.post("/api/v1/app-conversations", json={}).json()
+
+    def start_task() -> dict | None:
+        tasks = app_server.http.get("/api/v1/app-conversations/start-tasks", params={"ids": task["id"]}).json()
+        current = tasks[0]
+        assert current["status"] != "ERROR", current
+        return current if current["status"] == "READY" else None
+
+    ready = wait_for(start_task, 300, "the conversation start task to be READY", interval=1.0)
+    conversation_id, sandbox_id = ready["app_conversation_id"], ready["sandbox_id"]
+
+    def conversation() -> dict:
+        items = app_server.http.get("/api/v1/app-conversations", params={"ids": conversation_id}).json()
+        assert items[0] is not None, items
+        return items[0]
+
+    assert conversation()["sandbox_status"] == "RUNNING"
+    app_server.http.post(f"/api/v1/sandboxes/{sandbox_id}/pause").raise_for_status()
+    app_server.wait_sandbox_status(sandbox_id, "PAUSED")
+    assert conversation()["sandbox_status"] == "PAUSED"
+    app_server.http.post(f"/api/v1/sandboxes/{sandbox_id}/resume").raise_for_status()
+    app_server.wait_sandbox_status(sandbox_id, "RUNNING")
+    # After resume the agent server (a new pod on the same workspace) still knows the conversation.
+    resumed = wait_for(lambda: (c := conversation())["sandbox_status"] == "RUNNING" and c.get("execution_status") and c,
+                       120, "the conversation to be served again after resume", interval=1.0)
+    assert resumed["conversation_url"]
+    assert app_server.http.delete(f"/api/v1/app-conversations/{conversation_id}").json() == {"success": True}

@@ -1,0 +1,230 @@
+"""The control API without a cluster: auth, tenancy, input validation → 4xx, the read endpoints
+answering from the (test-filled) cache, /health, /metrics and the OpenAPI schema. Every request
+here is answered before any Kubernetes write would happen."""
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from test_api_support import add_key, offline_gateway, sandbox_object
+
+from kubehands.api.keys import Profile
+from kubehands.api.main import create_app
+from kubehands.api.settings import Settings
+
+pytestmark = pytest.mark.unit
+
+KEY_A, KEY_B = "khk_key-of-team-a", "khk_key-of-team-b"
+RID_A, RID_B, RID_PAUSED = "kh-aaaaaaaaaaaa", "kh-bbbbbbbbbbbb", "kh-pppppppppppp"
+START = {"image": "ghcr.io/openhands/agent-server:1.34.0-python", "session_id": "S1"}
+
+
+@pytest.fixture
+async def api() -> AsyncIterator[httpx.AsyncClient]:
+    settings = Settings(public_url="http://gw.test", max_body_bytes=4096, wake_on_request=False)
+    gateway = offline_gateway(settings)
+    add_key(gateway, "team-a", KEY_A, Profile(max_running=2))
+    add_key(gateway, "team-b", KEY_B)
+    for sandbox in (
+        sandbox_object(RID_A, "team-a", "S-a", 1, ready=False),
+        sandbox_object(RID_B, "team-b", "S-b", 1, ready=False),
+        sandbox_object(RID_PAUSED, "team-a", "S-p", 1, state="Paused"),
+    ):
+        gateway.caches.sandboxes.upsert(sandbox)
+    app = create_app(settings)
+    app.state.gateway = gateway
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw.test") as http:
+        yield http
+    await gateway.http.aclose()
+    await gateway.api.close()
+
+
+ENDPOINTS: list[tuple[str, str, dict[str, Any] | None]] = [
+    ("POST", "/start", START),
+    ("GET", "/sessions/S-a", None),
+    ("GET", "/sessions/batch?ids=S-a", None),
+    ("GET", f"/runtime/{RID_A}", None),
+    ("GET", "/list", None),
+    ("POST", "/pause", {"runtime_id": RID_A}),
+    ("POST", "/resume", {"runtime_id": RID_A}),
+    ("POST", "/stop", {"runtime_id": RID_A}),
+    ("GET", "/registry_prefix", None),
+    ("GET", "/image_exists?image=python", None),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body"), ENDPOINTS)
+@pytest.mark.parametrize("key", [None, "", "khk_wrong", KEY_A + " "])
+async def test_missing_or_wrong_key_is_401(
+    api: httpx.AsyncClient, method: str, path: str, body: Any, key: str | None
+) -> None:
+    headers = {} if key is None else {"X-API-Key": key}
+    response = await api.request(method, path, json=body, headers=headers)
+    assert response.status_code == 401
+    assert isinstance(response.json()["detail"], str)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("GET", "/sessions/S-a", None),
+        ("GET", f"/runtime/{RID_A}", None),
+        ("POST", "/pause", {"runtime_id": RID_A}),
+        ("POST", "/resume", {"runtime_id": RID_A}),
+        ("POST", "/stop", {"runtime_id": RID_A}),
+    ],
+)
+async def test_other_tenants_runtime_is_404(
+    api: httpx.AsyncClient, method: str, path: str, body: Any
+) -> None:
+    response = await api.request(method, path, json=body, headers={"X-API-Key": KEY_B})
+    assert response.status_code == 404
+    assert "detail" in response.json()
+
+
+async def test_reads_answer_from_the_cache(api: httpx.AsyncClient) -> None:
+    a = {"X-API-Key": KEY_A}
+    session = (await api.get("/sessions/S-a", headers=a)).json()
+    assert session["runtime_id"] == RID_A and session["session_id"] == "S-a"
+    assert session["status"] == "starting" and session["pod_status"] == "pending"
+    assert "session_api_key" in session
+    runtime = (await api.get(f"/runtime/{RID_A}", headers=a)).json()
+    assert runtime == session
+    paused = (await api.get("/sessions/S-p", headers=a)).json()
+    assert (paused["status"], paused["pod_status"]) == ("paused", "not found")
+    listed = (await api.get("/list", headers=a)).json()
+    assert [r["runtime_id"] for r in listed["runtimes"]] == [RID_A]  # paused and other tenants left out
+    assert (await api.get("/sessions/unknown", headers=a)).status_code == 404
+
+
+async def test_sessions_batch_is_a_bare_array(api: httpx.AsyncClient) -> None:
+    a = {"X-API-Key": KEY_A}
+    response = await api.get(
+        "/sessions/batch", params=[("ids", "S-a"), ("ids", "S-p"), ("ids", "nope")], headers=a
+    )
+    assert response.status_code == 200
+    assert sorted(r["session_id"] for r in response.json()) == ["S-a", "S-p"]
+    comma = await api.get("/sessions/batch?ids=S-a,S-b", headers=a)
+    assert [r["session_id"] for r in comma.json()] == ["S-a"]  # S-b is team-b's
+    assert (await api.get("/sessions/batch", headers=a)).json() == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"image": "UPPER/Case", "session_id": "s"},
+        {"image": "python"},
+        {"session_id": "s"},
+        START | {"environment": {"BAD NAME": "x"}},
+        START | {"environment": "A=1"},
+        START | {"resource_factor": 3},
+        START | {"resource_factor": "lots"},
+        START | {"command": {"a": 1}},
+        START | {"working_dir": "relative/dir"},
+        START | {"run_as_user": -5},
+        ["not", "an", "object"],
+        "just a string",
+        None,
+    ],
+)
+async def test_bad_start_input_is_4xx(api: httpx.AsyncClient, body: Any) -> None:
+    response = await api.post("/start", json=body, headers={"X-API-Key": KEY_A})
+    assert 400 <= response.status_code < 500, response.text
+    assert "detail" in response.json()
+
+
+async def test_malformed_json_and_oversized_bodies(api: httpx.AsyncClient) -> None:
+    a = {"X-API-Key": KEY_A, "Content-Type": "application/json"}
+    malformed = await api.post("/start", content=b"{not json", headers=a)
+    assert malformed.status_code == 422 and "detail" in malformed.json()
+    big = await api.post("/start", json=START | {"environment": {"X": "y" * 10000}}, headers=a)
+    assert big.status_code == 413 and "detail" in big.json()
+
+    async def chunked() -> AsyncIterator[bytes]:
+        for _ in range(10):
+            yield b" " * 1000
+
+    streamed = await api.post("/pause", content=chunked(), headers=a)
+    assert streamed.status_code == 413
+
+
+@pytest.mark.parametrize("body", [{}, {"runtime_id": ""}, {"runtime_id": None}, {"runtime_id": "x" * 300}])
+async def test_bad_runtime_id_body_is_422(api: httpx.AsyncClient, body: Any) -> None:
+    response = await api.post("/pause", json=body, headers={"X-API-Key": KEY_A})
+    assert response.status_code == 422
+
+
+async def test_running_limit_is_429(api: httpx.AsyncClient) -> None:
+    a = {"X-API-Key": KEY_A}
+    # team-a's limit is 2; add a second live sandbox through the cache
+    gateway = api._transport.app.state.gateway  # type: ignore[attr-defined]
+    gateway.caches.sandboxes.upsert(sandbox_object("kh-cccccccccccc", "team-a", "S-c", 1, ready=False))
+    response = await api.post("/start", json=START | {"session_id": "new"}, headers=a)
+    assert response.status_code == 429
+    assert "limit" in response.json()["detail"]
+    # an existing session is still answered (idempotent /start does not count against the limit)
+    again = await api.post("/start", json=START | {"session_id": "S-a"}, headers=a)
+    assert again.status_code == 200 and again.json()["runtime_id"] == RID_A
+
+
+async def test_image_endpoints(api: httpx.AsyncClient) -> None:
+    a = {"X-API-Key": KEY_A}
+    assert (await api.get("/registry_prefix", headers=a)).json() == {"registry_prefix": ""}
+    assert (await api.get("/image_exists?image=Bad Image", headers=a)).status_code == 422
+    assert (await api.get("/image_exists", headers=a)).status_code == 422
+
+
+async def test_health_metrics_openapi_need_no_key(api: httpx.AsyncClient) -> None:
+    assert (await api.get("/health")).json() == {"status": "ok", "cache_synced": True}
+    metrics = await api.get("/metrics")
+    assert metrics.status_code == 200 and "kubehands_cached_objects" in metrics.text
+    schema = (await api.get("/openapi.json")).json()
+    paths = schema["paths"]
+    for path in (
+        "/start",
+        "/sessions/batch",
+        "/sessions/{session_id}",
+        "/runtime/{runtime_id}",
+        "/list",
+        "/pause",
+        "/resume",
+        "/stop",
+        "/registry_prefix",
+        "/image_exists",
+        "/health",
+        "/metrics",
+    ):
+        assert path in paths
+    assert list(paths).index("/sessions/batch") < list(paths).index("/sessions/{session_id}")
+    assert paths["/start"]["post"]["operationId"] == "runtimes-start"
+
+
+@pytest.mark.parametrize(("age_seconds", "expected"), [(1, 200), (600, 404)])
+async def test_a_claim_answers_starting_only_while_fresh(
+    api: httpx.AsyncClient, age_seconds: int, expected: int
+) -> None:
+    """Right after /start another replica may see the claim before the Sandbox: `starting`, never 404.
+    A claim without a Sandbox long after is stale (its creator died) and is not a runtime."""
+    from datetime import UTC, datetime, timedelta
+
+    from kubehands.api import convert
+
+    gateway = api._transport.app.state.gateway  # type: ignore[attr-defined]
+    secret = convert.build_session_secret(
+        convert.claim_name("team-a", "claimed"), "default", "team-a", "claimed", "kh-cccccccccccc", "sk"
+    )
+    created = datetime.now(UTC) - timedelta(seconds=age_seconds)
+    secret["metadata"] |= {
+        "resourceVersion": "1",
+        "creationTimestamp": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    gateway.caches.session_keys.upsert(secret)
+    a = {"X-API-Key": KEY_A}
+    session = await api.get("/sessions/claimed", headers=a)
+    runtime = await api.get("/runtime/kh-cccccccccccc", headers=a)
+    assert (session.status_code, runtime.status_code) == (expected, expected)
+    if expected == 200:
+        assert session.json()["status"] == "starting" and session.json()["session_api_key"] == "sk"
+        assert runtime.json()["runtime_id"] == "kh-cccccccccccc"
+    assert (await api.get("/runtime/kh-cccccccccccc", headers={"X-API-Key": KEY_B})).status_code == 404

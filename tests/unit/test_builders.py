@@ -1,0 +1,277 @@
+"""Builders: one exact-dict test for the minimal Sandbox, then one focused test per feature."""
+
+from typing import Any
+
+import pytest
+
+from kubehands.crd.model import Sandbox
+from kubehands.operator import builders
+from kubehands.operator.config import OperatorConfig
+
+pytestmark = pytest.mark.unit
+UID = "0a1b2c3d-0000-4000-8000-000000000000"
+
+
+def make_sandbox(**spec: Any) -> Sandbox:
+    return Sandbox.model_validate(
+        {
+            "apiVersion": "kubehands.dev/v1alpha1",
+            "kind": "Sandbox",
+            "metadata": {
+                "name": "kh-abc",
+                "namespace": "tenant",
+                "uid": UID,
+                "generation": 1,
+                "labels": {
+                    "kubehands.dev/owner": "team-a",
+                    "kubehands.dev/session": "f" * 32,
+                    "other": "not-copied",
+                },
+            },
+            "spec": {"image": "agent:1", "sessionKeySecretRef": {"name": "kh-abc-session"}, **spec},
+        }
+    )
+
+
+def config(**values: Any) -> OperatorConfig:
+    return OperatorConfig(**values)
+
+
+OWNER = {
+    "apiVersion": "kubehands.dev/v1alpha1",
+    "kind": "Sandbox",
+    "name": "kh-abc",
+    "uid": UID,
+    "controller": True,
+    "blockOwnerDeletion": True,
+}
+
+
+def labels(component: str) -> dict[str, str]:
+    return {
+        "kubehands.dev/owner": "team-a",
+        "kubehands.dev/session": "f" * 32,
+        "app.kubernetes.io/part-of": "kubehands",
+        "app.kubernetes.io/managed-by": "kubehands-operator",
+        "app.kubernetes.io/component": component,
+        "kubehands.dev/sandbox": "kh-abc",
+    }
+
+
+def test_minimal_pod() -> None:
+    sandbox = make_sandbox()
+    key = {"secretKeyRef": {"name": "kh-abc-session", "key": "session-api-key"}}
+    assert builders.build_pod(sandbox, config()) == {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "kh-abc",
+            "namespace": "tenant",
+            "labels": labels("sandbox"),
+            "annotations": {
+                "kubehands.dev/sandbox-name": "kh-abc",
+                "kubehands.dev/spec-hash": builders.pod_spec_hash(sandbox.spec),
+            },
+            "ownerReferences": [OWNER],
+        },
+        "spec": {
+            "automountServiceAccountToken": False,
+            "enableServiceLinks": False,
+            "restartPolicy": "Always",
+            "terminationGracePeriodSeconds": 5,
+            "securityContext": {
+                "runAsUser": 10001,
+                "runAsGroup": 10001,
+                "fsGroup": 10001,
+                "runAsNonRoot": True,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "containers": [
+                {
+                    "name": "sandbox",
+                    "image": "agent:1",
+                    "env": [
+                        {"name": "OH_SESSION_API_KEYS_0", "valueFrom": key},
+                        {"name": "SESSION_API_KEY", "valueFrom": key},
+                        {"name": "RUNTIME_ID", "value": "kh-abc"},
+                        {"name": "VSCODE_PORT", "value": "60001"},
+                        {"name": "OH_VSCODE_PORT", "value": "60001"},
+                        {"name": "WORKER_1", "value": "12000"},
+                        {"name": "WORKER_2", "value": "12001"},
+                        {"name": "LITELLM_LOCAL_MODEL_COST_MAP", "value": "True"},
+                    ],
+                    "ports": [
+                        {"name": "agent", "containerPort": 60000, "protocol": "TCP"},
+                        {"name": "vscode", "containerPort": 60001, "protocol": "TCP"},
+                        {"name": "work-1", "containerPort": 12000, "protocol": "TCP"},
+                        {"name": "work-2", "containerPort": 12001, "protocol": "TCP"},
+                    ],
+                    "readinessProbe": {
+                        "httpGet": {"path": "/alive", "port": "agent"},
+                        "periodSeconds": 1,
+                        "timeoutSeconds": 1,
+                        "successThreshold": 1,
+                        "failureThreshold": 3,
+                    },
+                    "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+                    "volumeMounts": [{"name": "workspace", "mountPath": "/workspace"}],
+                    "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "3Gi"}},
+                }
+            ],
+            "volumes": [{"name": "workspace", "persistentVolumeClaim": {"claimName": "kh-abc-workspace"}}],
+        },
+    }
+
+
+def test_minimal_pvc() -> None:
+    assert builders.build_pvc(make_sandbox()) == {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {
+            "name": "kh-abc-workspace",
+            "namespace": "tenant",
+            "labels": labels("workspace"),
+            "annotations": {"kubehands.dev/sandbox-name": "kh-abc"},
+            "ownerReferences": [OWNER],
+        },
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "10Gi"}}},
+    }
+
+
+def test_pvc_storage_class_and_size() -> None:
+    pvc = builders.build_pvc(make_sandbox(workspace={"size": "1Gi", "storageClassName": "fast"}))
+    assert pvc["spec"]["storageClassName"] == "fast"
+    assert pvc["spec"]["resources"] == {"requests": {"storage": "1Gi"}}
+
+
+def _container(pod: dict[str, Any]) -> dict[str, Any]:
+    return pod["spec"]["containers"][0]
+
+
+def test_command_replaces_entrypoint_and_working_dir() -> None:
+    container = _container(
+        builders.build_pod(make_sandbox(command=["/bin/server", "--port", "60000"], workingDir="/"), config())
+    )
+    assert container["command"] == ["/bin/server", "--port", "60000"]
+    assert "args" not in container
+    assert container["workingDir"] == "/"
+
+
+def test_user_env_follows_managed_env_and_cannot_override_it() -> None:
+    sandbox = make_sandbox(
+        env=[
+            {"name": "SESSION_API_KEY", "value": "stolen"},
+            {"name": "LLM_MODEL", "value": "m"},
+            {"name": "WORKER_1", "value": "1"},
+        ]
+    )
+    env = _container(builders.build_pod(sandbox, config()))["env"]
+    assert env[-1] == {"name": "LLM_MODEL", "value": "m"}
+    assert [e["name"] for e in env].count("SESSION_API_KEY") == 1
+    assert {"name": "WORKER_1", "value": "12000"} in env
+
+
+def test_custom_secret_key() -> None:
+    env = _container(
+        builders.build_pod(make_sandbox(sessionKeySecretRef={"name": "s", "key": "k"}), config())
+    )["env"]
+    assert env[0] == {
+        "name": "OH_SESSION_API_KEYS_0",
+        "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}},
+    }
+
+
+def test_security_context_from_spec_and_root() -> None:
+    pod = builders.build_pod(make_sandbox(securityContext={"runAsUser": 0, "fsGroup": 42}), config())
+    assert pod["spec"]["securityContext"] == {
+        "runAsUser": 0,
+        "runAsGroup": 10001,
+        "fsGroup": 42,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    assert _container(pod)["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+
+
+@pytest.mark.parametrize(
+    ("requested", "expected"), [("gvisor", "gvisor"), ("sysbox-runc", None), ("kata", None), (None, None)]
+)
+def test_runtime_class_goes_through_the_map(requested: str | None, expected: str | None) -> None:
+    cfg = config(runtime_class_map={"sysbox-runc": "", "gvisor": "gvisor"})
+    pod = builders.build_pod(make_sandbox(runtimeClassName=requested), cfg)
+    assert pod["spec"].get("runtimeClassName") == expected
+
+
+def test_resources_from_spec_replace_the_base() -> None:
+    sandbox = make_sandbox(resources={"requests": {"cpu": "10m"}})
+    assert _container(builders.build_pod(sandbox, config()))["resources"] == {"requests": {"cpu": "10m"}}
+
+
+def test_base_resources_come_from_config() -> None:
+    cfg = config(base_resources={"requests": {"memory": "64Mi"}, "limits": {}})
+    assert _container(builders.build_pod(make_sandbox(), cfg))["resources"] == {
+        "requests": {"memory": "64Mi"}
+    }
+
+
+def test_image_pull_policy_and_scheduling() -> None:
+    pod = builders.build_pod(
+        make_sandbox(
+            imagePullPolicy="Never",
+            nodeSelector={"pool": "sandboxes"},
+            tolerations=[{"key": "dedicated", "operator": "Exists"}],
+        ),
+        config(),
+    )
+    assert _container(pod)["imagePullPolicy"] == "Never"
+    assert pod["spec"]["nodeSelector"] == {"pool": "sandboxes"}
+    assert pod["spec"]["tolerations"] == [{"key": "dedicated", "operator": "Exists"}]
+
+
+def test_extra_volumes() -> None:
+    sandbox = make_sandbox(
+        workspace={"mountPath": "/ws"},
+        volumes=[
+            {
+                "name": "data",
+                "mountPath": "/data",
+                "readOnly": True,
+                "persistentVolumeClaim": {"claimName": "shared"},
+            },
+            {"name": "cfg", "mountPath": "/etc/cfg", "configMap": {"name": "cm"}},
+            {"name": "sec", "mountPath": "/etc/sec", "secret": {"secretName": "sc"}},
+            {"name": "host", "mountPath": "/host", "hostPath": {"path": "/srv"}},
+        ],
+    )
+    pod = builders.build_pod(sandbox, config())
+    assert pod["spec"]["volumes"][1:] == [
+        {"name": "data", "persistentVolumeClaim": {"claimName": "shared", "readOnly": True}},
+        {"name": "cfg", "configMap": {"name": "cm"}},
+        {"name": "sec", "secret": {"secretName": "sc"}},
+        {"name": "host", "hostPath": {"path": "/srv"}},
+    ]
+    assert _container(pod)["volumeMounts"] == [
+        {"name": "workspace", "mountPath": "/ws"},
+        {"name": "data", "mountPath": "/data", "readOnly": True},
+        {"name": "cfg", "mountPath": "/etc/cfg", "readOnly": False},
+        {"name": "sec", "mountPath": "/etc/sec", "readOnly": False},
+        {"name": "host", "mountPath": "/host", "readOnly": False},
+    ]
+
+
+def test_workspace_chown_init_container() -> None:
+    pod = builders.build_pod(make_sandbox(imagePullPolicy="Never"), config(workspace_chown=True))
+    [init] = pod["spec"]["initContainers"]
+    assert init["command"] == ["chown", "10001:10001", "/workspace"]
+    assert init["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["CHOWN"]}
+    assert init["securityContext"]["allowPrivilegeEscalation"] is False
+    assert init["imagePullPolicy"] == "Never"
+    assert init["resources"] == _container(pod)["resources"]
+
+
+def test_spec_hash_ignores_fields_that_do_not_shape_the_pod() -> None:
+    base = builders.pod_spec_hash(make_sandbox().spec)
+    assert (
+        builders.pod_spec_hash(make_sandbox(state="Paused", idleTimeoutSeconds=5, sessionID="x").spec) == base
+    )
+    assert builders.pod_spec_hash(make_sandbox(image="agent:2").spec) != base
+    assert builders.pod_spec_hash(make_sandbox(workspace={"mountPath": "/w"}).spec) != base

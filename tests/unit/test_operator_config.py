@@ -1,0 +1,83 @@
+from typing import Any
+
+import pytest
+
+from kubehands.crd.model import Sandbox
+from kubehands.operator.config import OperatorConfig
+from kubehands.operator.validation import validate_sandbox
+
+pytestmark = pytest.mark.unit
+
+
+def test_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KUBEHANDS_NAMESPACES", "a, b")
+    monkeypatch.setenv("KUBEHANDS_RUNTIME_CLASS_MAP", '{"sysbox-runc": "", "gvisor": "gvisor"}')
+    monkeypatch.setenv("KUBEHANDS_ALLOWED_VOLUME_TYPES", '["configMap"]')
+    monkeypatch.setenv("KUBEHANDS_BASE_RESOURCES", '{"requests": {"cpu": "1"}}')
+    monkeypatch.setenv("KUBEHANDS_IDLE_TIMEOUT_SECONDS", "60")
+    config = OperatorConfig()
+    assert config.namespaces == ["a", "b"]
+    assert config.runtime_class_for("gvisor") == "gvisor"
+    assert config.runtime_class_for("sysbox-runc") is None and config.runtime_class_for("other") is None
+    assert config.allowed_volume_types == ["configMap"]
+    assert config.base_resources == {"requests": {"cpu": "1"}}
+    assert (config.idle_timeout_seconds, config.paused_ttl_seconds) == (60, 604800)
+
+
+def test_defaults() -> None:
+    config = OperatorConfig()
+    assert config.namespaces == [] and not config.allow_host_path and not config.workspace_chown
+    assert config.effective_allowed_volume_types() == {"persistentVolumeClaim", "configMap", "secret"}
+
+
+def test_bad_base_resources_are_refused() -> None:
+    with pytest.raises(ValueError, match="not a quantity"):
+        OperatorConfig(base_resources={"requests": {"cpu": "lots"}})
+
+
+def sandbox(name: str = "kh-a", **spec: Any) -> Sandbox:
+    return Sandbox.model_validate(
+        {
+            "metadata": {"name": name, "namespace": "ns", "uid": "u"},
+            "spec": {"image": "i", "sessionKeySecretRef": {"name": "s"}, **spec},
+        }
+    )
+
+
+HOST = {"name": "host", "mountPath": "/host", "hostPath": {"path": "/srv"}}
+
+
+def test_valid_sandbox_has_no_problems() -> None:
+    assert validate_sandbox(sandbox(), OperatorConfig()) == []
+
+
+def test_host_path_is_refused_with_a_clear_reason() -> None:
+    [problem] = validate_sandbox(sandbox(volumes=[HOST]), OperatorConfig())
+    assert "hostPath volumes are disabled" in problem and "KUBEHANDS_ALLOW_HOST_PATH=true" in problem
+
+
+def test_host_path_needs_the_switch_and_the_list() -> None:
+    assert validate_sandbox(sandbox(volumes=[HOST]), OperatorConfig(allow_host_path=True)) != []
+    allowed = OperatorConfig(allow_host_path=True, allowed_volume_types=["hostPath"])
+    assert validate_sandbox(sandbox(volumes=[HOST]), allowed) == []
+
+
+def test_disallowed_volume_type() -> None:
+    cm = {"name": "c", "mountPath": "/c", "configMap": {"name": "cm"}}
+    [problem] = validate_sandbox(sandbox(volumes=[cm]), OperatorConfig(allowed_volume_types=["secret"]))
+    assert "configMap volumes are not allowed" in problem
+
+
+def test_mount_conflicts_and_reserved_name() -> None:
+    volumes = [{"name": "workspace", "mountPath": "/workspace/", "configMap": {"name": "a"}}]
+    problems = validate_sandbox(sandbox(volumes=volumes), OperatorConfig())
+    assert any("reserved" in p for p in problems) and any(
+        "already used by the workspace" in p for p in problems
+    )
+
+
+def test_name_too_long_and_missing_agent_port() -> None:
+    problems = validate_sandbox(
+        sandbox("a" * 60, ports=[{"name": "web", "containerPort": 80}]), OperatorConfig()
+    )
+    assert len(problems) == 2

@@ -1,0 +1,90 @@
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from kubehands.operator.config import OperatorConfig
+from kubehands.operator.culling import CullAction, cull_decision, last_activity
+
+pytestmark = pytest.mark.unit
+NOW = datetime(2026, 1, 2, 12, 0, 0, tzinfo=UTC)
+
+
+def ago(seconds: float) -> str:
+    return (NOW - timedelta(seconds=seconds)).isoformat().replace("+00:00", "Z")
+
+
+def body(
+    state: str = "Running",
+    generation: int = 1,
+    observed: int | None = 1,
+    spec: dict[str, Any] | None = None,
+    **status: Any,
+) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "kh-a", "generation": generation, "creationTimestamp": ago(10_000)},
+        "spec": {"state": state, **(spec or {})},
+        "status": {"observedGeneration": observed, **status},
+    }
+
+
+CONFIG = OperatorConfig(idle_timeout_seconds=1200, paused_ttl_seconds=3600)
+
+
+def test_idle_sandbox_is_paused() -> None:
+    decision = cull_decision(body(lastActivityTime=ago(1300), readyTime=ago(5000)), CONFIG, NOW)
+    assert decision is not None and decision.action is CullAction.PAUSE
+
+
+def test_recent_activity_keeps_it_running() -> None:
+    assert cull_decision(body(lastActivityTime=ago(60)), CONFIG, NOW) is None
+
+
+def test_a_resumed_sandbox_is_not_culled_for_old_activity() -> None:
+    resumed = body(lastActivityTime=ago(90_000), podCreatedTime=ago(30))
+    assert cull_decision(resumed, CONFIG, NOW) is None
+    assert last_activity(resumed) == NOW - timedelta(seconds=30)
+
+
+def test_resume_not_yet_observed_is_never_culled() -> None:
+    assert cull_decision(body(generation=3, observed=2, lastActivityTime=ago(90_000)), CONFIG, NOW) is None
+
+
+def test_a_starting_sandbox_is_not_idle() -> None:
+    assert cull_decision(body(phase="Starting", lastActivityTime=ago(90_000)), CONFIG, NOW) is None
+    assert cull_decision(body(phase="Failed", lastActivityTime=ago(90_000)), CONFIG, NOW) is not None
+
+
+def test_without_activity_the_creation_time_counts() -> None:
+    decision = cull_decision(body(), CONFIG, NOW)
+    assert decision is not None and decision.action is CullAction.PAUSE
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ({"idleTimeoutSeconds": 0}, None),
+        ({"idleTimeoutSeconds": 30}, CullAction.PAUSE),
+        ({"idleTimeoutSeconds": 120}, None),
+    ],
+)
+def test_per_sandbox_idle_timeout(spec: dict[str, Any], expected: CullAction | None) -> None:
+    decision = cull_decision(body(spec=spec, lastActivityTime=ago(60)), CONFIG, NOW)
+    assert (decision.action if decision else None) is expected
+
+
+def test_paused_past_ttl_is_deleted() -> None:
+    decision = cull_decision(body("Paused", pausedTime=ago(3700)), CONFIG, NOW)
+    assert decision is not None and decision.action is CullAction.DELETE
+
+
+@pytest.mark.parametrize("status", [{"pausedTime": ago(100)}, {}])
+def test_paused_within_ttl_or_not_yet_paused_is_kept(status: dict[str, Any]) -> None:
+    assert cull_decision(body("Paused", **status), CONFIG, NOW) is None
+
+
+def test_paused_ttl_zero_means_never() -> None:
+    assert (
+        cull_decision(body("Paused", spec={"pausedTTLSeconds": 0}, pausedTime=ago(10**7)), CONFIG, NOW)
+        is None
+    )
