@@ -227,6 +227,22 @@ def test_image_pull_policy_and_scheduling() -> None:
     assert pod["spec"]["tolerations"] == [{"key": "dedicated", "operator": "Exists"}]
 
 
+def test_operator_placement_defaults_merge_under_the_sandbox_own() -> None:
+    operator_defaults = config(
+        node_selector={"pool": "sandboxes", "zone": "a"},
+        tolerations=[{"key": "sandboxes-only", "operator": "Exists", "effect": "NoSchedule"}],
+    )
+    pod = builders.build_pod(
+        make_sandbox(nodeSelector={"zone": "b"}, tolerations=[{"key": "gpu", "operator": "Exists"}]),
+        operator_defaults,
+    )
+    assert pod["spec"]["nodeSelector"] == {"pool": "sandboxes", "zone": "b"}
+    assert pod["spec"]["tolerations"] == [
+        {"key": "sandboxes-only", "operator": "Exists", "effect": "NoSchedule"},
+        {"key": "gpu", "operator": "Exists"},
+    ]
+
+
 def test_extra_volumes() -> None:
     sandbox = make_sandbox(
         workspace={"mountPath": "/ws"},

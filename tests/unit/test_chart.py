@@ -46,7 +46,7 @@ KV_OLD_SHA256 = "916b8539c570958ca4742a09d42c9a29b7b89bfb3a04972a40abfa63f797b85
 CRD_KINDS = {("gateway.networking.k8s.io/v1", "HTTPRoute"), ("monitoring.coreos.com/v1", "ServiceMonitor")}
 
 # Environment variables the chart sets that the settings classes do not read yet (see report).
-PENDING_ENV = {"KUBEHANDS_NODE_SELECTOR", "KUBEHANDS_TOLERATIONS"}
+PENDING_ENV: set[str] = set()
 
 
 def case_id(values: Path | None) -> str:

@@ -102,22 +102,3 @@ def test_set_condition_keeps_other_types_and_puts_ready_first() -> None:
     conditions = c.set_condition(conditions, c.READY, c.TRUE, c.POD_READY, "", NOW, None)
     assert [x["type"] for x in conditions] == ["Ready", "Paused"]
     assert "observedGeneration" not in conditions[1]
-
-
-@pytest.mark.parametrize(
-    ("phase", "expected"),
-    [
-        ("Running", "running"),
-        ("Paused", "paused"),
-        ("Failed", "error"),
-        ("Starting", "starting"),
-        (None, "starting"),
-    ],
-)
-def test_status_for_api(phase: str | None, expected: str) -> None:
-    assert c.status_for_api({"phase": phase}) == expected
-
-
-def test_pod_status_for_api_is_always_a_string() -> None:
-    assert c.pod_status_for_api(None) == "pending"
-    assert c.pod_status_for_api({"podStatus": "not found"}) == "not found"

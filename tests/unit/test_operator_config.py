@@ -15,7 +15,11 @@ def test_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KUBEHANDS_ALLOWED_VOLUME_TYPES", '["configMap"]')
     monkeypatch.setenv("KUBEHANDS_BASE_RESOURCES", '{"requests": {"cpu": "1"}}')
     monkeypatch.setenv("KUBEHANDS_IDLE_TIMEOUT_SECONDS", "60")
+    monkeypatch.setenv("KUBEHANDS_NODE_SELECTOR", '{"pool": "sandboxes"}')
+    monkeypatch.setenv("KUBEHANDS_TOLERATIONS", '[{"key": "k", "operator": "Exists"}]')
     config = OperatorConfig()
+    assert config.node_selector == {"pool": "sandboxes"}
+    assert config.tolerations == [{"key": "k", "operator": "Exists"}]
     assert config.namespaces == ["a", "b"]
     assert config.runtime_class_for("gvisor") == "gvisor"
     assert config.runtime_class_for("sysbox-runc") is None and config.runtime_class_for("other") is None

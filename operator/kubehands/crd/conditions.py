@@ -8,7 +8,6 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from kubehands.crd.model import Phase
 from kubehands.crd.times import rfc3339
 
 READY = "Ready"
@@ -76,21 +75,3 @@ def set_condition(
         condition["observedGeneration"] = generation
     result.append(condition)
     return sorted(result, key=lambda c: c["type"] != READY)  # Ready first, for kubectl readers
-
-
-def status_for_api(status: Mapping[str, Any] | None) -> str:
-    """The runtime API's `status` string (`starting|running|paused|error`) for a Sandbox status dict.
-
-    `stopped` never comes from here: the gateway reports it for Sandboxes that no longer exist.
-    """
-    phase = (status or {}).get("phase")
-    return {
-        Phase.RUNNING: "running",
-        Phase.PAUSED: "paused",
-        Phase.FAILED: "error",
-    }.get(phase, "starting")
-
-
-def pod_status_for_api(status: Mapping[str, Any] | None) -> str:
-    """The runtime API's `pod_status` string; always a string, as the clients require."""
-    return str((status or {}).get("podStatus") or "pending")

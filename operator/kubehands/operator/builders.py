@@ -220,10 +220,12 @@ def build_pod(sandbox: Sandbox, config: OperatorConfig) -> dict[str, Any]:
     runtime_class = config.runtime_class_for(spec.runtime_class_name)
     if runtime_class:
         pod_spec["runtimeClassName"] = runtime_class
-    if spec.node_selector:
-        pod_spec["nodeSelector"] = dict(spec.node_selector)
-    if spec.tolerations:
-        pod_spec["tolerations"] = [t.model_dump(by_alias=True, exclude_none=True) for t in spec.tolerations]
+    node_selector = {**config.node_selector, **spec.node_selector}
+    if node_selector:
+        pod_spec["nodeSelector"] = node_selector
+    tolerations = [*config.tolerations, *(t.model_dump(by_alias=True, exclude_none=True) for t in spec.tolerations)]
+    if tolerations:
+        pod_spec["tolerations"] = tolerations
     if config.workspace_chown:
         pod_spec["initContainers"] = [_chown_container(sandbox, security, resources)]
     return {

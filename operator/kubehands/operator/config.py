@@ -50,6 +50,14 @@ class OperatorConfig(BaseSettings):
         description='Requested runtimeClassName -> RuntimeClass to use, as JSON, e.g. {"sysbox-runc": "", '
         '"gvisor": "gvisor"}. Unmapped or empty: no runtimeClassName on the Pod.',
     )
+    node_selector: dict[str, str] = Field(
+        default_factory=dict,
+        description="nodeSelector for every sandbox pod, as JSON; a Sandbox's own spec.nodeSelector wins per key.",
+    )
+    tolerations: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Tolerations added to every sandbox pod, as a JSON list, before the Sandbox's own.",
+    )
     allowed_volume_types: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: list(DEFAULT_ALLOWED_VOLUME_TYPES),
         description="spec.volumes sources that are allowed (comma-separated or JSON list).",
