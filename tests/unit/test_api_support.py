@@ -19,14 +19,9 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from kubehands.api.activity import ActivityRecorder
-from kubehands.api.alive import AliveTracker
-from kubehands.api.cache import Caches
 from kubehands.api.gateway import Gateway
-from kubehands.api.images import ImageCatalog
 from kubehands.api.keys import Profile, build_key_secret, hash_key
 from kubehands.api.main import create_app
-from kubehands.api.sandboxes import SandboxService
 from kubehands.api.settings import Settings
 
 
@@ -148,20 +143,10 @@ def offline_gateway(settings: Settings) -> Gateway:
     """A Gateway whose caches are filled by the test instead of a watch (no API server behind it)."""
     api = client.ApiClient(client.Configuration(host="http://127.0.0.1:9"))  # nothing listens on port 9
     http = httpx.AsyncClient(timeout=httpx.Timeout(600, connect=5), trust_env=False)
-    caches = Caches(api, settings.namespace, settings.key_namespace)
-    for reflector in (caches.sandboxes, caches.session_keys, caches.api_keys):
+    gateway = Gateway.assemble(settings, api, http)
+    for reflector in (gateway.caches.sandboxes, gateway.caches.session_keys, gateway.caches.api_keys):
         reflector.synced.set()
-    alive = AliveTracker(settings, caches, http)
-    return Gateway(
-        settings=settings,
-        api=api,
-        http=http,
-        caches=caches,
-        alive=alive,
-        activity=ActivityRecorder(settings, caches, api),
-        sandboxes=SandboxService(settings, caches, api, alive),
-        images=ImageCatalog(settings, api),
-    )
+    return gateway
 
 
 def add_key(gateway: Gateway, name: str, raw: str, profile: Profile | None = None) -> None:

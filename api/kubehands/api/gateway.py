@@ -31,6 +31,22 @@ class Gateway:
     images: ImageCatalog
 
     @classmethod
+    def assemble(cls, settings: Settings, api: client.ApiClient, http: httpx.AsyncClient) -> "Gateway":
+        """Wire the parts together; nothing is started (open() starts the watches)."""
+        caches = Caches(api, settings.namespace, settings.key_namespace)
+        alive = AliveTracker(settings, caches, http)
+        return cls(
+            settings=settings,
+            api=api,
+            http=http,
+            caches=caches,
+            alive=alive,
+            activity=ActivityRecorder(settings, caches, api),
+            sandboxes=SandboxService(settings, caches, api, alive),
+            images=ImageCatalog(settings, api),
+        )
+
+    @classmethod
     async def open(cls, settings: Settings) -> "Gateway":
         api = await make_api_client(settings)
         http = httpx.AsyncClient(
@@ -41,20 +57,9 @@ class Gateway:
             follow_redirects=False,
             trust_env=False,
         )
-        caches = Caches(api, settings.namespace, settings.key_namespace)
-        alive = AliveTracker(settings, caches, http)
-        gateway = cls(
-            settings=settings,
-            api=api,
-            http=http,
-            caches=caches,
-            alive=alive,
-            activity=ActivityRecorder(settings, caches, api),
-            sandboxes=SandboxService(settings, caches, api, alive),
-            images=ImageCatalog(settings, api),
-        )
-        caches.start()
-        if not await caches.wait_synced(FIRST_SYNC_TIMEOUT):
+        gateway = cls.assemble(settings, api, http)
+        gateway.caches.start()
+        if not await gateway.caches.wait_synced(FIRST_SYNC_TIMEOUT):
             log.warning(
                 "caches not synced after %.0fs; /health reports it and keeps trying", FIRST_SYNC_TIMEOUT
             )
