@@ -129,7 +129,7 @@ def release(
             "namespace": rel.sandbox_namespace,
             "imagePullPolicy": "Never",
             # The local cluster's hostPath provisioner ignores fsGroup (local-kubernetes.md §2.6).
-            "workspace": {"chown": True, "size": "1Gi"},
+            "workspace": {"size": "1Gi"},
             "baseResources": {
                 "requests": {"cpu": "100m", "memory": "256Mi"},
                 "limits": {"cpu": "1", "memory": "1Gi"},
