@@ -128,7 +128,6 @@ def release(
         "sandbox": {
             "namespace": rel.sandbox_namespace,
             "imagePullPolicy": "Never",
-            # The local cluster's hostPath provisioner ignores fsGroup (local-kubernetes.md §2.6).
             "workspace": {"size": "1Gi"},
             "baseResources": {
                 "requests": {"cpu": "100m", "memory": "256Mi"},
