@@ -3,7 +3,8 @@
 One journey: install -> operator and gateway Ready -> GET /health through the gateway Service's
 ClusterIP (routable from the host on this cluster) -> /start with the installed admin key -> the
 sandbox runs, without a service-account token -> /stop -> no RBAC errors in the control-plane logs ->
-`helm uninstall` leaves only the documented leftovers (docs/install.md, "Uninstalling").
+the SDK's APIRemoteWorkspace flow through the in-cluster gateway -> `helm uninstall` leaves only the
+documented leftovers (docs/install.md, "Uninstalling").
 """
 
 import base64
@@ -22,6 +23,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from tests.helpers import openhands_sdk
 from tests.helpers.kube import api_client
 from tests.helpers.wait import wait_for
 
@@ -30,6 +32,7 @@ pytestmark = [pytest.mark.node, pytest.mark.timeout(900)]
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "kubehands"
 # Log lines that mean the installed RBAC is too narrow.
+SANDBOX_DOMAIN = "sbx.kubehands.test"
 PERMISSION_ERRORS = ("forbidden", "not enough permissions", " 403", "(403)", "status=403")
 
 
@@ -125,6 +128,9 @@ def release(
     values = {
         "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
         "api": {"replicas": 1},
+        # Subdomain mode, because the SDK's APIRemoteWorkspace cannot use path mode (tests/helpers/openhands_sdk.py);
+        # the test gives the SDK process a wildcard DNS entry pointing at the gateway Service.
+        "routing": {"mode": "subdomain", "domain": SANDBOX_DOMAIN, "subdomainScheme": "http"},
         "sandbox": {
             "namespace": rel.sandbox_namespace,
             "imagePullPolicy": "Never",
@@ -145,7 +151,9 @@ def release(
         rel.helm(helm, "uninstall", name, "--wait", "--timeout", "3m", check=False)
 
 
-def test_install_start_stop_uninstall(release: Release, helm: str, agent_server_image: str) -> None:
+def test_install_start_stop_uninstall(
+    release: Release, helm: str, agent_server_image: str, tmp_path: Path
+) -> None:
     with api_client(release.kubeconfig) as api:
         core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
         custom, rbac = client.CustomObjectsApi(api), client.RbacAuthorizationV1Api(api)
@@ -234,6 +242,24 @@ def test_install_start_stop_uninstall(release: Release, helm: str, agent_server_
             ),
             120,
             "Sandbox deleted",
+        )
+
+        # The SDK's APIRemoteWorkspace flow through the in-cluster gateway: start, command, file
+        # upload/download, pause, resume, stop.
+        sdk = subprocess.run(
+            openhands_sdk.sdk_command(openhands_sdk.sdk_python(), base, key, agent_server_image, "chart-sdk"),
+            env=openhands_sdk.sdk_env(tmp_path, f".{SANDBOX_DOMAIN}", service.spec.cluster_ip),
+            capture_output=True, text=True, timeout=600,
+        )
+        openhands_sdk.assert_flow_passed(sdk.returncode, sdk.stdout + sdk.stderr)
+        wait_for(
+            lambda: (
+                not custom.list_namespaced_custom_object(
+                    "kubehands.dev", "v1alpha1", release.sandbox_namespace, "sandboxes"
+                )["items"]
+            ),
+            120,
+            "the SDK's Sandbox deleted",
         )
 
         # The installed RBAC was enough for all of that.

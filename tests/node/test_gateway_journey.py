@@ -18,6 +18,7 @@ from websockets.exceptions import ConnectionClosed
 from kubehands.api.main import create_app
 from kubehands.api.settings import Settings
 from kubehands.cli import main as kubehands_main
+from tests.helpers import openhands_sdk
 from tests.helpers.sandbox import SMALL_RESOURCES, operator_in_thread
 
 pytestmark = pytest.mark.node
@@ -196,54 +197,9 @@ async def test_sandbox_journey_through_the_gateway(
             assert (await http.get(f"{url}/alive")).status_code == 404
 
 
-SDK_SCRIPT = r"""
-import os, pathlib, sys, tempfile
-from openhands.workspace import APIRemoteWorkspace
-
-url, key, image = sys.argv[1:4]
-ws = APIRemoteWorkspace(
-    runtime_api_url=url, runtime_api_key=key, server_image=image, image_pull_policy="Never",
-    session_id="sdk-journey", init_timeout=60, startup_wait_timeout=240, api_timeout=120,
-)
-try:
-    result = ws.execute_command("echo hello-$(id -u)")
-    assert result.exit_code == 0 and result.stdout.strip() == "hello-10001", result
-    tmp = pathlib.Path(tempfile.mkdtemp())
-    (tmp / "up.txt").write_text("payload " * 10000)
-    assert ws.file_upload(tmp / "up.txt", "/workspace/up.txt").success
-    assert ws.file_download("/workspace/up.txt", tmp / "down.txt").success
-    assert (tmp / "down.txt").read_text() == (tmp / "up.txt").read_text()
-    ws.pause()
-    ws.resume()
-    result = ws.execute_command("wc -c < /workspace/up.txt")
-    assert result.exit_code == 0 and result.stdout.strip() == str(len("payload " * 10000)), result
-    print("SDK-JOURNEY-OK")
-finally:
-    ws.cleanup()
-"""
-
-
 @pytest.fixture(scope="session")
 def sdk_python() -> str:
-    import subprocess
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[2]
-    made = subprocess.run([str(root / "hack" / "client-venvs.sh"), "sdk"], capture_output=True, text=True)
-    assert made.returncode == 0, made.stderr[-4000:]
-    return made.stdout.strip().splitlines()[-1]
-
-
-# Wildcard DNS for the client process only: *.kubehands.test resolves to 127.0.0.1.
-WILDCARD_DNS = r"""
-import socket
-_real = socket.getaddrinfo
-def _getaddrinfo(host, *args, **kwargs):
-    if isinstance(host, str) and host.endswith(".kubehands.test"):
-        host = "127.0.0.1"
-    return _real(host, *args, **kwargs)
-socket.getaddrinfo = _getaddrinfo
-"""
+    return openhands_sdk.sdk_python()
 
 
 async def test_sdk_api_remote_workspace(
@@ -254,7 +210,6 @@ async def test_sdk_api_remote_workspace(
 
     Subdomain mode: openhands-workspace 1.58.2 asserts `httpx.Client(base_url=url).base_url == url`,
     which fails for any URL with a path (httpx appends "/"), so it cannot use path mode."""
-    import os
 
     key = create_key(kubeconfig, namespace, "sdk")
     port = free_port()
@@ -266,29 +221,20 @@ async def test_sdk_api_remote_workspace(
         domain=f"kubehands.test:{port}",
         subdomain_scheme="http",
     )
-    (tmp_path / "sitecustomize.py").write_text(WILDCARD_DNS)
-    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-    env |= {
-        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-        "OPENHANDS_SUPPRESS_BANNER": "1",
-        "PYTHONPATH": str(tmp_path),
-    }
+    env = openhands_sdk.sdk_env(tmp_path, ".kubehands.test", "127.0.0.1")
     with operator_in_thread(kubeconfig, namespace):
         async with served_gateway(settings, port) as gateway:
             process = await asyncio.create_subprocess_exec(
-                sdk_python,
-                "-c",
-                SDK_SCRIPT,
-                f"http://127.0.0.1:{port}",
-                key,
-                agent_server_image,
+                *openhands_sdk.sdk_command(
+                    sdk_python, f"http://127.0.0.1:{port}", key, agent_server_image, "sdk-journey"
+                ),
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
                 env=env,
             )
             output, _ = await asyncio.wait_for(process.communicate(), 600)
             text = output.decode(errors="replace")
-            assert process.returncode == 0 and "SDK-JOURNEY-OK" in text, text[-6000:]
+            openhands_sdk.assert_flow_passed(process.returncode, text)
             # cleanup() stopped it
             await until(
                 lambda: not gateway.caches.sandboxes.items,

@@ -248,18 +248,27 @@ def test_runtime_ids_are_random_dns_labels() -> None:
 
 
 def _sandbox(
-    state: str = "Running", phase: str | None = None, pod: str | None = None, deleting: bool = False
+    state: str = "Running",
+    phase: str | None = None,
+    pod: str | None = None,
+    deleting: bool = False,
+    observed: int = 2,
 ) -> dict[str, Any]:
-    meta: dict[str, Any] = {"name": RID}
+    meta: dict[str, Any] = {"name": RID, "generation": 2}
     if deleting:
         meta["deletionTimestamp"] = "2026-01-01T00:00:00Z"
-    status: dict[str, Any] = {}
+    status: dict[str, Any] = {"observedGeneration": observed}
     if phase:
         status["phase"] = phase
     if pod:
         status["podStatus"] = pod
         status["podIP"] = "10.0.0.5"
     return {"metadata": meta, "spec": {"state": state, "sessionID": "S1"}, "status": status}
+
+
+def test_a_stale_status_is_never_routed_to() -> None:
+    assert convert.pod_identity(_sandbox(phase="Running", pod="ready")) == ("", "10.0.0.5")
+    assert convert.pod_identity(_sandbox(phase="Running", pod="ready", observed=1)) is None
 
 
 @pytest.mark.parametrize(
@@ -282,6 +291,9 @@ def _sandbox(
         (_sandbox(phase="Failed", pod="pending"), False, ("error", "failed")),
         (_sandbox(phase="Starting", pod="unknown"), False, ("error", "failed")),
         (_sandbox(phase="Running", pod="ready", deleting=True), True, ("stopped", "not found")),
+        # Resumed a moment ago: the status still describes the pod the pause deleted.
+        (_sandbox(phase="Running", pod="ready", observed=1), True, ("starting", "pending")),
+        (_sandbox(phase="Failed", pod="crashloopbackoff", observed=1), False, ("starting", "pending")),
     ],
 )
 def test_status_and_pod_status_are_consistent(sandbox: Any, alive: bool, expected: tuple[str, str]) -> None:

@@ -121,6 +121,7 @@ def sandbox_object(
             "namespace": "default",
             "uid": f"uid-{runtime_id}",
             "resourceVersion": "1",
+            "generation": 1,
             "creationTimestamp": "2026-01-01T00:00:00Z",
             "labels": {"kubehands.dev/owner": tenant, "kubehands.dev/session": session_label(session_id)},
         },
@@ -132,9 +133,11 @@ def sandbox_object(
             "ports": [{"name": n, "containerPort": port} for n in ("agent", "vscode", "work-1", "work-2")],
         },
         "status": (
-            {"phase": "Running", "podStatus": "ready", "podIP": "127.0.0.1", "podName": runtime_id}
+            {"phase": "Running", "podStatus": "ready", "podIP": "127.0.0.1", "podName": runtime_id,
+             "observedGeneration": 1}
             if ready and state == "Running"
-            else {"phase": "Paused" if state == "Paused" else "Starting", "podStatus": "not found"}
+            else {"phase": "Paused" if state == "Paused" else "Starting", "podStatus": "not found",
+                  "observedGeneration": 1}
         ),
     }
 

@@ -231,9 +231,21 @@ def secret_session_key(secret: dict[str, Any] | None) -> str | None:
     return (secret.get("stringData") or {}).get(SESSION_KEY_SECRET_KEY)
 
 
+def status_is_current(sandbox: dict[str, Any]) -> bool:
+    """The operator has written status for the latest spec (e.g. after /pause or /resume).
+
+    A status from an older generation may still describe the pod a pause just deleted: until the
+    operator catches up, a sandbox is never reported ready nor routed to.
+    """
+    generation = (sandbox.get("metadata") or {}).get("generation")
+    return generation is not None and (sandbox.get("status") or {}).get("observedGeneration") == generation
+
+
 def pod_identity(sandbox: dict[str, Any]) -> tuple[str, str] | None:
     """(podName, podIP) of a ready pod; the key of the cached /alive result."""
     status = sandbox.get("status") or {}
+    if not status_is_current(sandbox):
+        return None
     if (status.get("podStatus") or "").lower() != "ready" or not status.get("podIP"):
         return None
     return (str(status.get("podName") or ""), str(status["podIP"]))
@@ -251,6 +263,8 @@ def runtime_status(sandbox: dict[str, Any] | None, alive: bool) -> tuple[str, st
     pod_status = (status.get("podStatus") or "").lower()
     if spec.get("state") == "Paused":
         return "paused", "not found"
+    if not status_is_current(sandbox):
+        return "starting", "pending"
     if phase == "Failed" or pod_status in ("failed", "crashloopbackoff", "unknown"):
         return "error", pod_status if pod_status in ("failed", "crashloopbackoff") else "failed"
     if pod_status == "ready" and phase != "Paused":
