@@ -173,6 +173,12 @@ def test_install_start_stop_uninstall(
                     f"{pod_logs(core, release.namespace, f'app.kubernetes.io/component={component}')[-4000:]}"
                 )
 
+        def no_sandboxes() -> bool:
+            listed = custom.list_namespaced_custom_object(
+                "kubehands.dev", "v1alpha1", release.sandbox_namespace, "sandboxes"
+            )
+            return not listed["items"]
+
         # The gateway answers through its Service.
         service = core.read_namespaced_service(f"{release.fullname}-gateway", release.namespace)
         base = f"http://{service.spec.cluster_ip}:{service.spec.ports[0].port}"
@@ -234,15 +240,7 @@ def test_install_start_stop_uninstall(
 
         stopped = httpx.post(f"{base}/stop", headers=headers, json={"runtime_id": runtime_id}, timeout=60)
         assert stopped.status_code == 200, stopped.text
-        wait_for(
-            lambda: (
-                not custom.list_namespaced_custom_object(
-                    "kubehands.dev", "v1alpha1", release.sandbox_namespace, "sandboxes"
-                )["items"]
-            ),
-            120,
-            "Sandbox deleted",
-        )
+        wait_for(no_sandboxes, 120, "Sandbox deleted")
 
         # The SDK's APIRemoteWorkspace flow through the in-cluster gateway: start, command, file
         # upload/download, pause, resume, stop.
@@ -252,15 +250,7 @@ def test_install_start_stop_uninstall(
             capture_output=True, text=True, timeout=600,
         )
         openhands_sdk.assert_flow_passed(sdk.returncode, sdk.stdout + sdk.stderr)
-        wait_for(
-            lambda: (
-                not custom.list_namespaced_custom_object(
-                    "kubehands.dev", "v1alpha1", release.sandbox_namespace, "sandboxes"
-                )["items"]
-            ),
-            120,
-            "the SDK's Sandbox deleted",
-        )
+        wait_for(no_sandboxes, 120, "the SDK's Sandbox deleted")
 
         # The installed RBAC was enough for all of that.
         for component in ("operator", "gateway"):
