@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help venv deps kubernetes cluster cluster-down cluster-status images run test test-unit crds lint clean
+.PHONY: help venv deps kubernetes cluster cluster-down cluster-status images run test test-unit bench crds lint clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -45,11 +45,14 @@ test: deps venv kubernetes images  ## the whole test suite (unit, cluster, node 
 test-unit: venv  ## unit tier only: no cluster
 	$(VENV)/bin/pytest -m unit $(PYTEST_ARGS)
 
+bench: deps venv kubernetes images  ## benchmarks (work in progress: see docs/benchmarks.md)
+	hack/bench.sh $(BENCH_ARGS)
+
 crds: venv  ## regenerate crds/ and the chart's copy from the Python model
 	hack/update-crds.sh
 
 lint: venv
-	$(VENV)/bin/ruff check operator api tests hack
+	$(VENV)/bin/ruff check operator api tests hack bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -17,11 +17,12 @@ ROOT = Path(__file__).resolve().parent.parent
 CLUSTER_SH = ROOT / "hack" / "cluster.sh"
 TIER_ORDER = {"unit": 0, "cluster": 1, "node": 2}
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Run the fast tiers first, and mark every test by its folder if it has no tier marker."""
     for item in items:
         tier = Path(str(item.fspath)).relative_to(ROOT / "tests").parts[0]
-        if tier in TIER_ORDER and not any(item.iter_markers(name=t) for t in TIER_ORDER):
+        if tier in TIER_ORDER and not any(item.get_closest_marker(t) for t in TIER_ORDER):
             item.add_marker(getattr(pytest.mark, tier))
 
     def rank(item: pytest.Item) -> int:

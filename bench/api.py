@@ -1,0 +1,162 @@
+"""Control API: GET /sessions/{id} and GET /sessions/batch (50 ids) with many sandboxes present, at
+1, 10 and 50 concurrent clients, against a trivial FastAPI endpoint under the same uvicorn options."""
+
+import asyncio
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from bench import load, stats
+from bench.profiles import summarize_profile
+from bench.system import System
+
+NAME = "api"
+BATCH = 50
+
+
+def _requests(system: System, base_url: str, sessions: list[str]) -> dict[str, load.Request]:
+    rng = random.Random(7)
+    batches = [urlencode([("ids", s) for s in rng.sample(sessions, min(BATCH, len(sessions)))])
+               for _ in range(64)]
+    return {
+        "get_session": load.get(lambda i: f"{base_url}/sessions/{sessions[i % len(sessions)]}", system.headers),
+        "batch_50": load.get(lambda i: f"{base_url}/sessions/batch?{batches[i % len(batches)]}", system.headers),
+    }
+
+
+async def _measure(system: System, sessions: list[str], sizes: dict[str, Any]) -> dict[str, Any]:
+    figures: dict[str, Any] = {}
+    comparisons: dict[str, Any] = {}
+    requests = _requests(system, system.gateway.url, sessions)  # type: ignore[union-attr]
+    baseline = load.get(lambda i: f"{system.baseline.url}/ping")  # type: ignore[union-attr]
+    for concurrency in sizes["api_concurrency"]:
+        total = sizes["api_requests"] * max(1, concurrency // 10 + 1)
+        seconds = sizes["api_max_seconds"]
+        figures[f"baseline_c{concurrency}"] = (
+            await load.closed_loop(baseline, concurrency, total, seconds, warmup=5)).summary()
+        for name, request in requests.items():
+            figures[f"{name}_c{concurrency}"] = (
+                await load.closed_loop(request, concurrency, total, seconds, warmup=5)).summary()
+            comparisons[f"{name}_c{concurrency}"] = stats.comparison(
+                figures, f"{name}_c{concurrency}", f"baseline_c{concurrency}")
+            comparisons[f"{name}_c{concurrency}_rps"] = {
+                "ours": f"{name}_c{concurrency}", "baseline": f"baseline_c{concurrency}", "figure": "rps",
+                "ratio_median": stats.ratio(figures[f"{name}_c{concurrency}"]["rps"],
+                                            figures[f"baseline_c{concurrency}"]["rps"]),
+                "higher_is_better": True,
+            }
+    return {"figures": figures, "comparisons": comparisons}
+
+
+async def _profile(system: System, sessions: list[str], sizes: dict[str, Any]) -> dict[str, Any]:
+    """The same load against a second gateway process under cProfile (separate, so the figures above
+    carry no profiler overhead)."""
+    out = Path(tempfile.mkdtemp(prefix="kh-bench-prof-"))
+    results = {}
+    for name in ("get_session", "batch_50"):
+        prof = out / f"{name}.prof"
+        served = system.serve_gateway(f"gateway-profiled-{name}", profile_to=prof)
+        try:
+            request = _requests(system, served.url, sessions)[name]
+            await load.closed_loop(request, 1, 3, 10)  # warm
+            with system.profiling(served):
+                await load.closed_loop(request, 10, sizes["api_requests"] * 2, sizes["api_max_seconds"])
+        finally:
+            system.stop_served(served)
+        results[name] = summarize_profile(str(prof))
+    return results
+
+
+def _dominant(top: list[dict[str, Any]], growth: dict[str, Any] | None) -> str | None:
+    """The kubehands function with the most own time in the batch profile, and how the lookup grows."""
+    ours = [t for t in top if "kubehands/" in t["function"]]
+    if not ours:
+        return top[0]["function"] if top else None
+    text = f"`{ours[0]['function']}` (most own time of kubehands code in the /sessions/batch profile)"
+    if growth and growth.get("ratio_median"):
+        text += f"; the lookup grows ×{growth['ratio_median']:.1f} for 10× the sandboxes (a linear scan per id)"
+    return text
+
+
+def run(system: System, sizes: dict[str, Any]) -> dict[str, Any]:
+    present = system.ensure_paused(sizes["api_sandboxes"])
+    sessions = [session_id for _, session_id in present]
+    measured = asyncio.run(_measure(system, sessions, sizes))
+    profile = asyncio.run(_profile(system, sessions, sizes))
+    batch = profile["batch_50"]["top"]
+    counts = sorted({max(1, sizes["api_sandboxes"] // 10), sizes["api_sandboxes"]})
+    handler = handler_cost(system, counts)
+    measured["figures"] |= handler
+    small, large = counts[0], counts[-1]
+    if small != large:
+        measured["comparisons"]["handler_batch_growth"] = stats.comparison(
+            measured["figures"], f"batch_lookup_{large}", f"batch_lookup_{small}")
+    return {
+        "sizes": {"sandboxes": len(sessions), "batch": BATCH, "concurrency": sizes["api_concurrency"],
+                  "requests_per_level": sizes["api_requests"], "max_seconds": sizes["api_max_seconds"]},
+        **measured,
+        "profile": profile,
+        "dominant_cost": _dominant(batch, measured["comparisons"].get("handler_batch_growth")),
+        "notes": [
+            f"{len(sessions)} Sandboxes present (Paused, created directly with the objects /start writes).",
+            "baseline: GET /ping of a trivial FastAPI app run by uvicorn.run with the options of "
+            "`kubehands gateway` (log level info, access log on), in the same run.",
+            "closed loop: each client sends its next request when the previous one is answered (aiohttp).",
+            "find_session_N / batch_lookup_N: the handler's lookup alone, in process, over N synthetic cached "
+            "Sandboxes (1 id / 50 ids); handler_batch_growth compares N=max with N=max/10 (10x: linear scan).",
+        ],
+    }
+
+
+def handler_cost(system: System, counts: list[int], calls: int = 100) -> dict[str, Any]:
+    """The lookup behind GET /sessions/{id} and /sessions/batch in process, on caches filled with `count`
+    synthetic Sandboxes (no HTTP, no cluster): how the handler's own cost grows with the cache."""
+    import base64
+    import time
+
+    from kubernetes_asyncio import client as aclient
+
+    from kubehands.api.alive import AliveTracker
+    from kubehands.api.cache import Caches
+    from kubehands.api.keys import KeyRecord
+    from kubehands.api.sandboxes import SandboxService
+    from kubehands.api.settings import Settings
+
+    async def measure() -> dict[str, Any]:
+        api = aclient.ApiClient()
+        try:
+            settings = Settings(namespace=system.namespace)
+            caller = KeyRecord(name=system.key_name, digest="0" * 64)
+            out: dict[str, Any] = {}
+            for count in counts:
+                caches = Caches(api, system.namespace, system.namespace)
+                service = SandboxService(settings, caches, api, AliveTracker(settings, caches, None))  # type: ignore[arg-type]
+                sessions = []
+                for i in range(count):
+                    sandbox, secret = system.paused_manifests(f"micro-{i}")
+                    sandbox["metadata"] |= {"resourceVersion": str(i + 1), "creationTimestamp": "2026-01-01T00:00:00Z"}
+                    secret["data"] = {k: base64.b64encode(v.encode()).decode()
+                                      for k, v in secret.pop("stringData").items()}
+                    caches.sandboxes.items[sandbox["metadata"]["name"]] = sandbox
+                    caches.session_keys.items[secret["metadata"]["name"]] = secret
+                    sessions.append(f"micro-{i}")
+                rng = random.Random(3)
+                single, batch = [], []
+                for _ in range(calls):
+                    t0 = time.perf_counter()
+                    service.find_session(caller, rng.choice(sessions))
+                    single.append((time.perf_counter() - t0) * 1000)
+                    wanted = rng.sample(sessions, min(BATCH, count))
+                    t0 = time.perf_counter()
+                    for session_id in wanted:
+                        service.find_session(caller, session_id)
+                    batch.append((time.perf_counter() - t0) * 1000)
+                out[f"find_session_{count}"] = stats.summarize(single)
+                out[f"batch_lookup_{count}"] = stats.summarize(batch)
+            return out
+        finally:
+            await api.close()
+
+    return asyncio.run(measure())

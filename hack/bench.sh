@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# `make bench`: the benchmarks on the local cluster (docs/benchmarks.md, bench/results/*.json).
+# Starts the cluster when it is not running and stops it again at the end; a cluster that was
+# already running is left alone. Arguments go to `python -m bench.run` (e.g. --quick, --only api).
+set -o errexit -o nounset -o pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+cd "$ROOT"
+
+was_running=0
+hack/cluster.sh status >/dev/null 2>&1 && was_running=1
+trap '[[ $was_running == 1 ]] || hack/cluster.sh down >/dev/null 2>&1 || true' EXIT
+
+cluster_env=$(hack/cluster.sh up)
+eval "export $(echo "$cluster_env" | grep -E '^(KUBECONFIG|SANDBOX_IMAGE)=' | tr '\n' ' ')"
+hack/build-images.sh agent-server >/dev/null   # built once, then only imported
+
+.venv/bin/python -m bench.run "$@"
