@@ -89,6 +89,17 @@ def test_sandbox_gets_one_pod_and_one_pvc(sandboxes: SandboxApi) -> None:
     assert len(sandboxes.pods("kh-one")) == 1 and len(sandboxes.pvcs("kh-one")) == 1
 
 
+def test_created_paused_gets_no_pvc_until_first_resume(sandboxes: SandboxApi) -> None:
+    sandboxes.create(sandbox_manifest("kh-parked", MISSING_IMAGE, state="Paused"))
+    wait_for(lambda: sandboxes.phase("kh-parked", "Paused"), 30, "the Paused phase")
+    assert sandboxes.pvcs("kh-parked") == [] and sandboxes.pods("kh-parked") == []
+
+    sandboxes.patch_spec("kh-parked", state="Running")
+    [pvc] = wait_for(lambda: sandboxes.pvcs("kh-parked"), 30, "the workspace PVC on first resume")
+    [pod] = wait_for(lambda: sandboxes.pods("kh-parked"), 30, "the sandbox pod")
+    assert pod.spec.volumes[0].persistent_volume_claim.claim_name == pvc.metadata.name
+
+
 def test_pause_deletes_the_pod_and_keeps_the_pvc_then_resume_recreates_it(sandboxes: SandboxApi) -> None:
     sandboxes.create(sandbox_manifest("kh-pause", MISSING_IMAGE))
     [first] = wait_for(lambda: sandboxes.pods("kh-pause"), 30, "the sandbox pod")

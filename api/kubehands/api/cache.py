@@ -18,6 +18,7 @@ from kubehands.api.constants import (
     LABEL_API_KEY,
     LABEL_OWNER,
     LABEL_RUNTIME_ID,
+    LABEL_SESSION,
     LABEL_SESSION_KEY,
     PLURAL,
     VERSION,
@@ -38,6 +39,39 @@ def _rv(obj: Obj) -> int:
         return int((obj.get("metadata") or {}).get("resourceVersion") or 0)
     except ValueError:
         return 0
+
+
+def _labels(obj: Obj) -> dict[str, str]:
+    return (obj.get("metadata") or {}).get("labels") or {}
+
+
+class LabelIndex:
+    """Names of a reflector's objects grouped by a key made of labels, kept current by its events, so a
+    lookup costs the size of its group, not of the cache (a thousand sandboxes, one GET each)."""
+
+    def __init__(self, reflector: "Reflector", key: Callable[[Obj], tuple[str, ...] | None]) -> None:
+        self._reflector = reflector
+        self._key = key
+        self._key_of: dict[str, tuple[str, ...]] = {}
+        self._names: dict[tuple[str, ...], set[str]] = {}
+        reflector.add_listener(self._on_event)
+
+    def _on_event(self, kind: str, obj: Obj) -> None:
+        name = obj["metadata"]["name"]
+        old = self._key_of.pop(name, None)
+        if old is not None:
+            group = self._names[old]
+            group.discard(name)
+            if not group:
+                del self._names[old]
+        new = None if kind == "DELETED" else self._key(obj)
+        if new is not None:
+            self._key_of[name] = new
+            self._names.setdefault(new, set()).add(name)
+
+    def get(self, *key: str) -> list[Obj]:
+        items = self._reflector.items
+        return [items[name] for name in self._names.get(key, ()) if name in items]
 
 
 class Reflector:
@@ -183,6 +217,9 @@ class Caches:
             "api-keys", core.list_namespaced_secret, keys_namespace, f"{LABEL_API_KEY}=true"
         )
         self._all = (self.sandboxes, self.session_keys, self.api_keys)
+        self._by_owner = LabelIndex(self.sandboxes, lambda s: _label_key(s, LABEL_OWNER))
+        self._by_session = LabelIndex(self.sandboxes, lambda s: _label_key(s, LABEL_OWNER, LABEL_SESSION))
+        self._claims_by_runtime = LabelIndex(self.session_keys, lambda s: _label_key(s, LABEL_RUNTIME_ID))
         self._key_records: list[KeyRecord] | None = None
         self.api_keys.add_listener(self._keys_changed)
 
@@ -219,21 +256,24 @@ class Caches:
         return self.sandboxes.items.get(runtime_id)
 
     def owned_sandboxes(self, tenant: str) -> list[Obj]:
-        return [
-            s
-            for s in self.sandboxes.items.values()
-            if ((s.get("metadata") or {}).get("labels") or {}).get(LABEL_OWNER) == tenant
-        ]
+        return self._by_owner.get(tenant)
+
+    def session_sandboxes(self, tenant: str, session_label: str) -> list[Obj]:
+        """The tenant's sandboxes labelled with this session (several: a label is a hash prefix)."""
+        return self._by_session.get(tenant, session_label)
 
     def claim(self, name: str) -> Obj | None:
         return self.session_keys.items.get(name)
 
     def claim_for_runtime(self, runtime_id: str) -> Obj | None:
-        for secret in self.session_keys.items.values():
-            if ((secret.get("metadata") or {}).get("labels") or {}).get(LABEL_RUNTIME_ID) == runtime_id:
-                return secret
-        return None
+        claims = self._claims_by_runtime.get(runtime_id)
+        return claims[0] if claims else None
 
     def session_key(self, sandbox: Obj) -> str | None:
         ref = (sandbox.get("spec") or {}).get("sessionKeySecretRef") or {}
         return convert.secret_session_key(self.session_keys.items.get(str(ref.get("name") or "")))
+
+
+def _label_key(obj: Obj, *labels: str) -> tuple[str, ...] | None:
+    values = tuple(_labels(obj).get(label) for label in labels)
+    return None if None in values else values  # type: ignore[return-value]

@@ -27,7 +27,6 @@ from kubehands.api.constants import (
     GROUP,
     LABEL_OWNER,
     LABEL_RUNTIME_ID,
-    LABEL_SESSION,
     PLURAL,
     SESSION_KEY_SECRET_KEY,
     VERSION,
@@ -126,8 +125,8 @@ class SandboxService:
         label = convert.session_label(session_id)
         candidates = [
             s
-            for s in self.caches.owned_sandboxes(caller.name)
-            if _labels(s).get(LABEL_SESSION) == label and convert.sandbox_session_id(s) == session_id
+            for s in self.caches.session_sandboxes(caller.name, label)
+            if convert.sandbox_session_id(s) == session_id
         ]
         if candidates:
             live = [s for s in candidates if not (s["metadata"].get("deletionTimestamp"))]

@@ -206,7 +206,10 @@ def _post_event(body: Mapping[str, Any], kind: str, reason: str, message: str) -
 async def _converge_children(
     kube: Kube, config: OperatorConfig, sandbox: Sandbox, pod: Mapping[str, Any] | None
 ) -> Mapping[str, Any] | None:
-    await ensure_pvc(kube, sandbox)
+    if sandbox.spec.state != DesiredState.PAUSED:
+        # created Paused, a Sandbox gets its workspace on first resume: a thousand parked sessions
+        # must not queue a thousand volumes at the provisioner
+        await ensure_pvc(kube, sandbox)
     await adopt_session_secret(kube, sandbox)
     terminating = pod is not None and bool(pod.get("metadata", {}).get("deletionTimestamp"))
     if sandbox.spec.state == DesiredState.PAUSED:
