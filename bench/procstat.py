@@ -16,6 +16,20 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def machine_busy(window: float = 0.5) -> float:
+    """Share of all CPUs not idle (idle + iowait) over the next `window` seconds, from /proc/stat."""
+
+    def read() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            ticks = [int(v) for v in f.readline().split()[1:]]
+        return sum(ticks), ticks[3] + ticks[4]
+
+    total0, idle0 = read()
+    time.sleep(window)
+    total1, idle1 = read()
+    return 1 - (idle1 - idle0) / max(total1 - total0, 1)
+
+
 def memory(pid: int) -> dict[str, int]:
     """VmRSS and VmHWM (peak RSS) of `pid`, in bytes."""
     out = {"rss": 0, "peak_rss": 0}

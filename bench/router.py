@@ -219,8 +219,7 @@ def run(system: System, sizes: dict[str, Any]) -> dict[str, Any]:
         measured = asyncio.run(_measure(system, sandbox, sizes))
         profile = asyncio.run(_profile(system, sandbox, sizes))
     finally:
-        httpx.post(f"{system.gateway.url}/stop", json={"runtime_id": sandbox["runtime"]["runtime_id"]},  # type: ignore[union-attr]
-                   headers=system.headers, timeout=30)
+        system.stop_and_settle([sandbox["runtime"]["runtime_id"]])
     small = profile["small_get"]["categories"]
     return {
         "sizes": {"concurrency": sizes["router_concurrency"], "small_requests": sizes["router_small"],

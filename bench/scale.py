@@ -79,14 +79,6 @@ async def _running(system: System, count: int) -> dict[str, Any]:
             "seconds": time.monotonic() - t0}
 
 
-def _stop_all(system: System, runtime_ids: list[str]) -> None:
-    import httpx
-
-    for rid in runtime_ids:
-        httpx.post(f"{system.gateway.url}/stop", json={"runtime_id": rid}, headers=system.headers, timeout=30)  # type: ignore[union-attr]
-    system.wait(lambda: not system.core.list_namespaced_pod(system.namespace).items, 180, "pods gone", 0.5)
-
-
 def run(system: System, sizes: dict[str, Any]) -> dict[str, Any]:
     pids = {"gateway": system.gateway.pid, "operator": system.operator.pid}  # type: ignore[union-attr]
     cpu = {name: procstat.CpuWindow(pid).start() for name, pid in pids.items()}
@@ -100,7 +92,7 @@ def run(system: System, sizes: dict[str, Any]) -> dict[str, Any]:
         running = asyncio.run(_running(system, running_count))
         time.sleep(2)
     running_cpu = {name: window.stop() for name, window in cpu.items()}
-    _stop_all(system, running["runtime_ids"])
+    system.stop_and_settle(running["runtime_ids"])
 
     grown = [s for s in steps if "reconcile_seconds" in s]
     created_total = sum(s["created"] for s in grown)
@@ -142,8 +134,8 @@ def run(system: System, sizes: dict[str, Any]) -> dict[str, Any]:
             f"Running sandboxes bounded to {running_count}: this node has {__import__('os').cpu_count()} cores; "
             "each agent server takes ~300 MB RSS and a few CPU-seconds to start.",
             "Paused Sandboxes are created directly (the objects /start writes, with spec.state Paused) by 8 "
-            "client threads; reconciled = status.phase Paused written by the operator (it also creates each "
-            "workspace PVC).",
+            "client threads; reconciled = status.phase Paused written by the operator (a Sandbox created "
+            "Paused gets no PVC until it first runs).",
             "gateway cache memory per 1,000 sandboxes = slope of gateway RSS over the sandbox count (least "
             "squares), with R² to judge linearity.",
         ],

@@ -163,22 +163,6 @@ def status_durations(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return stats.breakdown([(name, values[name]) for name, _, _ in STATUS_STAGES])
 
 
-def _clear(system: System, http_stop: list[str]) -> None:
-    """Stop our sandboxes, delete bare pods, and wait until no pod is left (a quiet node for the next)."""
-    import httpx
-
-    for rid in http_stop:
-        httpx.post(f"{system.gateway.url}/stop", json={"runtime_id": rid}, headers=system.headers,  # type: ignore[union-attr]
-                   timeout=30)
-    for pod in system.core.list_namespaced_pod(system.namespace, label_selector="bench=bare").items:
-        try:
-            system.core.delete_namespaced_pod(pod.metadata.name, system.namespace)
-        except ApiException as e:
-            if e.status != 404:
-                raise
-    system.wait(lambda: not system.core.list_namespaced_pod(system.namespace).items, 120, "pods gone", 0.25)
-
-
 async def _run(system: System, sizes: dict[str, int]) -> dict[str, Any]:
     sequential, concurrent = sizes["start_sequential"], sizes["start_concurrent"]
     tag = uuid.uuid4().hex[:4]
@@ -191,23 +175,23 @@ async def _run(system: System, sizes: dict[str, int]) -> dict[str, Any]:
             if sizes.get("start_warmup", True):
                 warm = await start_ours(system, http, f"warm-{tag}")
                 await asyncio.to_thread(start_bare, system, watcher, f"bare-warm-{tag}")
-                await asyncio.to_thread(_clear, system, [warm["runtime_id"]])
+                await asyncio.to_thread(system.stop_and_settle, [warm["runtime_id"]])
             # sequential, alternating ours and bare so drift hits both alike
             for i in range(sequential):
                 sample = await start_ours(system, http, f"seq-{tag}-{i}")
                 await asyncio.sleep(0.2)  # the watch events of the last transitions
                 await asyncio.to_thread(enrich_ours, system, watcher, sample)
                 ours["sequential"].append(sample)
-                await asyncio.to_thread(_clear, system, [sample["runtime_id"]])
+                await asyncio.to_thread(system.stop_and_settle, [sample["runtime_id"]])
                 bare["sequential"].append(await asyncio.to_thread(start_bare, system, watcher, f"bare-s{i}-{tag}"))
-                await asyncio.to_thread(_clear, system, [])
+                await asyncio.to_thread(system.stop_and_settle, [])
             # concurrent: all at once, ours then bare
             ours["concurrent"] = list(await asyncio.gather(
                 *(start_ours(system, http, f"con-{tag}-{i}") for i in range(concurrent))))
             await asyncio.sleep(0.2)
             for sample in ours["concurrent"]:
                 await asyncio.to_thread(enrich_ours, system, watcher, sample)
-            await asyncio.to_thread(_clear, system, [s["runtime_id"] for s in ours["concurrent"]])
+            await asyncio.to_thread(system.stop_and_settle, [s["runtime_id"] for s in ours["concurrent"]])
             with ThreadPoolExecutor(concurrent) as pool:
                 bare["concurrent"] = list(pool.map(lambda i: start_bare(system, watcher, f"bare-c{i}-{tag}"),
                                                    range(concurrent)))
@@ -215,7 +199,7 @@ async def _run(system: System, sizes: dict[str, int]) -> dict[str, Any]:
         for mode in bare:
             for sample in bare[mode]:
                 enrich_bare(watcher, sample)
-    await asyncio.to_thread(_clear, system, [])
+    await asyncio.to_thread(system.stop_and_settle, [])
 
     figures: dict[str, Any] = {}
     comparisons: dict[str, Any] = {}

@@ -28,6 +28,7 @@ import httpx
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
+from bench import procstat
 from kubehands.api import convert
 from kubehands.api.keys import KeyRecord
 from kubehands.api.schemas import StartRequest
@@ -37,6 +38,7 @@ from kubehands.crd import constants
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 # Small requests so the node's 2 cores can schedule tens of sandboxes; the limit stays generous.
+QUIET_BUSY = 0.25  # a node below this CPU share (over 0.5 s) is quiet enough for the next measurement
 BENCH_RESOURCES = {"requests": {"cpu": "10m", "memory": "64Mi"}, "limits": {"memory": "2Gi"}}
 CRD = {"group": constants.GROUP, "version": constants.VERSION, "plural": constants.PLURAL}
 
@@ -289,6 +291,34 @@ class System:
 
     def list_sandboxes(self) -> list[dict[str, Any]]:
         return list(self.custom.list_namespaced_custom_object(namespace=self.namespace, **CRD)["items"])
+
+    def stop_and_settle(self, runtime_ids: list[str]) -> None:
+        """Stop these sandboxes through the API and delete bare pods, then wait for a quiet node, so no
+        measurement pays for the previous one's teardown.
+
+        Pods are force-deleted once deleting: the agent server exits within ~3 s of SIGTERM, but the
+        kubelet takes another 10 s or more to remove the object (volume teardown, status sync) and does not
+        reliably report the stopped container meanwhile. What matters to the next sample is the node's CPU."""
+        for rid in runtime_ids:
+            httpx.post(f"{self.gateway.url}/stop", json={"runtime_id": rid}, headers=self.headers,  # type: ignore[union-attr]
+                       timeout=30)
+
+        def force_delete_all() -> bool:
+            pods = self.core.list_namespaced_pod(self.namespace).items
+            for pod in pods:
+                if pod.metadata.deletion_timestamp or (pod.metadata.labels or {}).get("bench") == "bare":
+                    try:
+                        self.core.delete_namespaced_pod(pod.metadata.name, self.namespace, grace_period_seconds=0)
+                    except ApiException as e:
+                        if e.status != 404:
+                            raise
+            return not pods
+
+        self.wait(force_delete_all, 180, "every pod gone", 0.25)
+        try:
+            self.wait(lambda: procstat.machine_busy() < QUIET_BUSY, 30, "a quiet node", 0)
+        except TimeoutError:
+            print(f"bench: the node stayed above {QUIET_BUSY:.0%} CPU for 30 s; going on", file=sys.stderr)
 
     # ---- paused sandboxes, created directly (the runtime API only starts running ones) -----------
 
