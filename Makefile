@@ -45,7 +45,7 @@ test: deps venv kubernetes images  ## the whole test suite (unit, cluster, node 
 test-unit: venv  ## unit tier only: no cluster
 	$(VENV)/bin/pytest -m unit $(PYTEST_ARGS)
 
-bench: deps venv kubernetes images  ## benchmarks (work in progress: see docs/benchmarks.md)
+bench: deps venv kubernetes images  ## benchmarks on the local cluster: bench/results/*.json and docs/benchmarks.md
 	hack/bench.sh $(BENCH_ARGS)
 
 crds: venv  ## regenerate crds/ and the chart's copy from the Python model

@@ -16,6 +16,7 @@ CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
     ("websockets", ("/websockets/",)),
     ("kubernetes client", ("/kubernetes_asyncio/", "/aiohttp/", "/kubernetes/")),
     ("json", ("/json/", "_json")),
+    ("thread pool hand-offs", ("_thread.lock", "/threading.py", "/concurrent/futures/", "run_sync_in_worker_thread")),
     ("asyncio event loop + sockets", ("/asyncio/", "selectors.py", "select.epoll", "socket.py", "ssl.py",
                                       "{method 'send'", "{method 'recv", "{method 'poll'", "epoll")),
 ]

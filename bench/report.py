@@ -219,6 +219,9 @@ def render(results: dict[str, dict[str, Any]], images: dict[str, Path], out: Pat
             lines += ["Linear fits (RSS over sandbox count):", ""] + table(
                 ["process", "bytes per 1,000 sandboxes", "R²"],
                 [[k, fmt((f.get("bytes_per_1000") or 0) / 1e6, "MB"), fmt(f.get("r2"))] for k, f in r["fits"].items()])
+        if r.get("gateway_rss_mb"):
+            lines += ["Gateway RSS (MB) before the cases and after each:", ""] + table(
+                ["after", "MB"], [[k, fmt(v)] for k, v in r["gateway_rss_mb"].items()])
         if name == "polling":
             for window in ("idle", "polling"):
                 top = list(r["apiserver"][window]["by_verb_resource"].items())[:8]

@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 import httpx
 
-from bench import load, stats
+from bench import load, procstat, stats
 from bench.profiles import summarize_profile
 from bench.system import System
 
@@ -182,17 +182,19 @@ async def _measure(system: System, sandbox: dict[str, Any], sizes: dict[str, Any
     payload = b"u" * MB10
     figures: dict[str, Any] = {}
     comparisons: dict[str, Any] = {}
+    gateway_rss_mb = {"before": procstat.memory(system.gateway.pid)["rss"] / 1e6}  # type: ignore[union-attr]
     for case in CASES:
         for concurrency in sizes["router_concurrency"]:
             for path in ("direct", "router"):  # the baseline first, then ours, same sandbox, same load
                 key = f"{case}_{path}_c{concurrency}"
                 figures[key] = (await _case(case, targets[path], concurrency, sizes, payload)).summary()
+            gateway_rss_mb[f"{case}_c{concurrency}"] = procstat.memory(system.gateway.pid)["rss"] / 1e6  # type: ignore[union-attr]
             ours, base = f"{case}_router_c{concurrency}", f"{case}_direct_c{concurrency}"
             comparisons[f"{case}_c{concurrency}"] = stats.comparison(figures, ours, base)
             comparisons[f"{case}_c{concurrency}_throughput"] = {
                 "ours": ours, "baseline": base, "figure": "rps",
                 "ratio_median": stats.ratio(figures[ours]["rps"], figures[base]["rps"]), "higher_is_better": True}
-    return {"figures": figures, "comparisons": comparisons}
+    return {"figures": figures, "comparisons": comparisons, "gateway_rss_mb": gateway_rss_mb}
 
 
 async def _profile(system: System, sandbox: dict[str, Any], sizes: dict[str, Any]) -> dict[str, Any]:
@@ -233,6 +235,8 @@ def run(system: System, sizes: dict[str, Any]) -> dict[str, Any]:
             "`kubehands gateway` (path mode), same sandbox, same client, in the same run.",
             "small GET is the agent server's /alive; bulk and WebSocket cases use a raw-ASGI echo server "
             "started in the sandbox on port work-1 (12000), so they measure the proxy, not the agent server.",
+            "gateway_rss_mb: the serving gateway's RSS before the cases and after each (MB): what bulk "
+            "transfers leave behind.",
             "profile: a second gateway process under cProfile, own time by package; the epoll wait is idle time "
             "and left out.",
         ],

@@ -2,7 +2,7 @@
 answering from the (test-filled) cache, /health, /metrics and the OpenAPI schema. Every request
 here is answered before any Kubernetes write would happen."""
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
@@ -228,3 +228,27 @@ async def test_a_claim_answers_starting_only_while_fresh(
         assert session.json()["status"] == "starting" and session.json()["session_api_key"] == "sk"
         assert runtime.json()["runtime_id"] == "kh-cccccccccccc"
     assert (await api.get("/runtime/kh-cccccccccccc", headers={"X-API-Key": KEY_B})).status_code == 404
+
+
+def test_no_route_or_dependency_runs_in_the_thread_pool() -> None:
+    """FastAPI runs a plain `def` endpoint or dependency in a worker thread; the gateway's never block,
+    and the hand-offs were the largest cost of GET /sessions/{id} in the bench profile."""
+    import inspect
+
+    from fastapi.routing import APIRoute
+
+    def calls(dependant: Any) -> Iterator[Any]:
+        if dependant.call is not None:
+            yield dependant.call
+        for sub in dependant.dependencies:
+            yield from calls(sub)
+
+    from kubehands.api.routes import images, runtimes, sessions, system
+
+    routes = [r for m in (images, runtimes, sessions, system) for r in m.router.routes if isinstance(r, APIRoute)]
+    assert len(routes) > 10
+    def is_async(c: Any) -> bool:  # a function, or an instance with an async __call__ (APIKeyHeader)
+        return inspect.iscoroutinefunction(c) or inspect.iscoroutinefunction(type(c).__call__)
+
+    sync = {f"{r.path}: {getattr(c, '__qualname__', c)}" for r in routes for c in calls(r.dependant) if not is_async(c)}
+    assert sync == set()
