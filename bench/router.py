@@ -182,13 +182,15 @@ async def _measure(system: System, sandbox: dict[str, Any], sizes: dict[str, Any
     payload = b"u" * MB10
     figures: dict[str, Any] = {}
     comparisons: dict[str, Any] = {}
-    gateway_rss_mb = {"before": procstat.memory(system.gateway.pid)["rss"] / 1e6}  # type: ignore[union-attr]
+    pid = getattr(system.gateway, "pid", None)  # None: router_local's in-process gateway
+    gateway_rss_mb = {"before": procstat.memory(pid)["rss"] / 1e6} if pid else {}
     for case in CASES:
         for concurrency in sizes["router_concurrency"]:
             for path in ("direct", "router"):  # the baseline first, then ours, same sandbox, same load
                 key = f"{case}_{path}_c{concurrency}"
                 figures[key] = (await _case(case, targets[path], concurrency, sizes, payload)).summary()
-            gateway_rss_mb[f"{case}_c{concurrency}"] = procstat.memory(system.gateway.pid)["rss"] / 1e6  # type: ignore[union-attr]
+            if pid:
+                gateway_rss_mb[f"{case}_c{concurrency}"] = procstat.memory(pid)["rss"] / 1e6
             ours, base = f"{case}_router_c{concurrency}", f"{case}_direct_c{concurrency}"
             comparisons[f"{case}_c{concurrency}"] = stats.comparison(figures, ours, base)
             comparisons[f"{case}_c{concurrency}_throughput"] = {

@@ -26,6 +26,7 @@ import httpx
 from bench import router, stats
 from bench.profiles import summarize_profile
 from bench.system import ROOT, free_port, machine_info, versions
+from kubehands.api.upstream import Upstream
 
 RUNTIME_ID = "kh-benchlocal01"
 
@@ -45,7 +46,7 @@ def fake_gateway(upstream_port: int, public_port: int) -> Any:
         limits=httpx.Limits(max_connections=None, max_keepalive_connections=200),
         follow_redirects=False, trust_env=False)
     return SimpleNamespace(
-        settings=settings, http=http,
+        settings=settings, http=http, upstream=Upstream(settings),
         caches=SimpleNamespace(sandbox=lambda rid: sandbox if rid == RUNTIME_ID else None,
                                claim_for_runtime=lambda rid: None),
         alive=SimpleNamespace(is_alive=lambda s: True),

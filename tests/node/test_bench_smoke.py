@@ -40,8 +40,12 @@ def test_every_benchmark_runs_with_tiny_sizes(kubeconfig: str, agent_server_imag
         assert result["quick"] is True
         for figure in result["figures"].values():
             assert figure["n"] >= 1, (name, figure)
-        ratios = [c["ratio_median"] for c in result["comparisons"].values()]
-        assert ratios and all(r is not None and r > 0 for r in ratios), (name, result["comparisons"])
+        comparisons = result["comparisons"].values()
+        assert any(c["ratio_median"] for c in comparisons), (name, result["comparisons"])
+        for c in comparisons:
+            # a ratio is undefined only against a zero baseline (an idle gateway can use 0 CPU ticks in 4 s)
+            defined = result["figures"][c["baseline"]][c.get("figure", "median")] != 0
+            assert (c["ratio_median"] is not None and c["ratio_median"] > 0) == defined, (name, c)
     text = report.read_text()
     for title in ("Start latency", "Control API", "Router", "Scale", "Polling load"):
         assert title in text

@@ -169,5 +169,6 @@ async def serve_gateway(settings: Settings) -> AsyncIterator[tuple[Gateway, int]
     finally:
         await gateway.activity.stop()
         await gateway.alive.stop()
+        await gateway.upstream.close()
         await gateway.http.aclose()
         await gateway.api.close()

@@ -13,6 +13,7 @@ from kubehands.api.images import ImageCatalog
 from kubehands.api.kube import make_api_client
 from kubehands.api.sandboxes import SandboxService
 from kubehands.api.settings import Settings
+from kubehands.api.upstream import Upstream
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +24,8 @@ FIRST_SYNC_TIMEOUT = 30.0
 class Gateway:
     settings: Settings
     api: client.ApiClient
-    http: httpx.AsyncClient
+    http: httpx.AsyncClient  # the gateway's own calls to sandboxes (/alive)
+    upstream: Upstream  # the router's proxied traffic
     caches: Caches
     alive: AliveTracker
     activity: ActivityRecorder
@@ -39,6 +41,7 @@ class Gateway:
             settings=settings,
             api=api,
             http=http,
+            upstream=Upstream(settings),
             caches=caches,
             alive=alive,
             activity=ActivityRecorder(settings, caches, api),
@@ -69,5 +72,6 @@ class Gateway:
         await self.activity.stop()
         await self.alive.stop()
         await self.caches.stop()
+        await self.upstream.close()
         await self.http.aclose()
         await self.api.close()

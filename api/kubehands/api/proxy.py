@@ -1,4 +1,4 @@
-"""Streaming HTTP and WebSocket proxying over the shared httpx client (raw ASGI, no buffering).
+"""Streaming HTTP and WebSocket proxying to sandbox pods (raw ASGI, no buffering).
 
 Hop-by-hop headers and `X-API-Key` (the runtime-API key, which V0 sends to the sandbox too) are
 removed; `X-Session-API-Key` and everything else pass through.
@@ -9,10 +9,13 @@ import json
 import logging
 from collections.abc import AsyncIterator, Iterable
 
-import httpx
+import aiohttp
 from starlette.types import Message, Receive, Scope, Send
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from yarl import URL
+
+from kubehands.api.upstream import Upstream
 
 log = logging.getLogger(__name__)
 
@@ -101,23 +104,25 @@ async def _request_body(receive: Receive) -> AsyncIterator[bytes]:
             return
 
 
-async def proxy_http(scope: Scope, receive: Receive, send: Send, http: httpx.AsyncClient, url: str) -> str:
+async def proxy_http(scope: Scope, receive: Receive, send: Send, upstream: Upstream, url: str) -> str:
     """Forward one HTTP request to `url`, streaming both bodies. Returns an outcome for metrics."""
     headers = [
         (k, v) for k, v in filter_request_headers(scope_headers(scope)) if k.lower() != "x-forwarded-for"
     ]
     headers += forwarded_headers(scope)
-    method = scope["method"]
     has_body = any(k.lower() in ("content-length", "transfer-encoding") for k, _ in scope_headers(scope))
-    request = http.build_request(
-        method, url, headers=headers, content=_request_body(receive) if has_body else None
-    )
     try:
-        response = await http.send(request, stream=True)
-    except httpx.TimeoutException:
+        response = await upstream.session().request(
+            scope["method"],
+            URL(url, encoded=True),
+            headers=headers,
+            data=_request_body(receive) if has_body else None,
+            allow_redirects=False,
+        )
+    except TimeoutError:
         await send_json(send, 504, "the sandbox did not answer in time")
         return "timeout"
-    except httpx.HTTPError as exc:
+    except aiohttp.ClientError as exc:
         log.debug("upstream %s failed: %s", url, exc)
         await send_json(send, 502, "the sandbox is not reachable")
         return "unreachable"
@@ -125,21 +130,23 @@ async def proxy_http(scope: Scope, receive: Receive, send: Send, http: httpx.Asy
         await send(
             {
                 "type": "http.response.start",
-                "status": response.status_code,
+                "status": response.status,
                 "headers": [
                     (k.encode("latin-1"), v.encode("latin-1"))
-                    for k, v in filter_response_headers(response.headers.multi_items())
+                    for k, v in filter_response_headers(
+                        (k.decode("latin-1"), v.decode("latin-1")) for k, v in response.raw_headers
+                    )
                 ],
             }
         )
-        async for chunk in response.aiter_raw():
+        async for chunk in response.content.iter_any():
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b""})
-    except httpx.HTTPError as exc:  # the upstream broke mid-body: nothing else can be sent
+    except (aiohttp.ClientError, TimeoutError) as exc:  # the upstream broke mid-body: nothing else can be sent
         log.debug("upstream %s broke mid-response: %s", url, exc)
         return "broken"
     finally:
-        await response.aclose()
+        response.release()
     return "ok"
 
 

@@ -102,4 +102,4 @@ async def _route(
         return await proxy.proxy_websocket(
             scope, receive, send, "ws" + base[4:] + path_and_query, settings.proxy_connect_timeout_seconds
         )
-    return await proxy.proxy_http(scope, receive, send, gateway.http, base + path_and_query)
+    return await proxy.proxy_http(scope, receive, send, gateway.upstream, base + path_and_query)
