@@ -5,8 +5,10 @@ the node tier runs the real agent server.
 """
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from kubernetes import watch
 from kubernetes.client.rest import ApiException
 
 from kubehands.crd import constants
@@ -87,6 +89,28 @@ def test_sandbox_gets_one_pod_and_one_pvc(sandboxes: SandboxApi) -> None:
         lambda: any(e.reason == "ImagePullError" for e in sandboxes.events("kh-one")), 30, "a Warning event"
     )
     assert len(sandboxes.pods("kh-one")) == 1 and len(sandboxes.pvcs("kh-one")) == 1
+
+
+def test_pod_is_created_only_after_its_claim_is_bound(sandboxes: SandboxApi) -> None:
+    """The local StorageClass binds Immediately: a pod created before its claim binds fails its first
+    scheduling attempt and waits out the scheduler's backoff, so the operator creates it after the bind.
+    Resource versions order the two writes (one etcd, one sequence)."""
+    since = sandboxes.core.list_namespaced_pod(sandboxes.namespace, limit=1).metadata.resource_version
+    sandboxes.create(sandbox_manifest("kh-bound", MISSING_IMAGE))
+
+    def first_rv(list_fn: Any, name: str, predicate: Any) -> int:
+        stream = watch.Watch()
+        for event in stream.stream(list_fn, sandboxes.namespace, resource_version=since, timeout_seconds=30):
+            obj = event["object"]
+            if obj.metadata.name == name and predicate(obj):
+                stream.stop()
+                return int(obj.metadata.resource_version)
+        raise AssertionError(f"no matching event for {name} within 30 s")
+
+    bound = first_rv(sandboxes.core.list_namespaced_persistent_volume_claim, "kh-bound-workspace",
+                     lambda pvc: pvc.status.phase == "Bound")
+    created = first_rv(sandboxes.core.list_namespaced_pod, "kh-bound", lambda pod: True)
+    assert created > bound
 
 
 def test_created_paused_gets_no_pvc_until_first_resume(sandboxes: SandboxApi) -> None:

@@ -319,7 +319,7 @@ def test_default_rbac_is_namespaced_except_read_only_scanning(
     cluster_roles = by_kind(docs, "ClusterRole")
     assert set(cluster_roles) == {"t-kubehands-operator-scanning"}
     for rule in cluster_roles["t-kubehands-operator-scanning"]["rules"]:
-        assert set(rule["verbs"]) <= {"list", "watch"}
+        assert set(rule["verbs"]) <= {"get", "list", "watch"}
     sandboxes = "t-kubehands-sandboxes"
     roles = {(d["metadata"]["namespace"], d["metadata"]["name"]) for d in docs if d["kind"] == "Role"}
     assert roles == {

@@ -71,6 +71,12 @@ class OperatorConfig(BaseSettings):
     termination_grace_period_seconds: int = Field(
         5, ge=0, description="Pod grace period; short, so that pause and delete are fast."
     )
+    volume_bind_wait_seconds: float = Field(
+        5.0,
+        ge=0,
+        description="With an Immediate-binding StorageClass, wait up to this long for the workspace PVC to bind "
+        "before creating the pod (a pod with an unbound claim waits out the scheduler's backoff). 0: never wait.",
+    )
     workspace_chown: bool = Field(
         False,
         description="Add a root init container that chowns the workspace to runAsUser:runAsGroup. Only for "

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from kubehands.crd import constants, names
 from kubehands.crd.model import DesiredState, Sandbox
-from kubehands.operator import builders
+from kubehands.operator import builders, volumes
 from kubehands.operator.config import OperatorConfig
 from kubehands.operator.kube import MERGE_PATCH, STRATEGIC_MERGE_PATCH, Kube
 from kubehands.operator.status import compute_status, status_patch, transition_event
@@ -24,6 +24,7 @@ from kubehands.operator.validation import validate_sandbox
 log = logging.getLogger(__name__)
 
 NOT_FOUND, CONFLICT = 404, 409
+BINDING_MODES = volumes.BindingModes()  # StorageClasses do not change binding mode: read each once per process
 _CRD = {"group": constants.GROUP, "version": constants.VERSION, "plural": constants.PLURAL}
 
 
@@ -36,15 +37,30 @@ async def get_sandbox(kube: Kube, namespace: str, name: str) -> dict[str, Any] |
         raise
 
 
-async def ensure_pvc(kube: Kube, sandbox: Sandbox) -> None:
+async def ensure_pvc(kube: Kube, sandbox: Sandbox) -> dict[str, Any] | None:
+    """Create the workspace PVC; the new claim, or None when it already existed."""
     try:
-        await kube.core.create_namespaced_persistent_volume_claim(
-            sandbox.namespace, builders.build_pvc(sandbox)
-        )
-        log.info("created PVC %s/%s", sandbox.namespace, names.workspace_pvc_name(sandbox.name))
+        pvc = await kube.core.create_namespaced_persistent_volume_claim(sandbox.namespace, builders.build_pvc(sandbox))
     except ApiException as e:
         if e.status != CONFLICT:
             raise
+        return None
+    log.info("created PVC %s/%s", sandbox.namespace, names.workspace_pvc_name(sandbox.name))
+    return kube.to_dict(pvc)
+
+
+async def await_workspace(kube: Kube, sandbox: Sandbox, created: dict[str, Any] | None, config: OperatorConfig) -> None:
+    """Before the pod: let an Immediate-binding claim bind first (see `volumes`)."""
+    if config.volume_bind_wait_seconds <= 0:
+        return
+    pvc = created
+    if pvc is None:
+        pvc = kube.to_dict(
+            await kube.core.read_namespaced_persistent_volume_claim(
+                names.workspace_pvc_name(sandbox.name), sandbox.namespace
+            )
+        )
+    await volumes.wait_until_bound(kube, pvc, BINDING_MODES, config.volume_bind_wait_seconds)
 
 
 async def ensure_pod(kube: Kube, sandbox: Sandbox, config: OperatorConfig) -> dict[str, Any]:
@@ -206,15 +222,17 @@ def _post_event(body: Mapping[str, Any], kind: str, reason: str, message: str) -
 async def _converge_children(
     kube: Kube, config: OperatorConfig, sandbox: Sandbox, pod: Mapping[str, Any] | None
 ) -> Mapping[str, Any] | None:
+    pvc = None
     if sandbox.spec.state != DesiredState.PAUSED:
         # created Paused, a Sandbox gets its workspace on first resume: a thousand parked sessions
         # must not queue a thousand volumes at the provisioner
-        await ensure_pvc(kube, sandbox)
+        pvc = await ensure_pvc(kube, sandbox)
     await adopt_session_secret(kube, sandbox)
     terminating = pod is not None and bool(pod.get("metadata", {}).get("deletionTimestamp"))
     if sandbox.spec.state == DesiredState.PAUSED:
         return await delete_pod(kube, sandbox.namespace, sandbox.name) if pod and not terminating else pod
     if pod is None:
+        await await_workspace(kube, sandbox, pvc, config)
         return await ensure_pod(kube, sandbox, config)
     if terminating:
         return pod  # its DELETED event triggers the next converge, which creates the replacement
