@@ -15,3 +15,8 @@ eval "export $(echo "$cluster_env" | grep -E '^(KUBECONFIG|SANDBOX_IMAGE)=' | tr
 hack/build-images.sh agent-server >/dev/null   # built once, then only imported
 
 .venv/bin/python -m bench.run "$@"
+if [[ $# -eq 0 ]]; then
+  # the full run also measures the router without a cluster (section 3b), then re-renders the page
+  .venv/bin/python -m bench.router_local
+  .venv/bin/python -m bench.report
+fi

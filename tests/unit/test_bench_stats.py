@@ -125,7 +125,10 @@ def test_apiserver_request_totals_parse_and_delta() -> None:
 
 def test_profile_categories() -> None:
     assert categorize("/x/site-packages/kubehands/api/proxy.py", "proxy_http") == "kubehands router/proxy"
-    assert categorize("/x/site-packages/httpcore/_async/connection.py", "x") == "httpx/httpcore (upstream client)"
+    assert categorize("/x/site-packages/httpcore/_async/connection.py", "x") == "httpx/httpcore"
+    assert categorize("/x/site-packages/aiohttp/client.py", "x") == "aiohttp (the router's upstream client)"
+    assert categorize("/x/site-packages/kubernetes_asyncio/client/api_client.py", "x") == "kubernetes client"
+    assert categorize("~", "<method 'acquire' of '_thread.lock' objects>") == "thread pool hand-offs"
     assert categorize("/work/main/api/kubehands/api/sandboxes.py", "find_session") == "kubehands control API"
     assert categorize("~", "<method 'poll' of 'select.epoll' objects>") == "asyncio event loop + sockets"
 
