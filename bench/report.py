@@ -103,21 +103,23 @@ def plots(results: dict[str, dict[str, Any]], out_dir: Path) -> dict[str, Path]:
     made: dict[str, Path] = {}
     start = results.get("start")
     if start:
-        fig, ax = plt.subplots(figsize=(8, 3.5))
-        labels, bottoms = [], []
-        for mode in ("sequential", "concurrent"):
-            for who in ("ours", "bare"):
-                stages = start["breakdowns"].get(f"{who}_{mode}") or []
+        # one panel per mode (6 s and 80 s scales); a stage keeps its colour across bars and panels
+        fig, axes = plt.subplots(2, 1, figsize=(9, 4.8))
+        colours: dict[str, Any] = {}
+        palette = plt.get_cmap("tab10").colors  # type: ignore[attr-defined]
+        for ax, mode in zip(axes, ("sequential", "concurrent"), strict=True):
+            for who in ("bare", "ours"):
                 left = 0.0
-                for s in stages:
+                for s in start["breakdowns"].get(f"{who}_{mode}") or []:
+                    stage = s["stage"].split(": ", 1)[-1]  # "Pod created → scheduled": shared by ours and bare
+                    new = stage not in colours
+                    colour = colours.setdefault(stage, palette[len(colours) % len(palette)])
                     width = s["median"] or 0.0
-                    ax.barh(f"{who} {mode}", width, left=left, label=s["stage"] if mode == "sequential" else None)
+                    ax.barh(who, width, left=left, color=colour, label=stage if new else None)
                     left += width
-                labels.append(f"{who} {mode}")
-                bottoms.append(left)
-        ax.set_xlabel("ms (median per stage)")
-        ax.legend(fontsize=6, loc="lower right")
-        fig.tight_layout()
+            ax.set_title(f"{mode} (median per stage, ms)", fontsize=9)
+        fig.legend(fontsize=7, loc="lower center", ncol=3)
+        fig.tight_layout(rect=(0, 0.2, 1, 1))
         made["start"] = out_dir / "start-breakdown.png"
         fig.savefig(made["start"], dpi=110)
         plt.close(fig)
