@@ -3,8 +3,6 @@
 
 import asyncio
 import random
-import tempfile
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -53,7 +51,8 @@ async def _measure(system: System, sessions: list[str], sizes: dict[str, Any]) -
 async def _profile(system: System, sessions: list[str], sizes: dict[str, Any]) -> dict[str, Any]:
     """The same load against a second gateway process under cProfile (separate, so the figures above
     carry no profiler overhead)."""
-    out = Path(tempfile.mkdtemp(prefix="kh-bench-prof-"))
+    out = system.log_dir / "profiles"
+    out.mkdir(exist_ok=True)
     results = {}
     for name in ("get_session", "batch_50"):
         prof = out / f"{name}.prof"

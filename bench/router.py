@@ -2,10 +2,8 @@
 router vs directly to the sandbox's pod IP, at 1 and 50 concurrent clients; plus a profile."""
 
 import asyncio
-import tempfile
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -200,7 +198,8 @@ async def _measure(system: System, sandbox: dict[str, Any], sizes: dict[str, Any
 
 
 async def _profile(system: System, sandbox: dict[str, Any], sizes: dict[str, Any]) -> dict[str, Any]:
-    out = Path(tempfile.mkdtemp(prefix="kh-bench-prof-"))
+    out = system.log_dir / "profiles"
+    out.mkdir(exist_ok=True)
     results: dict[str, Any] = {}
     payload = b"u" * MB10
     for case, concurrency in (("small_get", 50), ("download_10mb", 10), ("upload_10mb", 10)):

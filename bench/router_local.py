@@ -10,6 +10,7 @@ import asyncio
 import cProfile
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -188,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
                   "on 127.0.0.1 (small GET = its /small). direct = the echo server itself."],
     }
     problems = stats.validate_result(result)
+    if not problems:
+        shutil.rmtree(logs, ignore_errors=True)  # the logs and profiles matter only when something failed
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / "router_local.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
     print(json.dumps({k: v.get("ratio_median") for k, v in result["comparisons"].items()}, indent=1))

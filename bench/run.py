@@ -8,6 +8,7 @@ environment or `hack/cluster.sh status`.
 import argparse
 import importlib
 import json
+import shutil
 import signal
 import sys
 import time
@@ -78,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
                 failed.append(name)
             (args.results / f"{name}.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
             print(f"bench: {name} done in {result['seconds']:.0f}s", file=sys.stderr, flush=True)
+    if failed:
+        print(f"bench: logs kept in {system.log_dir}", file=sys.stderr)
+    else:
+        shutil.rmtree(system.log_dir, ignore_errors=True)  # logs matter only when something failed
     if str(args.report) != "-":
         report.write(args.results, args.report)
     print(f"bench: finished in {time.monotonic() - began:.0f}s; failed: {failed or 'none'}", file=sys.stderr)
