@@ -7,6 +7,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from bench import load, stats
+from bench.profiled import profiling
 from bench.profiles import summarize_profile
 from bench.system import System
 
@@ -60,7 +61,7 @@ async def _profile(system: System, sessions: list[str], sizes: dict[str, Any]) -
         try:
             request = _requests(system, served.url, sessions)[name]
             await load.closed_loop(request, 1, 3, 10)  # warm
-            with system.profiling(served):
+            with profiling(served.pid):
                 await load.closed_loop(request, 10, sizes["api_requests"] * 2, sizes["api_max_seconds"])
         finally:
             system.stop_served(served)
@@ -94,7 +95,7 @@ def run(system: System, sizes: dict[str, Any]) -> dict[str, Any]:
     handler = handler_cost(system, counts)
     measured["figures"] |= handler
     small, large = counts[0], counts[-1]
-    if small != large:
+    if small != large and small >= BATCH:  # below BATCH ids the batch itself shrinks: no growth to read
         measured["comparisons"]["handler_batch_growth"] = stats.comparison(
             measured["figures"], f"batch_lookup_{large}", f"batch_lookup_{small}")
     return {

@@ -5,6 +5,8 @@ import argparse
 
 from fastapi import FastAPI
 
+from kubehands.api.cli import serve
+
 
 def create_app() -> FastAPI:
     app = FastAPI(title="bench baseline")
@@ -22,18 +24,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args()
-    import uvicorn
-
-    # the same call as `kubehands gateway` (kubehands/api/cli.py), only the app differs
-    uvicorn.run(
-        "bench.baseline_app:create_app",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        log_level=args.log_level,
-        proxy_headers=False,
-        timeout_graceful_shutdown=30,
-    )
+    serve("bench.baseline_app:create_app", args.host, args.port, args.log_level)
 
 
 if __name__ == "__main__":

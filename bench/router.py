@@ -10,6 +10,7 @@ import aiohttp
 import httpx
 
 from bench import load, procstat, stats
+from bench.profiled import profiling
 from bench.profiles import summarize_profile
 from bench.system import System
 
@@ -208,7 +209,7 @@ async def _profile(system: System, sandbox: dict[str, Any], sizes: dict[str, Any
         try:
             urls = _targets(system, sandbox, served.url)["router"]
             await _case(case, urls, 1, {**sizes, "router_small": 5, "router_bulk": 1}, payload)  # warm
-            with system.profiling(served):
+            with profiling(served.pid):
                 await _case(case, urls, concurrency, sizes, payload)
         finally:
             system.stop_served(served)

@@ -1,5 +1,5 @@
 """The router without a cluster: the gateway's real ASGI app and proxy (RouterMiddleware, proxy.py, the
-shared httpx client, uvicorn as `kubehands gateway` runs it) in front of the echo server on 127.0.0.1,
+router's aiohttp upstream, uvicorn as `kubehands gateway` runs it) in front of the echo server on 127.0.0.1,
 vs the echo server directly. Only the Kubernetes-backed parts are stubbed (the cache holds one ready
 sandbox whose pod IP is 127.0.0.1). `python -m bench.router_local [--quick]` writes
 bench/results/router_local.json; it isolates the proxy's own cost from pod networking.
@@ -7,11 +7,9 @@ bench/results/router_local.json; it isolates the proxy's own cost from pod netwo
 
 import argparse
 import asyncio
-import cProfile
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -25,8 +23,10 @@ from typing import Any
 import httpx
 
 from bench import router, stats
+from bench.profiled import armed_profiler, profiling
 from bench.profiles import summarize_profile
-from bench.system import ROOT, free_port, machine_info, versions
+from bench.system import ROOT, free_port, machine_info, start_process, stop_process, versions
+from kubehands.api.cli import serve as serve_like_the_gateway
 from kubehands.api.upstream import Upstream
 
 RUNTIME_ID = "kh-benchlocal01"
@@ -56,7 +56,6 @@ def fake_gateway(upstream_port: int, public_port: int) -> Any:
 
 
 def serve(port: int, upstream_port: int, profile_to: str | None) -> None:
-    import uvicorn
 
     from kubehands.api.main import create_app
     from kubehands.api.settings import Settings
@@ -68,47 +67,12 @@ def serve(port: int, upstream_port: int, profile_to: str | None) -> None:
         gateway = fake_gateway(upstream_port, port)
         app.state.gateway = gateway
         yield
+        await gateway.upstream.close()
         await gateway.http.aclose()
 
     app.router.lifespan_context = lifespan
-    profiler = cProfile.Profile()
-    signal.signal(signal.SIGUSR1, lambda *_: profiler.enable())
-    signal.signal(signal.SIGUSR2, lambda *_: profiler.disable())
-    # uvicorn re-raises the SIGTERM it captured after its clean shutdown: exit through `finally`
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    try:  # the options of `kubehands gateway`
-        uvicorn.run(app, host="127.0.0.1", port=port, log_level="info", proxy_headers=False,
-                    timeout_graceful_shutdown=30)
-    finally:
-        profiler.disable()
-        if profile_to:
-            profiler.dump_stats(profile_to)
-
-
-def _spawn(argv: list[str], env: dict[str, str], url: str, log: Path) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(log.read_text()[-3000:])
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise TimeoutError(log.read_text()[-3000:])
-        time.sleep(0.1)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    with armed_profiler(profile_to):
+        serve_like_the_gateway(app, "127.0.0.1", port)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,15 +95,16 @@ def main(argv: list[str] | None = None) -> int:
     procs: list[subprocess.Popen[bytes]] = []
     began, started = time.monotonic(), datetime.now(UTC).isoformat(timespec="seconds")
     try:
-        procs.append(_spawn([sys.executable, "-c", router.ECHO_APP], env, f"http://127.0.0.1:{up_port}/small",
-                            logs / "echo.log"))
+        procs.append(start_process([sys.executable, "-c", router.ECHO_APP], env,
+                                   f"http://127.0.0.1:{up_port}/small", logs / "echo.log", timeout=60))
 
         def gateway(name: str, profile_to: str | None = None) -> tuple[subprocess.Popen[bytes], int]:
             port = free_port()
             argv = [sys.executable, "-m", "bench.router_local", "--serve", str(port), "--upstream-port", str(up_port)]
             if profile_to:
                 argv += ["--profile-to", profile_to]
-            proc = _spawn(argv, env, f"http://127.0.0.1:{port}/{RUNTIME_ID}/work-1/small", logs / f"{name}.log")
+            proc = start_process(argv, env, f"http://127.0.0.1:{port}/{RUNTIME_ID}/work-1/small",
+                                 logs / f"{name}.log", timeout=60)
             procs.append(proc)
             return proc, port
 
@@ -164,19 +129,16 @@ def main(argv: list[str] | None = None) -> int:
                 proc, gw_port = gateway(f"profiled-{case}", prof)
                 urls = targets(gw_port)["router"]
                 payload = b"u" * router.MB10
-                os.kill(proc.pid, signal.SIGUSR1)
-                time.sleep(0.1)
-                asyncio.run(router._case(case, urls, concurrency, sizes, payload))
-                os.kill(proc.pid, signal.SIGUSR2)
-                time.sleep(0.1)
-                _stop(proc)
+                with profiling(proc.pid):
+                    asyncio.run(router._case(case, urls, concurrency, sizes, payload))
+                stop_process(proc)
                 procs.remove(proc)
                 profile[case] = summarize_profile(prof)
         finally:
             router._targets = original  # type: ignore[assignment]
     finally:
         for proc in procs:
-            _stop(proc)
+            stop_process(proc)
     small = profile["small_get"]["categories"]
     result = {
         "name": "router_local", "started": started, "seconds": time.monotonic() - began, "quick": args.quick,

@@ -9,16 +9,13 @@ Secret in it) is deleted and awaited.
 import json
 import os
 import platform
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -102,7 +99,26 @@ def versions(api: client.ApiClient | None = None, image: str = "") -> dict[str, 
     return out
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
+def start_process(argv: list[str], env: dict[str, str], health_url: str, log: Path,
+                  timeout: float = 90) -> subprocess.Popen[bytes]:
+    """Start a server (output to `log`) and return once `health_url` answers 200."""
+    proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{argv[0]} exited: {log.read_text()[-3000:]}")
+        try:
+            if httpx.get(health_url, timeout=2).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            stop_process(proc)
+            raise TimeoutError(f"{health_url} did not answer: {log.read_text()[-3000:]}")
+        time.sleep(0.2)
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         proc.terminate()
         try:
@@ -186,22 +202,8 @@ class System:
                port: int | None = None) -> Served:
         port = port or free_port()
         log = self.log_dir / f"{name}.log"
-        proc = subprocess.Popen([*argv, "--port", str(port)], env=env or self.env(), cwd=ROOT,
-                                stdout=open(log, "wb"), stderr=subprocess.STDOUT)
-        served = Served(name, proc, port, log)
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{name} exited: {log.read_text()[-3000:]}")
-            try:
-                if httpx.get(served.url + health, timeout=2).status_code == 200:
-                    return served
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                _stop(proc)
-                raise TimeoutError(f"{name} did not answer {health}: {log.read_text()[-3000:]}")
-            time.sleep(0.2)
+        proc = start_process([*argv, "--port", str(port)], env or self.env(), f"http://127.0.0.1:{port}{health}", log)
+        return Served(name, proc, port, log)
 
     def serve_gateway(self, name: str, profile_to: Path | None = None) -> Served:
         """`kubehands gateway` (log level info, its default), optionally under cProfile (see `profiling`)."""
@@ -215,28 +217,17 @@ class System:
             self.extra.append(served)
         return served
 
-    @contextmanager
-    def profiling(self, served: Served) -> Iterator[None]:
-        """Profile `served` (started with `profile_to`) only inside this block."""
-        os.kill(served.pid, signal.SIGUSR1)
-        time.sleep(0.1)
-        try:
-            yield
-        finally:
-            os.kill(served.pid, signal.SIGUSR2)
-            time.sleep(0.1)
-
     def stop_served(self, served: Served) -> None:
-        _stop(served.proc)
+        stop_process(served.proc)
         if served in self.extra:
             self.extra.remove(served)
 
     def __exit__(self, *exc: object) -> None:
         for served in [*self.extra, self.baseline, self.gateway]:
             if served is not None:
-                _stop(served.proc)
+                stop_process(served.proc)
         if self.operator is not None:
-            _stop(self.operator)
+            stop_process(self.operator)
         if self.api is not None:
             try:
                 self.core.delete_namespace(self.namespace, propagation_policy="Background", grace_period_seconds=0)

@@ -6,9 +6,7 @@ set -o errexit -o nounset -o pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 cd "$ROOT"
 
-was_running=0
-hack/cluster.sh status >/dev/null 2>&1 && was_running=1
-trap '[[ $was_running == 1 ]] || hack/cluster.sh down >/dev/null 2>&1 || true' EXIT
+kh::stop_cluster_at_exit_unless_running
 
 cluster_env=$(hack/cluster.sh up)
 eval "export $(echo "$cluster_env" | grep -E '^(KUBECONFIG|SANDBOX_IMAGE)=' | tr '\n' ' ')"

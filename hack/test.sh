@@ -5,10 +5,8 @@ set -o errexit -o nounset -o pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 cd "$ROOT"
 
-was_running=0
-hack/cluster.sh status >/dev/null 2>&1 && was_running=1
 # Belt and braces: if pytest dies before its own teardown, still stop what this run started.
-trap '[[ $was_running == 1 ]] || hack/cluster.sh down >/dev/null 2>&1 || true' EXIT
+kh::stop_cluster_at_exit_unless_running
 
 set +o errexit
 .venv/bin/pytest "$@"

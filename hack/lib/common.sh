@@ -32,3 +32,11 @@ kh::wait_for() {
     sleep 0.5
   done
 }
+
+# Stop the local cluster when this script exits, unless it was already running when called: a
+# cluster someone started beforehand is left alone, one this run starts never outlives it.
+kh::stop_cluster_at_exit_unless_running() {
+  KH_CLUSTER_WAS_RUNNING=0
+  "$ROOT/hack/cluster.sh" status >/dev/null 2>&1 && KH_CLUSTER_WAS_RUNNING=1
+  trap '[[ $KH_CLUSTER_WAS_RUNNING == 1 ]] || "$ROOT/hack/cluster.sh" down >/dev/null 2>&1 || true' EXIT
+}

@@ -41,10 +41,6 @@ def _rv(obj: Obj) -> int:
         return 0
 
 
-def _labels(obj: Obj) -> dict[str, str]:
-    return (obj.get("metadata") or {}).get("labels") or {}
-
-
 class LabelIndex:
     """Names of a reflector's objects grouped by a key made of labels, kept current by its events, so a
     lookup costs the size of its group, not of the cache (a thousand sandboxes, one GET each)."""
@@ -275,5 +271,5 @@ class Caches:
 
 
 def _label_key(obj: Obj, *labels: str) -> tuple[str, ...] | None:
-    values = tuple(_labels(obj).get(label) for label in labels)
+    values = tuple(convert.labels(obj).get(label) for label in labels)
     return None if None in values else values  # type: ignore[return-value]

@@ -1,6 +1,7 @@
 """`kubehands gateway`: serve the gateway with uvicorn."""
 
 import argparse
+from typing import Any
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -14,16 +15,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run(args: argparse.Namespace) -> int:
+def serve(app: Any, host: str, port: int, log_level: str = "info", proxy_headers: bool = False) -> None:
+    """uvicorn as `kubehands gateway` runs it; `app` is an app or an "module:factory" path. The
+    benchmarks serve their baselines through this too, so they differ from the gateway only in the app."""
     import uvicorn
 
     uvicorn.run(
-        "kubehands.api.main:create_app",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        log_level=args.log_level,
-        proxy_headers=args.proxy_headers,
+        app,
+        factory=isinstance(app, str),
+        host=host,
+        port=port,
+        log_level=log_level,
+        proxy_headers=proxy_headers,
         timeout_graceful_shutdown=30,
     )
+
+
+def run(args: argparse.Namespace) -> int:
+    serve("kubehands.api.main:create_app", args.host, args.port, args.log_level, args.proxy_headers)
     return 0

@@ -231,6 +231,10 @@ def secret_session_key(secret: dict[str, Any] | None) -> str | None:
     return (secret.get("stringData") or {}).get(SESSION_KEY_SECRET_KEY)
 
 
+def labels(obj: dict[str, Any] | None) -> dict[str, str]:
+    return ((obj or {}).get("metadata") or {}).get("labels") or {}
+
+
 def status_is_current(sandbox: dict[str, Any]) -> bool:
     """The operator has written status for the latest spec (e.g. after /pause or /resume).
 

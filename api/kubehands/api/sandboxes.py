@@ -49,10 +49,6 @@ MERGE_PATCH = "application/merge-patch+json"
 Obj = dict[str, Any]
 
 
-def _labels(obj: Obj | None) -> dict[str, str]:
-    return ((obj or {}).get("metadata") or {}).get("labels") or {}
-
-
 def _age_seconds(obj: Obj) -> float:
     created = (obj.get("metadata") or {}).get("creationTimestamp")
     if not created:
@@ -99,7 +95,7 @@ class SandboxService:
     def _claim_runtime(self, claim: Obj) -> RuntimeObject:
         """A runtime whose Sandbox this replica has not seen yet: answer `starting` from the claim."""
         meta = claim.get("metadata") or {}
-        runtime_id = _labels(claim).get(LABEL_RUNTIME_ID, "")
+        runtime_id = convert.labels(claim).get(LABEL_RUNTIME_ID, "")
         session_id = (meta.get("annotations") or {}).get(ANNOTATION_SESSION_ID, "")
         return convert.runtime_object(
             self.settings, runtime_id, session_id, None, convert.secret_session_key(claim), alive=False
@@ -108,7 +104,7 @@ class SandboxService:
     def owned(self, caller: KeyRecord, runtime_id: str) -> Obj:
         """The caller's sandbox; 404 whether it is missing or another tenant's (existence never leaks)."""
         sandbox = self.caches.sandbox(runtime_id)
-        if sandbox is None or _labels(sandbox).get(LABEL_OWNER) != caller.name:
+        if sandbox is None or convert.labels(sandbox).get(LABEL_OWNER) != caller.name:
             raise SandboxNotFound(f"runtime {runtime_id} not found")
         return sandbox
 
@@ -116,7 +112,7 @@ class SandboxService:
         sandbox = self.caches.sandbox(runtime_id)
         if sandbox is None:
             claim = self.caches.claim_for_runtime(runtime_id)
-            if claim is not None and _fresh_claim(claim) and _labels(claim).get(LABEL_OWNER) == caller.name:
+            if claim is not None and _fresh_claim(claim) and convert.labels(claim).get(LABEL_OWNER) == caller.name:
                 return self._claim_runtime(claim)
         return self.to_runtime(self.owned(caller, runtime_id))
 
@@ -133,7 +129,7 @@ class SandboxService:
             newest = max(live or candidates, key=lambda s: str(s["metadata"].get("creationTimestamp") or ""))
             return self.to_runtime(newest)
         claim = self.caches.claim(convert.claim_name(caller.name, session_id))
-        if claim is not None and _fresh_claim(claim) and _labels(claim).get(LABEL_RUNTIME_ID):
+        if claim is not None and _fresh_claim(claim) and convert.labels(claim).get(LABEL_RUNTIME_ID):
             return self._claim_runtime(claim)
         return None
 
@@ -193,7 +189,7 @@ class SandboxService:
             if exc.status == 404:
                 return None
             raise
-        runtime_id = _labels(claim).get(LABEL_RUNTIME_ID, "")
+        runtime_id = convert.labels(claim).get(LABEL_RUNTIME_ID, "")
         try:
             sandbox: Obj | None = await self._custom.get_namespaced_custom_object(
                 GROUP, VERSION, ns, PLURAL, runtime_id
