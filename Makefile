@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help venv deps kubernetes cluster cluster-down cluster-status images run test test-unit bench crds lint clean
+.PHONY: help venv deps kubernetes cluster cluster-down cluster-status images run test test-unit bench crds docs lint clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -50,6 +50,10 @@ bench: deps venv kubernetes images  ## benchmarks on the local cluster: bench/re
 
 crds: venv  ## regenerate crds/ and the chart's copy from the Python model
 	hack/update-crds.sh
+	hack/update-chart-crds.sh
+
+docs: venv  ## regenerate docs/configuration.md from the chart's values.yaml comments
+	$(PY) hack/gen-configuration-docs.py
 
 lint: venv
 	$(VENV)/bin/ruff check operator api tests hack bench

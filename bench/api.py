@@ -128,16 +128,18 @@ def handler_cost(system: System, counts: list[int], calls: int = 100) -> dict[st
     from kubehands.api.keys import KeyRecord
     from kubehands.api.sandboxes import SandboxService
     from kubehands.api.settings import Settings
+    from kubehands.kube import Kube
 
     async def measure() -> dict[str, Any]:
         api = aclient.ApiClient()
+        kube = Kube.from_api(api)
         try:
             settings = Settings(namespace=system.namespace)
             caller = KeyRecord(name=system.key_name, digest="0" * 64)
             out: dict[str, Any] = {}
             for count in counts:
-                caches = Caches(api, system.namespace, system.namespace)
-                service = SandboxService(settings, caches, api, AliveTracker(settings, caches, None))  # type: ignore[arg-type]
+                caches = Caches(kube, system.namespace, system.namespace)
+                service = SandboxService(settings, caches, kube, AliveTracker(settings, caches, None))  # type: ignore[arg-type]
                 sessions = []
                 for i in range(count):
                     sandbox, secret = system.paused_manifests(f"micro-{i}")

@@ -26,11 +26,12 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from bench import procstat
-from kubehands.api import convert
+from kubehands.api import objects
 from kubehands.api.keys import KeyRecord
 from kubehands.api.schemas import StartRequest
 from kubehands.api.settings import Settings
 from kubehands.crd import constants
+from kubehands.crd.install import apply_crds
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -176,8 +177,6 @@ class System:
         }
 
     def __enter__(self) -> "System":
-        from tests.helpers.kube import apply_crds
-
         apply_crds(self.kubeconfig, sorted((ROOT / "crds").glob("*.yaml")))
         self.api = config.new_client_from_config(config_file=self.kubeconfig)
         self.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=self.namespace)))
@@ -317,13 +316,13 @@ class System:
         """The Sandbox and session Secret `/start` would create for `session_id`, with state Paused."""
         settings = Settings(namespace=self.namespace, base_resources=BENCH_RESOURCES)
         caller = KeyRecord(name=self.key_name, digest="0" * 64)
-        runtime_id = convert.mint_runtime_id()
-        secret_name = convert.claim_name(caller.name, session_id)
+        runtime_id = objects.mint_runtime_id()
+        secret_name = objects.claim_name(caller.name, session_id)
         req = StartRequest.model_validate(self.start_body(session_id))
-        sandbox = convert.build_sandbox(req, caller, settings, runtime_id, secret_name)
+        sandbox = objects.build_sandbox(req, caller, settings, runtime_id, secret_name)
         sandbox["spec"]["state"] = "Paused"
-        secret = convert.build_session_secret(secret_name, self.namespace, caller.name, session_id,
-                                              runtime_id, convert.mint_session_key())
+        secret = objects.build_session_secret(secret_name, self.namespace, caller.name, session_id,
+                                              runtime_id, objects.mint_session_key())
         return sandbox, secret
 
     def create_paused(self, count: int, prefix: str = "paused", workers: int = 8) -> list[tuple[str, str]]:

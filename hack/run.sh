@@ -33,9 +33,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 mkdir -p "$RUN_DIR"
-"$BIN/python" -c "
-import sys; from pathlib import Path; from tests.helpers.kube import apply_crds
-apply_crds(sys.argv[1], sorted(Path('crds').glob('*.yaml')))" "$KUBECONFIG"
+"$BIN/python" -m kubehands.crd.install --kubeconfig "$KUBECONFIG" crds/*.yaml
 "$KUBECTL_BIN" --kubeconfig "$KUBECONFIG" create namespace "$NAMESPACE" --dry-run=client -o yaml \
   | "$KUBECTL_BIN" --kubeconfig "$KUBECONFIG" apply -f - >/dev/null
 

@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from tests.helpers.kube import api_client
 from tests.helpers.sandbox import SandboxApi, sandbox_manifest
 
 pytestmark = pytest.mark.cluster
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -131,3 +133,17 @@ def test_kubectl_columns_and_short_name(kubeconfig: str, sandboxes: SandboxApi) 
     ).stdout.split()
     assert output[:6] == ["NAME", "PHASE", "PODSTATUS", "SESSION", "IMAGE", "AGE"]
     assert output[6:11] == ["kh-cols", "Starting", "pending", "session-1", "img:1"]
+
+
+def test_install_replaces_an_existing_crd_and_waits_until_established(kubeconfig: str) -> None:
+    """`kubehands.crd.install` on a cluster that already has the CRD (the session fixture installed it):
+    a replace, not a conflict, and it returns only once the CRD is Established."""
+    from kubernetes import client
+
+    from kubehands.crd import constants, install
+
+    files = sorted((ROOT / "crds").glob("*.yaml"))
+    assert install.apply_crds(kubeconfig, files) == [constants.CRD_NAME]
+    with api_client(kubeconfig) as api:
+        crd = client.ApiextensionsV1Api(api).read_custom_resource_definition(constants.CRD_NAME)
+    assert install.is_established(crd)

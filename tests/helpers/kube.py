@@ -1,14 +1,17 @@
-"""Small Kubernetes helpers for tests: a client for a kubeconfig, and CRD installation."""
+"""Small Kubernetes helpers for tests: a client for a kubeconfig, and CRD installation.
+
+`apply_crds` is the product's (`kubehands.crd.install`), so tests, `make run` and the benchmarks
+install CRDs the same way; tests may import product code, never the other way round.
+"""
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
-import yaml
 from kubernetes import client, config
-from kubernetes.client.rest import ApiException
 
-from tests.helpers.wait import wait_for
+from kubehands.crd.install import apply_crds
+
+__all__ = ["api_client", "apply_crds"]
 
 
 @contextmanager
@@ -18,33 +21,3 @@ def api_client(kubeconfig: str) -> Iterator[client.ApiClient]:
         yield api
     finally:
         api.close()
-
-
-def apply_crds(kubeconfig: str, files: list[Path], timeout: float = 30) -> None:
-    """Create or replace each CRD, then wait until the API server serves it (Established)."""
-    with api_client(kubeconfig) as api:
-        ext = client.ApiextensionsV1Api(api)
-        names = []
-        for path in files:
-            for doc in yaml.safe_load_all(path.read_text()):
-                if not doc:
-                    continue
-                name = doc["metadata"]["name"]
-                names.append(name)
-                try:
-                    current = ext.read_custom_resource_definition(name)
-                    doc["metadata"]["resourceVersion"] = current.metadata.resource_version
-                    ext.replace_custom_resource_definition(name, doc)
-                except ApiException as e:
-                    if e.status != 404:
-                        raise
-                    ext.create_custom_resource_definition(doc)
-
-        def established() -> bool:
-            for name in names:
-                conds = ext.read_custom_resource_definition(name).status.conditions or []
-                if not any(c.type == "Established" and c.status == "True" for c in conds):
-                    return False
-            return True
-
-        wait_for(established, timeout, f"CRDs {names} established")

@@ -18,9 +18,6 @@ from kubehands.crd import constants
 ROOT = Path(__file__).resolve().parents[2]
 SESSION_KEY = "test-session-key"
 SMALL_RESOURCES = {"requests": {"cpu": "10m", "memory": "64Mi"}, "limits": {"memory": "1Gi"}}
-# What every operator under test gets beyond the kubeconfig. Nothing: the local cluster's provisioner
-# already makes workspaces writable by uid 10001 (docs/development.md), as the default operator expects.
-OPERATOR_ENV: dict[str, str] = {}
 
 
 def sandbox_manifest(name: str, image: str, **spec: Any) -> dict[str, Any]:
@@ -129,8 +126,8 @@ class SandboxApi:
 @contextmanager
 def operator_in_thread(kubeconfig: str, namespace: str, **env: str) -> Iterator[kopf.testing.KopfRunner]:
     """The operator in this process (kopf's KopfRunner), watching one namespace."""
-    saved = {k: os.environ.get(k) for k in ("KUBECONFIG", *OPERATOR_ENV, *env)}
-    os.environ.update({"KUBECONFIG": kubeconfig, **OPERATOR_ENV, **env})
+    saved = {k: os.environ.get(k) for k in ("KUBECONFIG", *env)}
+    os.environ.update({"KUBECONFIG": kubeconfig, **env})
     try:
         args = ["run", "--standalone", "-n", namespace, "-m", "kubehands.operator", "--verbose"]
         with kopf.testing.KopfRunner(args, timeout=60) as runner:
@@ -150,7 +147,7 @@ class OperatorProcess:
 
     def __init__(self, kubeconfig: str, namespace: str, log_path: Path) -> None:
         self.args = [sys.executable, "-m", "kubehands.cli", "operator", "-n", namespace, "--verbose"]
-        self.env = {**os.environ, "KUBECONFIG": kubeconfig, **OPERATOR_ENV}
+        self.env = {**os.environ, "KUBECONFIG": kubeconfig}
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
 

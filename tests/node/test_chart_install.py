@@ -127,7 +127,9 @@ def release(
     repository, tag = kubehands_image.rsplit(":", 1)
     values = {
         "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
-        "api": {"replicas": 1},
+        # keepRawKey: this test reads the generated admin key back from its Secret (off by default:
+        # the gateway could read it too; docs/install.md).
+        "api": {"replicas": 1, "adminKey": {"keepRawKey": True}},
         # Subdomain mode, because the SDK's APIRemoteWorkspace cannot use path mode (tests/helpers/openhands_sdk.py);
         # the test gives the SDK process a wildcard DNS entry pointing at the gateway Service.
         "routing": {"mode": "subdomain", "domain": SANDBOX_DOMAIN, "subdomainScheme": "http"},

@@ -7,11 +7,12 @@ from typing import Any
 
 import httpx
 import pytest
-from test_api_support import add_key, offline_gateway, sandbox_object
 
 from kubehands.api.keys import Profile
 from kubehands.api.main import create_app
 from kubehands.api.settings import Settings
+from kubehands.crd.model import DesiredState
+from tests.helpers.api import add_key, offline_gateway, sandbox_object
 
 pytestmark = pytest.mark.unit
 
@@ -29,7 +30,7 @@ async def api() -> AsyncIterator[httpx.AsyncClient]:
     for sandbox in (
         sandbox_object(RID_A, "team-a", "S-a", 1, ready=False),
         sandbox_object(RID_B, "team-b", "S-b", 1, ready=False),
-        sandbox_object(RID_PAUSED, "team-a", "S-p", 1, state="Paused"),
+        sandbox_object(RID_PAUSED, "team-a", "S-p", 1, state=DesiredState.PAUSED),
     ):
         gateway.caches.sandboxes.upsert(sandbox)
     app = create_app(settings)
@@ -37,7 +38,7 @@ async def api() -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw.test") as http:
         yield http
     await gateway.http.aclose()
-    await gateway.api.close()
+    await gateway.kube.close()
 
 
 ENDPOINTS: list[tuple[str, str, dict[str, Any] | None]] = [
@@ -208,11 +209,11 @@ async def test_a_claim_answers_starting_only_while_fresh(
     A claim without a Sandbox long after is stale (its creator died) and is not a runtime."""
     from datetime import UTC, datetime, timedelta
 
-    from kubehands.api import convert
+    from kubehands.api import objects
 
     gateway = api._transport.app.state.gateway  # type: ignore[attr-defined]
-    secret = convert.build_session_secret(
-        convert.claim_name("team-a", "claimed"), "default", "team-a", "claimed", "kh-cccccccccccc", "sk"
+    secret = objects.build_session_secret(
+        objects.claim_name("team-a", "claimed"), "default", "team-a", "claimed", "kh-cccccccccccc", "sk"
     )
     created = datetime.now(UTC) - timedelta(seconds=age_seconds)
     secret["metadata"] |= {
@@ -232,7 +233,7 @@ async def test_a_claim_answers_starting_only_while_fresh(
 
 def test_no_route_or_dependency_runs_in_the_thread_pool() -> None:
     """FastAPI runs a plain `def` endpoint or dependency in a worker thread; the gateway's never block,
-    and the hand-offs were the largest cost of GET /sessions/{id} in the bench profile."""
+    so such a hand-off would be pure overhead on every request."""
     import inspect
 
     from fastapi.routing import APIRoute

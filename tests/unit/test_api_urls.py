@@ -1,4 +1,4 @@
-"""Sandbox URLs in both routing modes and the router's reverse mapping (contract §7, §8.10)."""
+"""Sandbox URLs in both routing modes and the router's reverse mapping (docs/runtime-api.md §7, §8.10)."""
 
 import pytest
 from pydantic import ValidationError
@@ -110,6 +110,19 @@ def test_service_port_reads_spec_ports_then_defaults() -> None:
 def test_subdomain_mode_needs_a_domain() -> None:
     with pytest.raises(ValidationError, match="DOMAIN"):
         Settings(routing_mode="subdomain")
+
+
+def test_vscode_base_path_is_what_the_router_forwards_unstripped() -> None:
+    path = urls.vscode_base_path(RID) + "/static/x.js"
+    assert path == f"/{RID}/vscode/static/x.js"
+    assert urls.match_path(path) == urls.Target(RID, "vscode", path)
+
+
+@pytest.mark.parametrize(
+    ("pod_ip", "expected"), [("10.0.0.5", "http://10.0.0.5:60000"), ("fd00::5", "http://[fd00::5]:60000")]
+)
+def test_upstream_base(pod_ip: str, expected: str) -> None:
+    assert urls.upstream_base(pod_ip, 60000) == expected
 
 
 @pytest.mark.parametrize("bad", ["gw.example.test", "ftp://x"])

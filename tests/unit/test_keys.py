@@ -1,6 +1,7 @@
 """API keys: generation, sha256 storage, constant-time verification, Secret round trip, profiles."""
 
 import json
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -122,3 +123,27 @@ def test_keys_cli_rejects_bad_input_before_any_api_call(tmp_path, capsys) -> Non
     bad.write_text("volumes: [{name: x}]\n")
     assert main(["keys", "--kubeconfig", str(tmp_path / "none"), "create", "ok", "--profile", str(bad)]) == 2
     assert "error" in capsys.readouterr().err
+
+
+def _kubeconfig(path: Path, server: str) -> str:
+    path.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {"server": server}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "c",
+            }
+        )
+    )
+    return str(path)
+
+
+def test_keys_cli_without_an_api_server_is_exit_1(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from kubehands.cli import main
+
+    kubeconfig = _kubeconfig(tmp_path / "kubeconfig", "http://127.0.0.1:9")  # nothing listens on port 9
+    assert main(["keys", "--kubeconfig", kubeconfig, "list"]) == 1
+    assert capsys.readouterr().err.startswith("error: Kubernetes API not reachable: ")

@@ -27,7 +27,7 @@ def test_stdlib_operator_wins_from_the_repository_root() -> None:
     assert out.stdout.strip().endswith("operator.py")
 
 
-@pytest.mark.parametrize("module", ["kubehands.crd", "kubehands.api", "kubehands.cli"])
+@pytest.mark.parametrize("module", ["kubehands.crd", "kubehands.kube", "kubehands.api", "kubehands.cli"])
 def test_shared_and_gateway_modules_do_not_load_kopf(module: str) -> None:
     code = f"import sys, {module}; print('kopf' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd="/", capture_output=True, text=True, check=True)

@@ -17,7 +17,9 @@ def test_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KUBEHANDS_IDLE_TIMEOUT_SECONDS", "60")
     monkeypatch.setenv("KUBEHANDS_NODE_SELECTOR", '{"pool": "sandboxes"}')
     monkeypatch.setenv("KUBEHANDS_TOLERATIONS", '[{"key": "k", "operator": "Exists"}]')
+    monkeypatch.setenv("KUBEHANDS_KUBE_REQUEST_TIMEOUT_SECONDS", "2.5")
     config = OperatorConfig()
+    assert config.kube_request_timeout_seconds == 2.5
     assert config.node_selector == {"pool": "sandboxes"}
     assert config.tolerations == [{"key": "k", "operator": "Exists"}]
     assert config.namespaces == ["a", "b"]
@@ -32,6 +34,7 @@ def test_defaults() -> None:
     config = OperatorConfig()
     assert config.namespaces == [] and not config.allow_host_path and not config.workspace_chown
     assert config.effective_allowed_volume_types() == {"persistentVolumeClaim", "configMap", "secret"}
+    assert config.kube_request_timeout_seconds == 10
 
 
 def test_bad_base_resources_are_refused() -> None:

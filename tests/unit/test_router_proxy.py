@@ -8,12 +8,13 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from test_api_support import sandbox_object, serve, serve_gateway, upstream_app
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from kubehands.api.settings import Settings
 from kubehands.api.urls import is_runtime_id
+from kubehands.crd.model import DesiredState
+from tests.helpers.api import sandbox_object, serve, serve_gateway, upstream_app
 
 pytestmark = pytest.mark.unit
 
@@ -164,7 +165,7 @@ async def test_not_a_runtime_path_reaches_the_control_api(path_gateway) -> None:
 async def test_paused_sandbox_answers_503_without_wake(upstream_port: int) -> None:
     settings = Settings(wake_on_request=False, activity_interval_seconds=3600)
     async with serve_gateway(settings) as (gateway, port):
-        gateway.caches.sandboxes.upsert(sandbox_object(RID, TENANT, "s1", upstream_port, state="Paused"))
+        gateway.caches.sandboxes.upsert(sandbox_object(RID, TENANT, "s1", upstream_port, state=DesiredState.PAUSED))
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
             response = await http.get(f"/{RID}/alive")
         assert response.status_code == 503

@@ -8,17 +8,12 @@ from typing import Any
 import httpx
 
 from kubehands.api.cache import Caches
-from kubehands.api.convert import pod_identity
+from kubehands.api.runtime import pod_identity
 from kubehands.api.settings import Settings
-from kubehands.api.urls import service_port
+from kubehands.api.urls import service_port, upstream_base
 from kubehands.crd.constants import AGENT_PORT_NAME
 
 log = logging.getLogger(__name__)
-
-
-def upstream_base(pod_ip: str, port: int) -> str:
-    host = f"[{pod_ip}]" if ":" in pod_ip else pod_ip
-    return f"http://{host}:{port}"
 
 
 class AliveTracker:

@@ -9,21 +9,19 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from kubernetes_asyncio import client, watch
+from kubernetes_asyncio import watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from kubehands.api import convert
 from kubehands.api.constants import (
-    GROUP,
     LABEL_API_KEY,
     LABEL_OWNER,
     LABEL_RUNTIME_ID,
     LABEL_SESSION,
     LABEL_SESSION_KEY,
-    PLURAL,
-    VERSION,
 )
 from kubehands.api.keys import KeyRecord, record_from_secret
+from kubehands.api.runtime import secret_session_key
+from kubehands.kube import Kube, labels
 
 log = logging.getLogger(__name__)
 
@@ -198,19 +196,13 @@ class Reflector:
 class Caches:
     """The gateway's three caches and the lookups the endpoints need."""
 
-    def __init__(self, api: client.ApiClient, namespace: str, keys_namespace: str) -> None:
-        custom = client.CustomObjectsApi(api)
-        core = client.CoreV1Api(api)
-
-        async def list_sandboxes(namespace: str, **kwargs: Any) -> Any:
-            return await custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, **kwargs)
-
-        self.sandboxes = Reflector("sandboxes", list_sandboxes, namespace)
+    def __init__(self, kube: Kube, namespace: str, keys_namespace: str) -> None:
+        self.sandboxes = Reflector("sandboxes", kube.list_sandboxes, namespace)
         self.session_keys = Reflector(
-            "session-keys", core.list_namespaced_secret, namespace, f"{LABEL_SESSION_KEY}=true"
+            "session-keys", kube.core.list_namespaced_secret, namespace, f"{LABEL_SESSION_KEY}=true"
         )
         self.api_keys = Reflector(
-            "api-keys", core.list_namespaced_secret, keys_namespace, f"{LABEL_API_KEY}=true"
+            "api-keys", kube.core.list_namespaced_secret, keys_namespace, f"{LABEL_API_KEY}=true"
         )
         self._all = (self.sandboxes, self.session_keys, self.api_keys)
         self._by_owner = LabelIndex(self.sandboxes, lambda s: _label_key(s, LABEL_OWNER))
@@ -267,9 +259,10 @@ class Caches:
 
     def session_key(self, sandbox: Obj) -> str | None:
         ref = (sandbox.get("spec") or {}).get("sessionKeySecretRef") or {}
-        return convert.secret_session_key(self.session_keys.items.get(str(ref.get("name") or "")))
+        return secret_session_key(self.session_keys.items.get(str(ref.get("name") or "")))
 
 
-def _label_key(obj: Obj, *labels: str) -> tuple[str, ...] | None:
-    values = tuple(convert.labels(obj).get(label) for label in labels)
+def _label_key(obj: Obj, *keys: str) -> tuple[str, ...] | None:
+    found = labels(obj)
+    values = tuple(found.get(key) for key in keys)
     return None if None in values else values  # type: ignore[return-value]

@@ -12,15 +12,12 @@ from kubehands.crd.constants import (
     LABEL_PART_OF,
     LABEL_SESSION,
     PART_OF,
-    PLURAL,
-    VERSION,
 )
 from kubehands.crd.constants import DEFAULT_SESSION_KEY_SECRET_KEY as SESSION_KEY_SECRET_KEY
 
 __all__ = [
     "API_VERSION",
     "COMPONENT_SESSION",
-    "GROUP",
     "KIND",
     "LABEL_COMPONENT",
     "LABEL_MANAGED_BY",
@@ -28,9 +25,7 @@ __all__ = [
     "LABEL_PART_OF",
     "LABEL_SESSION",
     "PART_OF",
-    "PLURAL",
     "SESSION_KEY_SECRET_KEY",
-    "VERSION",
 ]
 
 # Gateway-owned Secrets.

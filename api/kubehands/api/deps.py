@@ -1,7 +1,7 @@
-"""FastAPI dependencies: the gateway, the authenticated caller, a caller-owned sandbox.
+"""FastAPI dependencies: the gateway and the authenticated caller.
 
-All `async def`: FastAPI runs a plain `def` dependency in its thread pool, and these never block
-(a dict read, one SHA-256): the thread hops were the largest cost of GET /sessions/{id} (bench api profile)."""
+All `async def`: FastAPI runs a plain `def` dependency in its thread pool, a needless hop for code
+that never blocks (a dict read, one SHA-256)."""
 
 from typing import Annotated
 
@@ -11,7 +11,6 @@ from fastapi.security import APIKeyHeader
 from kubehands.api.errors import Unauthorized, Unavailable
 from kubehands.api.gateway import Gateway
 from kubehands.api.keys import KeyRecord, verify
-from kubehands.api.settings import Settings
 
 api_key_header = APIKeyHeader(
     name="X-API-Key", auto_error=False, description="An API key from `kubehands keys create`."
@@ -24,13 +23,6 @@ async def get_gateway(request: Request) -> Gateway:
 
 
 GatewayDep = Annotated[Gateway, Depends(get_gateway)]
-
-
-async def get_settings_dep(gateway: GatewayDep) -> Settings:
-    return gateway.settings
-
-
-SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 
 
 async def get_caller(gateway: GatewayDep, api_key: Annotated[str | None, Security(api_key_header)]) -> KeyRecord:

@@ -4,16 +4,15 @@ import logging
 from dataclasses import dataclass
 
 import httpx
-from kubernetes_asyncio import client
 
 from kubehands.api.activity import ActivityRecorder
 from kubehands.api.alive import AliveTracker
 from kubehands.api.cache import Caches
 from kubehands.api.images import ImageCatalog
-from kubehands.api.kube import make_api_client
 from kubehands.api.sandboxes import SandboxService
 from kubehands.api.settings import Settings
 from kubehands.api.upstream import Upstream
+from kubehands.kube import Kube
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +22,7 @@ FIRST_SYNC_TIMEOUT = 30.0
 @dataclass
 class Gateway:
     settings: Settings
-    api: client.ApiClient
+    kube: Kube
     http: httpx.AsyncClient  # the gateway's own calls to sandboxes (/alive)
     upstream: Upstream  # the router's proxied traffic
     caches: Caches
@@ -33,25 +32,25 @@ class Gateway:
     images: ImageCatalog
 
     @classmethod
-    def assemble(cls, settings: Settings, api: client.ApiClient, http: httpx.AsyncClient) -> "Gateway":
+    def assemble(cls, settings: Settings, kube: Kube, http: httpx.AsyncClient) -> "Gateway":
         """Wire the parts together; nothing is started (open() starts the watches)."""
-        caches = Caches(api, settings.namespace, settings.key_namespace)
+        caches = Caches(kube, settings.namespace, settings.key_namespace)
         alive = AliveTracker(settings, caches, http)
         return cls(
             settings=settings,
-            api=api,
+            kube=kube,
             http=http,
             upstream=Upstream(settings),
             caches=caches,
             alive=alive,
-            activity=ActivityRecorder(settings, caches, api),
-            sandboxes=SandboxService(settings, caches, api, alive),
-            images=ImageCatalog(settings, api),
+            activity=ActivityRecorder(settings, caches, kube),
+            sandboxes=SandboxService(settings, caches, kube, alive),
+            images=ImageCatalog(settings, kube),
         )
 
     @classmethod
     async def open(cls, settings: Settings) -> "Gateway":
-        api = await make_api_client(settings)
+        kube = await Kube.connect(settings.kubeconfig, settings.kube_request_timeout_seconds)
         http = httpx.AsyncClient(
             timeout=httpx.Timeout(
                 settings.proxy_read_timeout_seconds, connect=settings.proxy_connect_timeout_seconds
@@ -60,7 +59,7 @@ class Gateway:
             follow_redirects=False,
             trust_env=False,
         )
-        gateway = cls.assemble(settings, api, http)
+        gateway = cls.assemble(settings, kube, http)
         gateway.caches.start()
         if not await gateway.caches.wait_synced(FIRST_SYNC_TIMEOUT):
             log.warning(
@@ -74,4 +73,4 @@ class Gateway:
         await self.caches.stop()
         await self.upstream.close()
         await self.http.aclose()
-        await self.api.close()
+        await self.kube.close()

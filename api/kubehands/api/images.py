@@ -3,11 +3,11 @@
 import logging
 import time
 
-from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from kubehands.api.schemas import ImageExists, ImageInfo
 from kubehands.api.settings import Settings
+from kubehands.kube import Kube
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +29,9 @@ def _aliases(ref: str) -> set[str]:
 
 
 class ImageCatalog:
-    def __init__(self, settings: Settings, api: client.ApiClient) -> None:
+    def __init__(self, settings: Settings, kube: Kube) -> None:
         self._settings = settings
-        self._core = client.CoreV1Api(api)
+        self._kube = kube
         self._images: dict[str, int] = {}
         self._fetched = float("-inf")
 
@@ -40,7 +40,7 @@ class ImageCatalog:
             return
         images: dict[str, int] = {}
         try:
-            nodes = await self._core.list_node()
+            nodes = await self._kube.core.list_node()
         except ApiException as exc:  # e.g. no RBAC on nodes: fall back to configuration
             log.debug("cannot list nodes: %s", exc.status)
         else:

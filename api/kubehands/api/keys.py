@@ -26,8 +26,7 @@ from kubehands.api.constants import (
     MANAGED_BY_GATEWAY,
     PART_OF,
 )
-from kubehands.api.schemas import ENV_NAME_RE
-from kubehands.crd.model import Toleration, Volume
+from kubehands.crd.model import ENV_NAME_PATTERN, Toleration, Volume
 
 KEY_PREFIX = "khk_"
 KEY_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$")  # a label value, short enough for names
@@ -79,7 +78,7 @@ class Profile(BaseModel):
     @classmethod
     def _env(cls, value: dict[str, str]) -> dict[str, str]:
         for name in value:
-            if not ENV_NAME_RE.match(name):
+            if not re.match(ENV_NAME_PATTERN, name):
                 raise ValueError(f"invalid environment variable name: {name!r}")
         return value
 

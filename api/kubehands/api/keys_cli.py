@@ -4,13 +4,17 @@ The raw key is printed once, at creation; only its hash is stored.
 """
 
 import argparse
+import asyncio
 import json
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import yaml
+from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from kubehands.api.constants import LABEL_API_KEY
@@ -23,6 +27,7 @@ from kubehands.api.keys import (
     secret_name,
     validate_key_name,
 )
+from kubehands.kube import CONFLICT, NOT_FOUND, Kube
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,19 +54,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     revoke.add_argument("name")
 
 
-def _core(kubeconfig: str | None) -> Any:
-    from kubernetes import client, config
-
-    if kubeconfig:
-        config.load_kube_config(config_file=kubeconfig)
-    else:
-        try:
-            config.load_incluster_config()
-        except config.ConfigException:
-            config.load_kube_config()
-    return client.CoreV1Api()
-
-
 def load_profile(path: Path | None, max_running: int | None) -> Profile:
     data: dict[str, Any] = yaml.safe_load(path.read_text()) or {} if path else {}
     if max_running is not None:
@@ -70,42 +62,56 @@ def load_profile(path: Path | None, max_running: int | None) -> Profile:
 
 
 def run(args: argparse.Namespace) -> int:
-    from kubernetes.client.exceptions import ApiException
-
     try:
-        if args.keys_command == "create":
-            name = validate_key_name(args.name)
-            profile = load_profile(args.profile, args.max_running)
-            raw = generate_key()
-            body = build_key_secret(name, hash_key(raw), profile, args.namespace)
-            _core(args.kubeconfig).create_namespaced_secret(args.namespace, body)
-            print(raw)
-            print(f"created key {name!r}; store it now, it cannot be shown again", file=sys.stderr)
-        elif args.keys_command == "list":
-            secrets = _core(args.kubeconfig).list_namespaced_secret(
-                args.namespace, label_selector=f"{LABEL_API_KEY}=true"
-            )
-            from kubernetes.client import ApiClient
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(_run(args))
+    # Called from a thread whose event loop is running (async code, a notebook), where asyncio.run
+    # refuses: the command gets a loop of its own in a worker thread.
+    with ThreadPoolExecutor(max_workers=1) as worker:
+        return worker.submit(asyncio.run, _run(args)).result()
 
-            for item in secrets.items:
-                record = record_from_secret(ApiClient().sanitize_for_serialization(item))
-                if record is not None:
-                    profile = record.profile.model_dump(by_alias=True, exclude_defaults=True)
-                    print(f"{record.name}\t{json.dumps(profile)}")
-        elif args.keys_command == "revoke":
-            _core(args.kubeconfig).delete_namespaced_secret(
-                secret_name(validate_key_name(args.name)), args.namespace
-            )
-            print(f"revoked key {args.name!r}", file=sys.stderr)
+
+async def _run(args: argparse.Namespace) -> int:
+    try:
+        # Bad input is refused before any connection to the API server.
+        name = validate_key_name(args.name) if args.keys_command in ("create", "revoke") else ""
+        profile = load_profile(args.profile, args.max_running) if args.keys_command == "create" else Profile()
+        kube = await Kube.connect(args.kubeconfig)
+        try:
+            await _execute(kube, args.keys_command, args.namespace, name, profile)
+        finally:
+            await kube.close()
     except ApiException as exc:
-        if exc.status == 409:
+        if exc.status == CONFLICT:
             print(f"error: key {args.name!r} already exists", file=sys.stderr)
-        elif exc.status == 404:
+        elif exc.status == NOT_FOUND:
             print(f"error: no key {args.name!r}", file=sys.stderr)
         else:
             print(f"error: Kubernetes API: {exc.status} {exc.reason}", file=sys.stderr)
+        return 1
+    except (aiohttp.ClientError, TimeoutError) as exc:  # caught before OSError, which both can be
+        print(f"error: Kubernetes API not reachable: {exc}", file=sys.stderr)
         return 1
     except (ValueError, ValidationError, OSError, yaml.YAMLError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+async def _execute(kube: Kube, command: str, namespace: str, name: str, profile: Profile) -> None:
+    if command == "create":
+        raw = generate_key()
+        await kube.core.create_namespaced_secret(namespace, build_key_secret(name, hash_key(raw), profile, namespace))
+        print(raw)
+        print(f"created key {name!r}; store it now, it cannot be shown again", file=sys.stderr)
+    elif command == "list":
+        found = await kube.core.list_namespaced_secret(namespace, label_selector=f"{LABEL_API_KEY}=true")
+        for item in found.items:
+            record = record_from_secret(kube.to_dict(item))
+            if record is not None:
+                listed = record.profile.model_dump(by_alias=True, exclude_defaults=True)
+                print(f"{record.name}\t{json.dumps(listed)}")
+    elif command == "revoke":
+        await kube.core.delete_namespaced_secret(secret_name(name), namespace)
+        print(f"revoked key {name!r}", file=sys.stderr)

@@ -11,7 +11,7 @@ from typing import Any
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from kubehands.api import metrics, proxy, urls
-from kubehands.api.alive import upstream_base
+from kubehands.crd.model import DesiredState
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ async def _route(
             return "starting"
         await _deny(scope, send, 404, f"no sandbox {target.runtime_id}")
         return "not_found"
-    paused = (sandbox.get("spec") or {}).get("state") == "Paused"
+    paused = (sandbox.get("spec") or {}).get("state") == DesiredState.PAUSED
     if paused and not settings.wake_on_request:
         await _deny(scope, send, 503, "the sandbox is paused; POST /resume to resume it")
         return "paused"
@@ -95,7 +95,7 @@ async def _route(
             return "wake_timeout"
         sandbox = woken
     gateway.activity.touch(target.runtime_id)
-    base = upstream_base(sandbox["status"]["podIP"], urls.service_port(sandbox, target.service))
+    base = urls.upstream_base(sandbox["status"]["podIP"], urls.service_port(sandbox, target.service))
     query = scope.get("query_string", b"").decode("latin-1")
     path_and_query = target.path + (f"?{query}" if query else "")
     if kind == "websocket":

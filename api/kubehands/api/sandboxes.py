@@ -2,7 +2,7 @@
 
 Idempotent /start across concurrent calls and gateway replicas
 -------------------------------------------------------------
-The session-key Secret of (tenant, session_id) has a deterministic name, `claim_name()`. Creating it
+The session-key Secret of (tenant, session_id) has a deterministic name, `objects.claim_name()`. Creating it
 is the claim: the API server lets exactly one create succeed, everyone else gets 409. The winner
 then creates the Sandbox (random runtime_id, recorded in the claim's labels) and finally makes the
 Secret owned by the Sandbox, so deleting the Sandbox removes the claim too. A loser reads the
@@ -19,18 +19,10 @@ from typing import Any
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from kubehands.api import convert, metrics
+from kubehands.api import metrics, objects
 from kubehands.api.alive import AliveTracker
 from kubehands.api.cache import Caches
-from kubehands.api.constants import (
-    ANNOTATION_SESSION_ID,
-    GROUP,
-    LABEL_OWNER,
-    LABEL_RUNTIME_ID,
-    PLURAL,
-    SESSION_KEY_SECRET_KEY,
-    VERSION,
-)
+from kubehands.api.constants import ANNOTATION_SESSION_ID, KIND, LABEL_OWNER, LABEL_RUNTIME_ID, SESSION_KEY_SECRET_KEY
 from kubehands.api.errors import (
     InvalidRequest,
     LimitExceeded,
@@ -39,22 +31,26 @@ from kubehands.api.errors import (
     api_exception_detail,
 )
 from kubehands.api.keys import KeyRecord
-from kubehands.api.schemas import RuntimeObject, StartRequest
+from kubehands.api.runtime import runtime_object, runtime_status, sandbox_session_id, secret_session_key
+from kubehands.api.schemas import RuntimeObject, RuntimeStatus, StartRequest
 from kubehands.api.settings import Settings
+from kubehands.crd.model import DesiredState
+from kubehands.crd.names import session_label
+from kubehands.crd.times import parse_time
+from kubehands.kube import CONFLICT, NOT_FOUND, Kube, labels, owner_reference
 
 log = logging.getLogger(__name__)
 
 CLAIM_GRACE_SECONDS = 30.0
-MERGE_PATCH = "application/merge-patch+json"
 Obj = dict[str, Any]
+_LIVE = (RuntimeStatus.STARTING, RuntimeStatus.RUNNING)
 
 
 def _age_seconds(obj: Obj) -> float:
-    created = (obj.get("metadata") or {}).get("creationTimestamp")
-    if not created:
+    created = parse_time((obj.get("metadata") or {}).get("creationTimestamp"))
+    if created is None:
         return 0.0
-    moment = datetime.fromisoformat(str(created).replace("Z", "+00:00"))
-    return (datetime.now(UTC) - moment).total_seconds()
+    return (datetime.now(UTC) - created).total_seconds()
 
 
 def _fresh_claim(claim: Obj) -> bool:
@@ -66,27 +62,25 @@ def is_live(sandbox: Obj | None) -> bool:
     """Counts against the running limit and blocks a fresh /start: not deleted, not failed, not paused."""
     if not sandbox:
         return False
-    status, _ = convert.runtime_status(sandbox, alive=False)
-    return status in ("starting", "running")
+    status, _ = runtime_status(sandbox, alive=False)
+    return status in _LIVE
 
 
 class SandboxService:
-    def __init__(
-        self, settings: Settings, caches: Caches, api: client.ApiClient, alive: AliveTracker
-    ) -> None:
+    def __init__(self, settings: Settings, caches: Caches, kube: Kube, alive: AliveTracker) -> None:
         self.settings = settings
         self.caches = caches
         self.alive = alive
-        self._custom = client.CustomObjectsApi(api)
-        self._core = client.CoreV1Api(api)
+        self._kube = kube
+        self._core = kube.core
 
     # ---- reads (cache only) -------------------------------------------------------------------
 
     def to_runtime(self, sandbox: Obj) -> RuntimeObject:
-        return convert.runtime_object(
+        return runtime_object(
             self.settings,
             sandbox["metadata"]["name"],
-            convert.sandbox_session_id(sandbox),
+            sandbox_session_id(sandbox),
             sandbox,
             self.caches.session_key(sandbox),
             self.alive.is_alive(sandbox),
@@ -95,16 +89,14 @@ class SandboxService:
     def _claim_runtime(self, claim: Obj) -> RuntimeObject:
         """A runtime whose Sandbox this replica has not seen yet: answer `starting` from the claim."""
         meta = claim.get("metadata") or {}
-        runtime_id = convert.labels(claim).get(LABEL_RUNTIME_ID, "")
+        runtime_id = labels(claim).get(LABEL_RUNTIME_ID, "")
         session_id = (meta.get("annotations") or {}).get(ANNOTATION_SESSION_ID, "")
-        return convert.runtime_object(
-            self.settings, runtime_id, session_id, None, convert.secret_session_key(claim), alive=False
-        )
+        return runtime_object(self.settings, runtime_id, session_id, None, secret_session_key(claim), alive=False)
 
     def owned(self, caller: KeyRecord, runtime_id: str) -> Obj:
         """The caller's sandbox; 404 whether it is missing or another tenant's (existence never leaks)."""
         sandbox = self.caches.sandbox(runtime_id)
-        if sandbox is None or convert.labels(sandbox).get(LABEL_OWNER) != caller.name:
+        if sandbox is None or labels(sandbox).get(LABEL_OWNER) != caller.name:
             raise SandboxNotFound(f"runtime {runtime_id} not found")
         return sandbox
 
@@ -112,29 +104,28 @@ class SandboxService:
         sandbox = self.caches.sandbox(runtime_id)
         if sandbox is None:
             claim = self.caches.claim_for_runtime(runtime_id)
-            if claim is not None and _fresh_claim(claim) and convert.labels(claim).get(LABEL_OWNER) == caller.name:
+            if claim is not None and _fresh_claim(claim) and labels(claim).get(LABEL_OWNER) == caller.name:
                 return self._claim_runtime(claim)
         return self.to_runtime(self.owned(caller, runtime_id))
 
     def find_session(self, caller: KeyRecord, session_id: str) -> RuntimeObject | None:
         """The newest sandbox of (caller, session_id); else a claim whose Sandbox is on its way."""
-        label = convert.session_label(session_id)
+        label = session_label(session_id)
         candidates = [
-            s
-            for s in self.caches.session_sandboxes(caller.name, label)
-            if convert.sandbox_session_id(s) == session_id
+            s for s in self.caches.session_sandboxes(caller.name, label) if sandbox_session_id(s) == session_id
         ]
         if candidates:
             live = [s for s in candidates if not (s["metadata"].get("deletionTimestamp"))]
             newest = max(live or candidates, key=lambda s: str(s["metadata"].get("creationTimestamp") or ""))
             return self.to_runtime(newest)
-        claim = self.caches.claim(convert.claim_name(caller.name, session_id))
-        if claim is not None and _fresh_claim(claim) and convert.labels(claim).get(LABEL_RUNTIME_ID):
+        claim = self.caches.claim(objects.claim_name(caller.name, session_id))
+        if claim is not None and _fresh_claim(claim) and labels(claim).get(LABEL_RUNTIME_ID):
             return self._claim_runtime(claim)
         return None
 
     def list_runtimes(self, caller: KeyRecord) -> list[RuntimeObject]:
-        """Contract §8.13: starting and running sandboxes only (V1-app counts every entry as running)."""
+        """docs/runtime-api.md §8.13: starting and running sandboxes only (V1-app counts every entry as
+        running)."""
         return [self.to_runtime(s) for s in self.caches.owned_sandboxes(caller.name) if is_live(s)]
 
     def running_count(self, caller: KeyRecord) -> int:
@@ -143,13 +134,13 @@ class SandboxService:
     # ---- /start ---------------------------------------------------------------------------------
 
     async def start(self, caller: KeyRecord, req: StartRequest) -> RuntimeObject:
-        claim_name = convert.claim_name(caller.name, req.session_id)
+        claim_name = objects.claim_name(caller.name, req.session_id)
         # validate everything before writing anything (never a half-created sandbox)
-        convert.build_sandbox(req, caller, self.settings, convert.mint_runtime_id(), claim_name)
+        objects.build_sandbox(req, caller, self.settings, objects.mint_runtime_id(), claim_name)
         existing = self.find_session(caller, req.session_id)
-        if existing is not None and existing.status in ("starting", "running"):
+        if existing is not None and existing.status in _LIVE:
             return existing
-        if existing is not None and existing.status == "paused":
+        if existing is not None and existing.status == RuntimeStatus.PAUSED:
             return await self.resume(caller, existing.runtime_id)
         limit = (
             caller.profile.max_running
@@ -162,15 +153,15 @@ class SandboxService:
                 "pause or stop one first"
             )
         for _ in range(5):
-            runtime_id = convert.mint_runtime_id()
-            session_key = convert.mint_session_key()
-            secret = convert.build_session_secret(
+            runtime_id = objects.mint_runtime_id()
+            session_key = objects.mint_session_key()
+            secret = objects.build_session_secret(
                 claim_name, self.settings.namespace, caller.name, req.session_id, runtime_id, session_key
             )
             try:
                 created_secret = await self._core.create_namespaced_secret(self.settings.namespace, secret)
             except ApiException as exc:
-                if exc.status != 409:
+                if exc.status != CONFLICT:
                     raise
                 answer = await self._resolve_claim(caller, claim_name)
                 if answer is not None:
@@ -186,18 +177,11 @@ class SandboxService:
             claim = await self._core.read_namespaced_secret(claim_name, ns, _preload_content=False)
             claim = await claim.json()
         except ApiException as exc:
-            if exc.status == 404:
+            if exc.status == NOT_FOUND:
                 return None
             raise
-        runtime_id = convert.labels(claim).get(LABEL_RUNTIME_ID, "")
-        try:
-            sandbox: Obj | None = await self._custom.get_namespaced_custom_object(
-                GROUP, VERSION, ns, PLURAL, runtime_id
-            )
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-            sandbox = None
+        runtime_id = labels(claim).get(LABEL_RUNTIME_ID, "")
+        sandbox = await self._kube.get_sandbox(ns, runtime_id)
         owned = bool((claim.get("metadata") or {}).get("ownerReferences"))
         if sandbox is not None and is_live(sandbox):
             self.caches.sandboxes.upsert(sandbox)
@@ -205,8 +189,8 @@ class SandboxService:
         if sandbox is None and not owned and _age_seconds(claim) < CLAIM_GRACE_SECONDS:
             return self._claim_runtime(claim)  # its creator is between the two creates
         if sandbox is not None and not sandbox["metadata"].get("deletionTimestamp"):
-            status, _ = convert.runtime_status(sandbox, alive=False)
-            if status == "paused":  # the session's runtime: resume it rather than start another
+            status, _ = runtime_status(sandbox, alive=False)
+            if status == RuntimeStatus.PAUSED:  # the session's runtime: resume it rather than start another
                 self.caches.sandboxes.upsert(sandbox)
                 return await self.resume(caller, runtime_id)
             await self._delete_sandbox(runtime_id)  # failed: replace it
@@ -216,7 +200,7 @@ class SandboxService:
                 claim_name, ns, body=client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid))
             )
         except ApiException as exc:
-            if exc.status not in (404, 409):
+            if exc.status not in (NOT_FOUND, CONFLICT):
                 raise
         self.caches.session_keys.discard(claim_name)
         return None
@@ -225,9 +209,9 @@ class SandboxService:
         self, caller: KeyRecord, req: StartRequest, runtime_id: str, session_key: str, secret: Any
     ) -> RuntimeObject:
         ns = self.settings.namespace
-        body = convert.build_sandbox(req, caller, self.settings, runtime_id, secret.metadata.name)
+        body = objects.build_sandbox(req, caller, self.settings, runtime_id, secret.metadata.name)
         try:
-            created = await self._custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body)
+            created = await self._kube.create_sandbox(ns, body)
         except ApiException as exc:
             await self._release(secret.metadata.name, secret.metadata.uid)
             if exc.status in (400, 422):
@@ -236,7 +220,9 @@ class SandboxService:
         except BaseException:
             await self._release(secret.metadata.name, secret.metadata.uid)
             raise
-        patch = {"metadata": {"ownerReferences": [convert.owner_reference(created)]}}
+        # Not blocking the Sandbox's deletion: that would need `update` on sandboxes/finalizers, which
+        # the gateway's RBAC does not grant.
+        patch = {"metadata": {"ownerReferences": [owner_reference(created, block_owner_deletion=False)]}}
         try:
             owned_secret = await self._core.patch_namespaced_secret(
                 secret.metadata.name, ns, patch, _preload_content=False
@@ -247,9 +233,7 @@ class SandboxService:
         self.caches.sandboxes.upsert(created)
         metrics.SANDBOXES_STARTED.inc()
         log.info("started sandbox %s for key %s", runtime_id, caller.name)
-        return convert.runtime_object(
-            self.settings, runtime_id, req.session_id, created, session_key, alive=False
-        )
+        return runtime_object(self.settings, runtime_id, req.session_id, created, session_key, alive=False)
 
     async def _release(self, name: str, uid: str) -> None:
         try:
@@ -259,21 +243,13 @@ class SandboxService:
                 body=client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid)),
             )
         except ApiException as exc:
-            if exc.status not in (404, 409):
+            if exc.status not in (NOT_FOUND, CONFLICT):
                 log.warning("could not release claim %s: %s", name, exc.status)
 
     # ---- pause / resume / stop ------------------------------------------------------------------
 
-    async def _set_state(self, runtime_id: str, state: str) -> Obj:
-        patched: Obj = await self._custom.patch_namespaced_custom_object(
-            GROUP,
-            VERSION,
-            self.settings.namespace,
-            PLURAL,
-            runtime_id,
-            {"spec": {"state": state}},
-            _content_type=MERGE_PATCH,
-        )
+    async def _set_state(self, runtime_id: str, state: DesiredState) -> Obj:
+        patched = await self._kube.patch_sandbox(self.settings.namespace, runtime_id, {"spec": {"state": state.value}})
         self.caches.sandboxes.upsert(patched)
         return patched
 
@@ -281,20 +257,20 @@ class SandboxService:
         sandbox = self.owned(caller, runtime_id)
         if (
             sandbox["metadata"].get("deletionTimestamp")
-            or (sandbox.get("spec") or {}).get("state") == "Paused"
+            or (sandbox.get("spec") or {}).get("state") == DesiredState.PAUSED
         ):
             return self.to_runtime(sandbox)
-        return self.to_runtime(await self._set_state(runtime_id, "Paused"))
+        return self.to_runtime(await self._set_state(runtime_id, DesiredState.PAUSED))
 
     async def resume(self, caller: KeyRecord, runtime_id: str) -> RuntimeObject:
         sandbox = self.owned(caller, runtime_id)
         if sandbox["metadata"].get("deletionTimestamp"):
             raise SandboxNotFound(f"runtime {runtime_id} is stopped")
-        if (sandbox.get("spec") or {}).get("state") != "Paused":
+        if (sandbox.get("spec") or {}).get("state") != DesiredState.PAUSED:
             return self.to_runtime(sandbox)
         if self.settings.rotate_session_key_on_resume:
             await self._rotate_key(sandbox)
-        return self.to_runtime(await self._set_state(runtime_id, "Running"))
+        return self.to_runtime(await self._set_state(runtime_id, DesiredState.RUNNING))
 
     async def _rotate_key(self, sandbox: Obj) -> None:
         ref = (sandbox.get("spec") or {}).get("sessionKeySecretRef") or {}
@@ -302,7 +278,7 @@ class SandboxService:
         patched = await self._core.patch_namespaced_secret(
             name,
             self.settings.namespace,
-            {"stringData": {SESSION_KEY_SECRET_KEY: convert.mint_session_key()}},
+            {"stringData": {SESSION_KEY_SECRET_KEY: objects.mint_session_key()}},
             _preload_content=False,
         )
         self.caches.session_keys.upsert(await patched.json())
@@ -315,25 +291,14 @@ class SandboxService:
             try:
                 await self._core.delete_namespaced_secret(name, self.settings.namespace)
             except ApiException as exc:
-                if exc.status != 404:
+                if exc.status != NOT_FOUND:
                     raise
             self.caches.session_keys.discard(name)
 
     async def _delete_sandbox(self, runtime_id: str) -> None:
-        try:
-            result = await self._custom.delete_namespaced_custom_object(
-                GROUP, VERSION, self.settings.namespace, PLURAL, runtime_id, propagation_policy="Background"
-            )
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-            self.caches.sandboxes.discard(runtime_id)
-            return
-        if (
-            isinstance(result, dict)
-            and result.get("kind") == "Sandbox"
-            and result["metadata"].get("deletionTimestamp")
-        ):
+        result = await self._kube.delete_sandbox(self.settings.namespace, runtime_id)
+        # A Sandbox that finalizers still hold stays cached, marked as being deleted, until the watch drops it.
+        if result is not None and result.get("kind") == KIND and result["metadata"].get("deletionTimestamp"):
             self.caches.sandboxes.upsert(result)
         else:
             self.caches.sandboxes.discard(runtime_id)
@@ -344,11 +309,11 @@ class SandboxService:
         """Resume a paused sandbox and wait until its agent server answers; None on timeout."""
         loop_deadline = datetime.now(UTC).timestamp() + timeout
         sandbox = self.caches.sandbox(runtime_id)
-        if sandbox is not None and (sandbox.get("spec") or {}).get("state") == "Paused":
+        if sandbox is not None and (sandbox.get("spec") or {}).get("state") == DesiredState.PAUSED:
             try:
-                await self._set_state(runtime_id, "Running")
+                await self._set_state(runtime_id, DesiredState.RUNNING)
             except ApiException as exc:
-                if exc.status == 404:
+                if exc.status == NOT_FOUND:
                     return None
                 raise
         while True:

@@ -1,12 +1,15 @@
-"""Request and response models of the OpenHands runtime API (runtime-api-contract.md §1, §2).
+"""Request and response models of the OpenHands runtime API (docs/runtime-api.md §1, §2).
 
-Kept apart from the Sandbox model; `convert.py` holds the pure converters between the two.
+Kept apart from the Sandbox model; `objects.py` and `runtime.py` convert between the two.
 """
 
 import re
+from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from kubehands.crd.model import ENV_NAME_PATTERN, PodStatus
 
 # A container image reference: [domain/]path[:tag][@digest]. The first component is a domain only
 # when it contains "." or ":" or is "localhost" (Docker's rule); path components are lower-case.
@@ -16,11 +19,16 @@ _PATH_RE = re.compile(
     r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?"
     r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?$"
 )
-# Kubernetes env var names (C_IDENTIFIER is stricter; the API server accepts this).
-ENV_NAME_RE = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
 
-Status = Literal["starting", "running", "paused", "stopped", "error"]
-PodStatus = Literal["pending", "running", "ready", "not found", "failed", "unknown", "crashloopbackoff"]
+
+class RuntimeStatus(StrEnum):
+    """The runtime object's `status` (docs/runtime-api.md §2)."""
+
+    STARTING = "starting"
+    RUNNING = "running"
+    PAUSED = "paused"
+    STOPPED = "stopped"
+    ERROR = "error"
 
 
 def is_valid_image(image: str) -> bool:
@@ -33,7 +41,7 @@ def is_valid_image(image: str) -> bool:
 
 
 class StartRequest(BaseModel):
-    """Body of POST /start. Unknown fields are tolerated (contract §8.7)."""
+    """Body of POST /start. Unknown fields are tolerated (docs/runtime-api.md §8.7)."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -85,7 +93,7 @@ class StartRequest(BaseModel):
             raise ValueError("environment must be an object")
         out: dict[str, str] = {}
         for name, val in value.items():
-            if not isinstance(name, str) or not ENV_NAME_RE.match(name) or len(name) > 1024:
+            if not isinstance(name, str) or not re.match(ENV_NAME_PATTERN, name) or len(name) > 1024:
                 raise ValueError(f"invalid environment variable name: {name!r}")
             if isinstance(val, bool):
                 val = "true" if val else "false"
@@ -113,13 +121,13 @@ class RuntimeIdRequest(BaseModel):
 
 
 class RuntimeObject(BaseModel):
-    """The runtime object (contract §2). Every field is always present."""
+    """The runtime object (docs/runtime-api.md §2). Every field is always present."""
 
     runtime_id: str
     session_id: str
     url: str
     session_api_key: str | None
-    status: Status
+    status: RuntimeStatus
     pod_status: PodStatus
     work_hosts: dict[str, int] = Field(default_factory=dict)
     restart_count: int = 0
@@ -135,7 +143,7 @@ class RuntimeList(BaseModel):
 
 class StopResponse(BaseModel):
     runtime_id: str
-    status: Status
+    status: RuntimeStatus
 
 
 class RegistryPrefix(BaseModel):

@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kubehands.crd.constants import DEFAULT_WORKSPACE_MOUNT_PATH, DEFAULT_WORKSPACE_SIZE
 from kubehands.crd.resources import DEFAULT_BASE_RESOURCES, validate_base_resources
+from kubehands.kube import DEFAULT_REQUEST_TIMEOUT_SECONDS
 
 
 class Settings(BaseSettings):
@@ -24,6 +25,12 @@ class Settings(BaseSettings):
     )
     kubeconfig: str | None = Field(
         None, description="Path to a kubeconfig. Unset: in-cluster config, else the default kubeconfig."
+    )
+    kube_request_timeout_seconds: float = Field(
+        DEFAULT_REQUEST_TIMEOUT_SECONDS,
+        gt=0,
+        description="Timeout of one Kubernetes API call (watches excepted): a stalled API server makes a "
+        "request fail with 503 instead of hanging.",
     )
 
     # --- What runs -----------------------------------------------------------------------------

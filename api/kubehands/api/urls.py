@@ -1,6 +1,8 @@
-"""Sandbox URLs in both routing modes, and the reverse: which sandbox port a request is for.
+"""Sandbox URLs in both routing modes, the reverse (which sandbox port a request is for), and the
+upstream address of a pod.
 
-Pure functions; the router (`router.py`) and the converters (`convert.py`) share them.
+Pure functions; the router (`router.py`), the /alive check (`alive.py`) and the runtime object
+(`runtime.py`) share them.
 """
 
 import re
@@ -9,10 +11,19 @@ from typing import Any
 
 from kubehands.api.constants import RUNTIME_ID_PREFIX, RUNTIME_ID_RANDOM_LEN
 from kubehands.api.settings import Settings
-from kubehands.crd.constants import AGENT_PORT_NAME, DEFAULT_PORTS, WORK_1_PORT, WORK_2_PORT
+from kubehands.crd.constants import (
+    AGENT_PORT_NAME,
+    DEFAULT_PORTS,
+    VSCODE_PORT_NAME,
+    WORK_1_PORT,
+    WORK_1_PORT_NAME,
+    WORK_2_PORT,
+    WORK_2_PORT_NAME,
+)
 
 RUNTIME_ID_RE = re.compile(rf"^{re.escape(RUNTIME_ID_PREFIX)}[0-9a-z]{{{RUNTIME_ID_RANDOM_LEN}}}$")
-SERVICES = ("vscode", "work-1", "work-2")
+# The sibling services, each named after its spec.ports entry.
+SERVICES = (VSCODE_PORT_NAME, WORK_1_PORT_NAME, WORK_2_PORT_NAME)
 # V0's action server serves its VS Code token under /vscode/; in path mode this path must reach
 # the agent server, not VS Code.
 _AGENT_PATHS_UNDER_VSCODE = ("/vscode/connection_token",)
@@ -23,7 +34,7 @@ def is_runtime_id(value: str) -> bool:
 
 
 def sandbox_url(settings: Settings, runtime_id: str) -> str:
-    """The runtime object's `url` (no trailing slash, contract §8.10)."""
+    """The runtime object's `url` (no trailing slash, docs/runtime-api.md §8.10)."""
     if settings.routing_mode == "subdomain":
         return f"{settings.subdomain_scheme}://{runtime_id}.{settings.domain}"
     return f"{settings.public_url}/{runtime_id}"
@@ -36,10 +47,15 @@ def service_url(settings: Settings, runtime_id: str, service: str) -> str:
     return f"{settings.public_url}/{runtime_id}/{service}"
 
 
+def vscode_base_path(runtime_id: str) -> str:
+    """Path mode: where VS Code serves from; the router forwards this prefix unstripped."""
+    return f"/{runtime_id}/{VSCODE_PORT_NAME}"
+
+
 def work_hosts(settings: Settings, runtime_id: str) -> dict[str, int]:
     return {
-        service_url(settings, runtime_id, "work-1"): WORK_1_PORT,
-        service_url(settings, runtime_id, "work-2"): WORK_2_PORT,
+        service_url(settings, runtime_id, WORK_1_PORT_NAME): WORK_1_PORT,
+        service_url(settings, runtime_id, WORK_2_PORT_NAME): WORK_2_PORT,
     }
 
 
@@ -49,6 +65,12 @@ def service_port(sandbox: dict[str, Any], service: str) -> int:
         if port.get("name") == service and isinstance(port.get("containerPort"), int):
             return int(port["containerPort"])
     return dict(DEFAULT_PORTS)[service]
+
+
+def upstream_base(pod_ip: str, port: int) -> str:
+    """`http://{pod IP}:{port}`, the address the router and the /alive check reach a pod's port at."""
+    host = f"[{pod_ip}]" if ":" in pod_ip else pod_ip  # an IPv6 address
+    return f"http://{host}:{port}"
 
 
 @dataclass(frozen=True)
@@ -70,7 +92,7 @@ def match_path(path: str) -> Target | None:
     rest = "/" + parts[2] if len(parts) == 3 else "/"
     for service in SERVICES:
         if rest == f"/{service}" or rest.startswith(f"/{service}/"):
-            if service == "vscode":
+            if service == VSCODE_PORT_NAME:
                 if rest in _AGENT_PATHS_UNDER_VSCODE:
                     return Target(runtime_id, AGENT_PORT_NAME, rest)
                 return Target(runtime_id, service, path)

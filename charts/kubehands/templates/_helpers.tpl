@@ -113,6 +113,22 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "kubehands.sharedSandboxEnv" -}}
 - name: KUBEHANDS_BASE_RESOURCES
   value: {{ .Values.sandbox.baseResources | toJson | quote }}
+{{- /* Runtime classes: the gateway refuses an unmapped or missing class at /start (requireRuntimeClass),
+       the operator maps the class to a RuntimeClass; both must see the same settings. */}}
+{{- $map := .Values.sandbox.runtimeClassMap | default dict }}
+{{- with .Values.sandbox.defaultRuntimeClass }}
+{{- if not (hasKey $map .) }}
+{{- fail (printf "sandbox.defaultRuntimeClass %q is not a key of sandbox.runtimeClassMap" .) }}
+{{- end }}
+{{- end }}
+- name: KUBEHANDS_RUNTIME_CLASS_MAP
+  value: {{ $map | toJson | quote }}
+{{- with .Values.sandbox.defaultRuntimeClass }}
+- name: KUBEHANDS_DEFAULT_RUNTIME_CLASS
+  value: {{ . | quote }}
+{{- end }}
+- name: KUBEHANDS_REQUIRE_RUNTIME_CLASS
+  value: {{ .Values.sandbox.requireRuntimeClass | default false | quote }}
 {{- end }}
 
 {{/* Gateway/router environment (kubehands.api.settings.Settings). */}}
@@ -174,8 +190,6 @@ app.kubernetes.io/component: {{ .component }}
   value: {{ .Values.sandbox.idleTimeoutSeconds | quote }}
 - name: KUBEHANDS_PAUSED_TTL_SECONDS
   value: {{ .Values.sandbox.pausedTTLSeconds | quote }}
-- name: KUBEHANDS_RUNTIME_CLASS_MAP
-  value: {{ .Values.sandbox.runtimeClassMap | toJson | quote }}
 - name: KUBEHANDS_NODE_SELECTOR
   value: {{ .Values.sandbox.nodeSelector | toJson | quote }}
 - name: KUBEHANDS_TOLERATIONS
@@ -195,9 +209,15 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
 {{/*
-The initial admin key as JSON {raw, digest, hashSecretName, rawSecretName}, computed once per render and
-memoised in .Values (so admin-key.yaml and NOTES.txt see the same generated key). raw is empty when it
-cannot be known (an upgrade without the raw-key Secret).
+The initial admin key as JSON, computed once per render and memoised in .Values (so admin-key.yaml and
+NOTES.txt agree):
+  digest, hashSecretName, rawSecretName; raw (only with keepRawKey, else never known to the chart);
+  renderHash: render the hash Secret; generated: raw was generated in this render;
+  exists: a hash Secret of that name is already in the cluster.
+The raw key only enters a manifest (and so the Helm release record, a Secret of the release namespace that
+the gateway can list) when api.adminKey.keepRawKey asks for it. A hash Secret this release created earlier
+is rendered again so that Helm keeps it; one created by `kubehands keys create` belongs to no release and is
+left alone (rendering it would make Helm refuse to adopt it).
 */}}
 {{- define "kubehands.adminKeyState" -}}
 {{- $ak := .Values.api.adminKey }}
@@ -206,27 +226,42 @@ cannot be known (an upgrade without the raw-key Secret).
 {{- $hashSecretName := printf "kh-apikey-%s" $name }}
 {{- $rawSecretName := printf "%s-admin-key" (include "kubehands.fullname" .) }}
 {{- $existingHash := lookup "v1" "Secret" .Release.Namespace $hashSecretName }}
+{{- $own := false }}
+{{- if $existingHash }}
+  {{- $own = and (eq (dig "metadata" "annotations" "meta.helm.sh/release-name" "" $existingHash) .Release.Name) (eq (dig "metadata" "annotations" "meta.helm.sh/release-namespace" "" $existingHash) .Release.Namespace) }}
+{{- end }}
 {{- $digest := "" }}
 {{- $raw := "" }}
-{{- if $ak.existingSecret }}
+{{- $renderHash := false }}
+{{- $generated := false }}
+{{- if and $existingHash (not $own) }}
+  {{- if $ak.existingSecret }}
+    {{- fail (printf "api.adminKey.existingSecret: Secret %s already exists and was not created by this release (kubehands keys create?); revoke it or set api.adminKey.name" $hashSecretName) }}
+  {{- end }}
+{{- else if $ak.existingSecret }}
   {{- $src := lookup "v1" "Secret" .Release.Namespace $ak.existingSecret }}
   {{- if $src }}
-    {{- $raw = index $src.data $ak.existingSecretKey | required (printf "Secret %s has no key %s" $ak.existingSecret $ak.existingSecretKey) | b64dec }}
-    {{- $digest = sha256sum $raw }}
-  {{- else if $existingHash }}
+    {{- $digest = index $src.data $ak.existingSecretKey | required (printf "Secret %s has no key %s" $ak.existingSecret $ak.existingSecretKey) | b64dec | sha256sum }}
+  {{- else if $own }}
     {{- $digest = index $existingHash.data "sha256" | b64dec }}
   {{- else }}
     {{- fail (printf "api.adminKey.existingSecret: Secret %s not found in namespace %s (create it before installing; `helm template` cannot read it)" $ak.existingSecret .Release.Namespace) }}
   {{- end }}
-{{- else if $existingHash }}
+  {{- $renderHash = true }}
+{{- else if $own }}
   {{- $digest = index $existingHash.data "sha256" | b64dec }}
-  {{- $existingRaw := lookup "v1" "Secret" .Release.Namespace $rawSecretName }}
-  {{- if $existingRaw }}{{ $raw = index $existingRaw.data "api-key" | b64dec }}{{ end }}
-{{- else }}
+  {{- $renderHash = true }}
+  {{- if $ak.keepRawKey }}
+    {{- $existingRaw := lookup "v1" "Secret" .Release.Namespace $rawSecretName }}
+    {{- if $existingRaw }}{{ $raw = index $existingRaw.data "api-key" | b64dec }}{{ end }}
+  {{- end }}
+{{- else if $ak.keepRawKey }}
   {{- $raw = printf "khk_%s" (randAlphaNum 43) }}
   {{- $digest = sha256sum $raw }}
+  {{- $renderHash = true }}
+  {{- $generated = true }}
 {{- end }}
-{{- $_ := set $ak "_state" (dict "raw" $raw "digest" $digest "hashSecretName" $hashSecretName "rawSecretName" $rawSecretName "generated" (and (not $ak.existingSecret) (not $existingHash))) }}
+{{- $_ := set $ak "_state" (dict "raw" $raw "digest" $digest "hashSecretName" $hashSecretName "rawSecretName" $rawSecretName "renderHash" $renderHash "generated" $generated "exists" (not (empty $existingHash))) }}
 {{- end }}
 {{- toJson $ak._state }}
 {{- end }}

@@ -13,7 +13,7 @@ from kubehands.crd.times import rfc3339
 READY = "Ready"
 PAUSED = "Paused"
 
-TRUE, FALSE, UNKNOWN = "True", "False", "Unknown"
+TRUE, FALSE = "True", "False"
 
 # Ready reasons.
 POD_READY = "PodReady"  # True: the agent server answers its readiness probe

@@ -41,13 +41,10 @@ KOPF_PREFIX = f"kopf.{GROUP}"
 # never actually adds it (children are removed by owner-reference garbage collection).
 FINALIZER = f"{GROUP}/finalizer"
 
-# Never copied from user input onto children.
-RESERVED_PREFIXES = (f"{GROUP}/", f"{KOPF_PREFIX}/", "kubectl.kubernetes.io/")
-
 # Secret key that holds the session API key unless spec.sessionKeySecretRef.key says otherwise.
 DEFAULT_SESSION_KEY_SECRET_KEY = "session-api-key"
 
-# Ports the OpenHands clients expect (runtime-api-contract §7).
+# Ports the OpenHands clients expect (docs/runtime-api.md §7).
 AGENT_PORT_NAME = "agent"
 AGENT_PORT = 60000
 VSCODE_PORT_NAME = "vscode"
@@ -62,6 +59,19 @@ DEFAULT_PORTS = (
     (WORK_1_PORT_NAME, WORK_1_PORT),
     (WORK_2_PORT_NAME, WORK_2_PORT),
 )
+
+# Environment the operator sets in every sandbox container. A Sandbox's spec.env cannot override it,
+# and the gateway drops these names from what a /start request or a key profile asks for.
+ENV_SESSION_KEYS = ("OH_SESSION_API_KEYS_0", "SESSION_API_KEY")  # agent server ≥1.37.1 and V0 servers
+ENV_RUNTIME_ID = "RUNTIME_ID"
+ENV_PORTS = {  # env var -> spec.ports name
+    "VSCODE_PORT": VSCODE_PORT_NAME,
+    "OH_VSCODE_PORT": VSCODE_PORT_NAME,
+    "WORKER_1": WORK_1_PORT_NAME,
+    "WORKER_2": WORK_2_PORT_NAME,
+}
+ENV_FIXED = {"LITELLM_LOCAL_MODEL_COST_MAP": "True"}  # no cost-map download at every start
+MANAGED_ENV = frozenset((*ENV_SESSION_KEYS, ENV_RUNTIME_ID, *ENV_PORTS, *ENV_FIXED))
 
 DEFAULT_WORKSPACE_SIZE = "10Gi"
 DEFAULT_WORKSPACE_MOUNT_PATH = "/workspace"

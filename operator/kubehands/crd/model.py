@@ -46,7 +46,7 @@ class Phase(StrEnum):
 
 
 class PodStatus(StrEnum):
-    """The OpenHands runtime API's `pod_status` vocabulary (runtime-api-contract §2)."""
+    """The OpenHands runtime API's `pod_status` vocabulary (docs/runtime-api.md §2)."""
 
     PENDING = "pending"
     RUNNING = "running"
@@ -280,10 +280,6 @@ class Sandbox(_Object):
     @property
     def labels(self) -> dict[str, str]:
         return dict(self.metadata.get("labels") or {})
-
-    @property
-    def annotations(self) -> dict[str, str]:
-        return dict(self.metadata.get("annotations") or {})
 
     @property
     def generation(self) -> int | None:

@@ -5,15 +5,10 @@ import re
 
 POD_NAME_TEMPLATE = "{sandbox}"
 WORKSPACE_PVC_NAME_TEMPLATE = "{sandbox}-workspace"
-# Suggested name for the gateway's session-key Secret; the operator accepts any name.
-SESSION_SECRET_NAME_TEMPLATE = "{sandbox}-session"
 
 # A Pod name becomes the pod's hostname, a DNS label (≤63), and the longest child suffix must
 # still fit. The gateway's ids (`kh-` + 12 base36) are far shorter.
-_LONGEST_SUFFIX = max(
-    len(t.replace("{sandbox}", ""))
-    for t in (POD_NAME_TEMPLATE, WORKSPACE_PVC_NAME_TEMPLATE, SESSION_SECRET_NAME_TEMPLATE)
-)
+_LONGEST_SUFFIX = max(len(t.replace("{sandbox}", "")) for t in (POD_NAME_TEMPLATE, WORKSPACE_PVC_NAME_TEMPLATE))
 MAX_SANDBOX_NAME_LENGTH = 63 - _LONGEST_SUFFIX
 
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -28,10 +23,6 @@ def pod_name(sandbox: str) -> str:
 
 def workspace_pvc_name(sandbox: str) -> str:
     return WORKSPACE_PVC_NAME_TEMPLATE.format(sandbox=sandbox)
-
-
-def session_secret_name(sandbox: str) -> str:
-    return SESSION_SECRET_NAME_TEMPLATE.format(sandbox=sandbox)
 
 
 def is_valid_sandbox_name(name: str) -> bool:

@@ -3,4 +3,4 @@
 Importing the package registers the handlers (kopf's module loading relies on that).
 """
 
-from kubehands.operator import handlers, settings  # noqa: F401  (registration side effect)
+from kubehands.operator import handlers, startup  # noqa: F401  (registration side effect)

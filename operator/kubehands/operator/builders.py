@@ -4,6 +4,7 @@ import hashlib
 import json
 from typing import Any
 
+from kubehands import kube
 from kubehands.crd import constants, names
 from kubehands.crd.model import Sandbox, SandboxSpec
 from kubehands.operator.config import OperatorConfig
@@ -12,31 +13,15 @@ CONTAINER_NAME = "sandbox"
 CHOWN_CONTAINER_NAME = "workspace-chown"
 READINESS_PATH = "/alive"
 
-# Environment the operator owns; a Sandbox's spec.env cannot override these.
-ENV_SESSION_KEYS = ("OH_SESSION_API_KEYS_0", "SESSION_API_KEY")  # agent server ≥1.37.1 and V0 servers
-ENV_RUNTIME_ID = "RUNTIME_ID"
-ENV_PORTS = {  # env var -> spec.ports name
-    "VSCODE_PORT": constants.VSCODE_PORT_NAME,
-    "OH_VSCODE_PORT": constants.VSCODE_PORT_NAME,
-    "WORKER_1": constants.WORK_1_PORT_NAME,
-    "WORKER_2": constants.WORK_2_PORT_NAME,
-}
-ENV_FIXED = {"LITELLM_LOCAL_MODEL_COST_MAP": "True"}  # no cost-map download at every start
-MANAGED_ENV = frozenset((*ENV_SESSION_KEYS, ENV_RUNTIME_ID, *ENV_PORTS, *ENV_FIXED))
-
 # Spec fields that do not shape the Pod; changing them must not replace a running Pod.
 _NOT_IN_POD = {"state", "idleTimeoutSeconds", "pausedTTLSeconds", "sessionID", "workspace"}
 
 
 def owner_reference(sandbox: Sandbox) -> dict[str, Any]:
-    return {
-        "apiVersion": constants.API_VERSION,
-        "kind": constants.KIND,
-        "name": sandbox.name,
-        "uid": sandbox.metadata["uid"],
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
+    """The controller reference on every child. blockOwnerDeletion: a foreground delete of the Sandbox waits
+    for its children."""
+    owner = {"apiVersion": constants.API_VERSION, "kind": constants.KIND, "metadata": sandbox.metadata}
+    return kube.owner_reference(owner, block_owner_deletion=True)
 
 
 def child_labels(sandbox: Sandbox, component: str) -> dict[str, str]:
@@ -91,12 +76,14 @@ def _env(sandbox: Sandbox) -> list[dict[str, Any]]:
     ref = sandbox.spec.session_key_secret_ref
     secret = {"secretKeyRef": {"name": ref.name, "key": ref.key}}
     ports = {p.name: p.container_port for p in sandbox.spec.ports}
-    managed: list[dict[str, Any]] = [{"name": n, "valueFrom": secret} for n in ENV_SESSION_KEYS]
-    managed.append({"name": ENV_RUNTIME_ID, "value": sandbox.name})
-    managed += [{"name": var, "value": str(ports[port])} for var, port in ENV_PORTS.items() if port in ports]
-    managed += [{"name": k, "value": v} for k, v in ENV_FIXED.items()]
+    managed: list[dict[str, Any]] = [{"name": n, "valueFrom": secret} for n in constants.ENV_SESSION_KEYS]
+    managed.append({"name": constants.ENV_RUNTIME_ID, "value": sandbox.name})
+    managed += [
+        {"name": var, "value": str(ports[port])} for var, port in constants.ENV_PORTS.items() if port in ports
+    ]
+    managed += [{"name": k, "value": v} for k, v in constants.ENV_FIXED.items()]
     # Managed entries first, so user values may reference them as $(RUNTIME_ID).
-    user = [{"name": e.name, "value": e.value} for e in sandbox.spec.env if e.name not in MANAGED_ENV]
+    user = [{"name": e.name, "value": e.value} for e in sandbox.spec.env if e.name not in constants.MANAGED_ENV]
     return managed + user
 
 

@@ -1,13 +1,13 @@
 """Operator configuration from `KUBEHANDS_*` environment variables (documented in docs/operator.md)."""
 
 import json
-from functools import lru_cache
 from typing import Annotated, Any
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from kubehands.crd.resources import DEFAULT_BASE_RESOURCES, validate_base_resources
+from kubehands.kube import DEFAULT_REQUEST_TIMEOUT_SECONDS
 
 # Volume sources (camelCase, as in spec.volumes) a Sandbox may use when nothing else is configured.
 DEFAULT_ALLOWED_VOLUME_TYPES = ("persistentVolumeClaim", "configMap", "secret")
@@ -77,6 +77,12 @@ class OperatorConfig(BaseSettings):
         description="With an Immediate-binding StorageClass, wait up to this long for the workspace PVC to bind "
         "before creating the pod (a pod with an unbound claim waits out the scheduler's backoff). 0: never wait.",
     )
+    kube_request_timeout_seconds: float = Field(
+        DEFAULT_REQUEST_TIMEOUT_SECONDS,
+        gt=0,
+        description="Upper bound of each Kubernetes API call the operator makes itself (kopf's watches have their "
+        "own timeouts); a stalled API server then fails the call, and kopf retries, instead of hanging it.",
+    )
     workspace_chown: bool = Field(
         False,
         description="Add a root init container that chowns the workspace to runAsUser:runAsGroup. Only for "
@@ -105,8 +111,3 @@ class OperatorConfig(BaseSettings):
             return None
         return self.runtime_class_map.get(requested) or None
 
-
-@lru_cache(maxsize=1)
-def get_config() -> OperatorConfig:
-    """The configuration from the environment, read once. Tests pass an `OperatorConfig` directly."""
-    return OperatorConfig()

@@ -15,19 +15,19 @@ from typing import Any
 import kopf
 
 from kubehands.crd import constants
-from kubehands.crd.model import DesiredState
+from kubehands.kube import SANDBOXES
 from kubehands.operator import reconcile
 from kubehands.operator.culling import CullAction, cull_decision
+from kubehands.operator.plan import drifted
 
 log = logging.getLogger(__name__)
-SANDBOXES = {"group": constants.GROUP, "version": constants.VERSION, "plural": constants.PLURAL}
 SANDBOX_PODS = {
     constants.LABEL_MANAGED_BY: constants.MANAGED_BY,
     constants.LABEL_COMPONENT: constants.COMPONENT_SANDBOX,
 }
 
 
-@kopf.index(**SANDBOXES)
+@kopf.index(**SANDBOXES.coordinates())
 def sandbox_bodies(
     namespace: str, name: str, body: kopf.Body, **_: Any
 ) -> dict[tuple[str, str], dict[str, Any]]:
@@ -57,9 +57,9 @@ async def _converge(memo: kopf.Memo, index: kopf.Index, namespace: str, name: st
         )
 
 
-@kopf.on.resume(**SANDBOXES)
-@kopf.on.create(**SANDBOXES)
-@kopf.on.update(**SANDBOXES)
+@kopf.on.resume(**SANDBOXES.coordinates())
+@kopf.on.create(**SANDBOXES.coordinates())
+@kopf.on.update(**SANDBOXES.coordinates())
 async def reconcile_sandbox(
     namespace: str, name: str, memo: kopf.Memo, sandbox_pods: kopf.Index, **_: Any
 ) -> None:
@@ -78,17 +78,6 @@ async def pod_changed(
         await _converge(memo, sandbox_pods, namespace, owner)
 
 
-def _drifted(body: Mapping[str, Any], pod: Mapping[str, Any] | None) -> bool:
-    """Desired state and the indexed pod disagree: a pod event may have been lost (they are not retried)."""
-    running = body.get("spec", {}).get("state", DesiredState.RUNNING) == DesiredState.RUNNING
-    ready_reported = (body.get("status") or {}).get("podStatus") == "ready"
-    pod_ready = pod is not None and any(
-        c.get("type") == "Ready" and c.get("status") == "True"
-        for c in pod.get("status", {}).get("conditions") or []
-    )
-    return (running and pod is None) or (not running and pod is not None) or (ready_reported != pod_ready)
-
-
 async def cull_and_resync(memo: kopf.Memo, body: Mapping[str, Any], pods: kopf.Index) -> None:
     """One Sandbox's periodic check: pause when idle, delete when paused too long, else heal drift."""
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
@@ -99,7 +88,7 @@ async def cull_and_resync(memo: kopf.Memo, body: Mapping[str, Any], pods: kopf.I
     elif decision is not None and decision.action == CullAction.DELETE:
         if await reconcile.delete_expired_sandbox(memo.kube, body):
             log.info("deleted sandbox %s/%s: %s", namespace, name, decision.message)
-    elif _drifted(body, _indexed_pod(pods, namespace, name)):
+    elif drifted(body, _indexed_pod(pods, namespace, name)):
         await _converge(memo, pods, namespace, name)
 
 

@@ -1,4 +1,4 @@
-"""Idempotent steps that make a Sandbox real, and `converge`, which runs them level-based.
+"""The API steps that make a Sandbox real, and `converge`: read, decide (`plan`), act, report status.
 
 Every step is keyed on deterministic names (pod = sandbox name, PVC = `<sandbox>-workspace`), so a
 restarted operator, or two triggers racing, can never create a second child: 409 means "already there".
@@ -15,26 +15,16 @@ from pydantic import ValidationError
 
 from kubehands.crd import constants, names
 from kubehands.crd.model import DesiredState, Sandbox
+from kubehands.kube import CONFLICT, NOT_FOUND, STRATEGIC_MERGE_PATCH, Kube
 from kubehands.operator import builders, volumes
 from kubehands.operator.config import OperatorConfig
-from kubehands.operator.kube import MERGE_PATCH, STRATEGIC_MERGE_PATCH, Kube
+from kubehands.operator.plan import Step, binding_wait, plan
 from kubehands.operator.status import compute_status, status_patch, transition_event
 from kubehands.operator.validation import validate_sandbox
 
 log = logging.getLogger(__name__)
 
-NOT_FOUND, CONFLICT = 404, 409
 BINDING_MODES = volumes.BindingModes()  # StorageClasses do not change binding mode: read each once per process
-_CRD = {"group": constants.GROUP, "version": constants.VERSION, "plural": constants.PLURAL}
-
-
-async def get_sandbox(kube: Kube, namespace: str, name: str) -> dict[str, Any] | None:
-    try:
-        return dict(await kube.custom.get_namespaced_custom_object(namespace=namespace, name=name, **_CRD))
-    except ApiException as e:
-        if e.status == NOT_FOUND:
-            return None
-        raise
 
 
 async def ensure_pvc(kube: Kube, sandbox: Sandbox) -> dict[str, Any] | None:
@@ -49,18 +39,19 @@ async def ensure_pvc(kube: Kube, sandbox: Sandbox) -> dict[str, Any] | None:
     return kube.to_dict(pvc)
 
 
-async def await_workspace(kube: Kube, sandbox: Sandbox, created: dict[str, Any] | None, config: OperatorConfig) -> None:
-    """Before the pod: let an Immediate-binding claim bind first (see `volumes`)."""
-    if config.volume_bind_wait_seconds <= 0:
-        return
-    pvc = created
-    if pvc is None:
-        pvc = kube.to_dict(
+async def await_binding(kube: Kube, sandbox: Sandbox, created: Mapping[str, Any] | None, timeout: float) -> None:
+    """Before the pod: let an Immediate-binding claim bind first (see `volumes`, `plan.binding_wait`)."""
+    claim = created
+    if claim is None:
+        claim = kube.to_dict(
             await kube.core.read_namespaced_persistent_volume_claim(
                 names.workspace_pvc_name(sandbox.name), sandbox.namespace
             )
         )
-    await volumes.wait_until_bound(kube, pvc, BINDING_MODES, config.volume_bind_wait_seconds)
+    # A bound claim needs no binding mode: no StorageClass read.
+    mode = None if volumes.is_bound(claim) else await BINDING_MODES.get(kube, volumes.storage_class_of(claim))
+    if binding_wait(claim, mode):
+        await volumes.wait_until_bound(kube, claim, timeout)
 
 
 async def ensure_pod(kube: Kube, sandbox: Sandbox, config: OperatorConfig) -> dict[str, Any]:
@@ -75,11 +66,11 @@ async def ensure_pod(kube: Kube, sandbox: Sandbox, config: OperatorConfig) -> di
     return kube.to_dict(pod)
 
 
-async def delete_pod(kube: Kube, namespace: str, name: str) -> dict[str, Any] | None:
+async def delete_pod(kube: Kube, namespace: str, name: str, reason: str) -> dict[str, Any] | None:
     """Start deleting the pod; return it as it now is (terminating), or None if it is gone."""
     try:
         pod = await kube.core.delete_namespaced_pod(names.pod_name(name), namespace)
-        log.info("deleting pod %s/%s", namespace, name)
+        log.info("deleting pod %s/%s: %s", namespace, name, reason)
     except ApiException as e:
         if e.status == NOT_FOUND:
             return None
@@ -114,25 +105,6 @@ async def adopt_session_secret(kube: Kube, sandbox: Sandbox) -> bool:
     return True
 
 
-async def patch_status(
-    kube: Kube, namespace: str, name: str, patch: Mapping[str, Any]
-) -> dict[str, Any] | None:
-    try:
-        return dict(
-            await kube.custom.patch_namespaced_custom_object_status(
-                namespace=namespace,
-                name=name,
-                body={"status": dict(patch)},
-                _content_type=MERGE_PATCH,
-                **_CRD,
-            )
-        )
-    except ApiException as e:
-        if e.status == NOT_FOUND:
-            return None  # deleted meanwhile
-        raise
-
-
 async def pause_idle_sandbox(kube: Kube, body: Mapping[str, Any]) -> bool:
     """Set spec.state=Paused unless the Sandbox changed since `body` was read (e.g. fresh activity)."""
     metadata = body["metadata"]
@@ -144,13 +116,7 @@ async def pause_idle_sandbox(kube: Kube, body: Mapping[str, Any]) -> bool:
         "spec": {"state": DesiredState.PAUSED.value},
     }
     try:
-        await kube.custom.patch_namespaced_custom_object(
-            namespace=metadata["namespace"],
-            name=metadata["name"],
-            body=patch,
-            _content_type=MERGE_PATCH,
-            **_CRD,
-        )
+        await kube.patch_sandbox(metadata["namespace"], metadata["name"], patch)
     except ApiException as e:
         if e.status in (CONFLICT, NOT_FOUND):
             return False
@@ -159,17 +125,17 @@ async def pause_idle_sandbox(kube: Kube, body: Mapping[str, Any]) -> bool:
 
 
 async def delete_expired_sandbox(kube: Kube, body: Mapping[str, Any]) -> bool:
+    """Delete the Sandbox unless it changed since `body` was read (e.g. a resume)."""
     metadata = body["metadata"]
-    options = {"preconditions": {"resourceVersion": metadata["resourceVersion"]}}
     try:
-        await kube.custom.delete_namespaced_custom_object(
-            namespace=metadata["namespace"], name=metadata["name"], body=options, **_CRD
+        deleted = await kube.delete_sandbox(
+            metadata["namespace"], metadata["name"], resource_version=metadata["resourceVersion"]
         )
     except ApiException as e:
-        if e.status in (CONFLICT, NOT_FOUND):
+        if e.status == CONFLICT:
             return False
         raise
-    return True
+    return deleted is not None  # None: already gone
 
 
 def _parse(body: Mapping[str, Any]) -> tuple[Sandbox | None, list[str]]:
@@ -190,7 +156,7 @@ async def converge(
 
     The caller serialises calls per Sandbox. `current_pod` reads the pod index (no API call).
     """
-    body = await get_sandbox(kube, namespace, name)
+    body = await kube.get_sandbox(namespace, name)
     if body is None or body.get("metadata", {}).get("deletionTimestamp"):
         return []  # garbage collection removes the children
     sandbox, problems = _parse(body)
@@ -202,7 +168,7 @@ async def converge(
     desired = compute_status(body, pod, problems, datetime.now(UTC))
     patch = status_patch(body.get("status"), desired)
     if patch:
-        await patch_status(kube, namespace, name, patch)
+        await kube.patch_sandbox_status(namespace, name, patch)  # None: deleted meanwhile
         event = transition_event(body.get("status"), {**(body.get("status") or {}), **desired})
         if event:
             _post_event(body, *event)
@@ -222,23 +188,20 @@ def _post_event(body: Mapping[str, Any], kind: str, reason: str, message: str) -
 async def _converge_children(
     kube: Kube, config: OperatorConfig, sandbox: Sandbox, pod: Mapping[str, Any] | None
 ) -> Mapping[str, Any] | None:
-    pvc = None
-    if sandbox.spec.state != DesiredState.PAUSED:
-        # created Paused, a Sandbox gets its workspace on first resume: a thousand parked sessions
-        # must not queue a thousand volumes at the provisioner
-        pvc = await ensure_pvc(kube, sandbox)
-    await adopt_session_secret(kube, sandbox)
-    terminating = pod is not None and bool(pod.get("metadata", {}).get("deletionTimestamp"))
-    if sandbox.spec.state == DesiredState.PAUSED:
-        return await delete_pod(kube, sandbox.namespace, sandbox.name) if pod and not terminating else pod
-    if pod is None:
-        await await_workspace(kube, sandbox, pvc, config)
-        return await ensure_pod(kube, sandbox, config)
-    if terminating:
-        return pod  # its DELETED event triggers the next converge, which creates the replacement
-    outdated = pod.get("metadata", {}).get("annotations", {}).get(
-        constants.ANNOTATION_SPEC_HASH
-    ) != builders.pod_spec_hash(sandbox.spec)
-    if outdated or pod.get("status", {}).get("phase") in ("Failed", "Succeeded"):
-        return await delete_pod(kube, sandbox.namespace, sandbox.name)
+    """Carry out `plan`, step by step. Returns the pod as it now is."""
+    decided = plan(sandbox, pod, bind_wait_seconds=config.volume_bind_wait_seconds)
+    log.debug("sandbox %s/%s: %s (%s)", sandbox.namespace, sandbox.name, ", ".join(decided.steps), decided.reason)
+    created_claim = None
+    for step in decided.steps:
+        match step:
+            case Step.CREATE_CLAIM:
+                created_claim = await ensure_pvc(kube, sandbox)
+            case Step.ADOPT_SECRET:
+                await adopt_session_secret(kube, sandbox)
+            case Step.AWAIT_BINDING:
+                await await_binding(kube, sandbox, created_claim, config.volume_bind_wait_seconds)
+            case Step.CREATE_POD:
+                pod = await ensure_pod(kube, sandbox, config)
+            case Step.DELETE_POD:
+                pod = await delete_pod(kube, sandbox.namespace, sandbox.name, decided.reason)
     return pod

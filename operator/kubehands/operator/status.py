@@ -198,9 +198,8 @@ def compute_status(
         pod_status = PodStatus.FAILED
     elif pause_wanted:
         ready = (c.FALSE, c.SANDBOX_PAUSED, "the sandbox is paused; its workspace is kept")
-        pod_status = (
-            PodStatus.NOT_FOUND
-        )  # outside the clients' "starting" mapping, as the contract asks (§8.16)
+        # Outside the clients' "starting" mapping, so status and pod_status agree (docs/runtime-api.md §8.16).
+        pod_status = PodStatus.NOT_FOUND
     elif observed is None:
         ready = (c.FALSE, c.POD_MISSING, "creating the pod")
         pod_status = PodStatus.NOT_FOUND

@@ -5,6 +5,8 @@ backoff (1 s and more) after the claim binds; a provisioner binds in tens of mil
 `volumeBindingMode: Immediate` the operator waits, at most `volume_bind_wait_seconds`, then creates
 the pod anyway. `WaitForFirstConsumer` classes bind only for a scheduled pod: no wait. Reading
 StorageClasses needs a cluster-wide `get`; without it (403), or with no class, nothing waits.
+
+This module reads claims and classes; whether to wait is `plan.binding_wait`.
 """
 
 import asyncio
@@ -16,7 +18,7 @@ from typing import Any
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from kubehands.operator.kube import Kube
+from kubehands.kube import Kube
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +41,9 @@ class BindingModes:
     def __init__(self) -> None:
         self._modes: dict[str, str | None] = {}
 
-    async def get(self, kube: Kube, name: str) -> str | None:
+    async def get(self, kube: Kube, name: str | None) -> str | None:
+        if name is None:
+            return None
         if name not in self._modes:
             try:
                 storage_class = await client.StorageV1Api(kube.api).read_storage_class(name)
@@ -52,15 +56,8 @@ class BindingModes:
         return self._modes[name]
 
 
-async def wait_until_bound(
-    kube: Kube, pvc: Mapping[str, Any], modes: BindingModes, timeout: float
-) -> bool:
-    """True when the claim is bound (now or within `timeout`); False when it is not worth waiting."""
-    if is_bound(pvc):
-        return True
-    class_name = storage_class_of(pvc)
-    if timeout <= 0 or class_name is None or await modes.get(kube, class_name) != IMMEDIATE:
-        return False
+async def wait_until_bound(kube: Kube, pvc: Mapping[str, Any], timeout: float) -> bool:
+    """Poll the claim until it is bound, for at most `timeout` seconds. True when it bound."""
     metadata = pvc["metadata"]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -5,7 +5,14 @@ from typing import Any
 from fastapi import APIRouter
 
 from kubehands.api.deps import CallerDep, GatewayDep
-from kubehands.api.schemas import RuntimeIdRequest, RuntimeList, RuntimeObject, StartRequest, StopResponse
+from kubehands.api.schemas import (
+    RuntimeIdRequest,
+    RuntimeList,
+    RuntimeObject,
+    RuntimeStatus,
+    StartRequest,
+    StopResponse,
+)
 
 router = APIRouter(tags=["runtimes"])
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -49,4 +56,4 @@ async def resume(body: RuntimeIdRequest, caller: CallerDep, gateway: GatewayDep)
 async def stop(body: RuntimeIdRequest, caller: CallerDep, gateway: GatewayDep) -> StopResponse:
     """Delete the sandbox, its pod, workspace and session key."""
     await gateway.sandboxes.stop(caller, body.runtime_id)
-    return StopResponse(runtime_id=body.runtime_id, status="stopped")
+    return StopResponse(runtime_id=body.runtime_id, status=RuntimeStatus.STOPPED)

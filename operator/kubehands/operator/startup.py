@@ -1,9 +1,9 @@
-"""Operator-wide kopf settings and the per-run resources (config, API client), set once at startup."""
+"""kopf's start-up, login, clean-up and liveness hooks: operator-wide kopf settings and the per-run
+resources (configuration, API client, culling loop). The settings themselves live in `config`."""
 
 import asyncio
 import contextlib
 import logging
-import os
 import weakref
 from datetime import UTC, datetime
 from typing import Any
@@ -11,7 +11,8 @@ from typing import Any
 import kopf
 
 from kubehands.crd import constants
-from kubehands.operator import handlers, kube
+from kubehands.kube import Kube, load_configuration
+from kubehands.operator import handlers
 from kubehands.operator.config import OperatorConfig
 
 
@@ -41,7 +42,7 @@ async def configure(
 
     # Read per run, not per import, so a test can change the environment between operator runs.
     memo.config = OperatorConfig()
-    memo.kube = await kube.connect()
+    memo.kube = await Kube.connect(request_timeout=memo.config.kube_request_timeout_seconds)
     # One lock per Sandbox serialises handlers, pod events and timers touching it; unused locks vanish.
     memo.locks = weakref.WeakValueDictionary()
     # Indexes are live views, filled as kopf lists and watches; the loop reads them every interval.
@@ -52,37 +53,29 @@ async def configure(
 
 
 @kopf.on.login()
-def login(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any) -> kopf.ConnectionInfo:
-    """kopf's client-library login, except that `$KUBECONFIG` is read now, not when `kubernetes` was imported.
+async def login(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo:
+    """kopf's own connection, logged in exactly as the operator's API client (`kubehands.kube`).
 
-    The library fixes its default kubeconfig path at import time; an operator embedded in a process that
-    sets the variable later (tests, notebooks) would otherwise log in with the wrong file.
+    kopf's built-in logins read `$KUBECONFIG` through a client library that fixed its default path at
+    import; an operator embedded in a process that sets the variable later (tests) would log in with
+    the wrong file.
     """
-    from kubernetes import client
-    from kubernetes import config as kube_config
-
-    configuration = client.Configuration()
-    try:
-        kube_config.load_incluster_config(client_configuration=configuration)
-    except kube_config.ConfigException:
-        kube_config.load_kube_config(
-            config_file=os.environ.get("KUBECONFIG"), client_configuration=configuration
-        )
-    header = configuration.get_api_key_with_prefix("BearerToken") or configuration.get_api_key_with_prefix(
-        "authorization"
-    )
+    configuration = await load_configuration()
+    # Also runs the configuration's refresh hook, so a rotated service-account token is picked up.
+    header = await configuration.get_api_key_with_prefix("BearerToken", alias="authorization")
     parts = header.split(" ", 1) if header else []
     scheme, token = (parts[0], parts[1]) if len(parts) == 2 else (None, parts[0] if parts else None)
     return kopf.ConnectionInfo(
         server=configuration.host,
         ca_path=configuration.ssl_ca_cert,
         insecure=not configuration.verify_ssl,
-        username=configuration.username or None,
+        username=configuration.username or None,  # the library's "not set" is an empty string
         password=configuration.password or None,
         scheme=scheme,
         token=token,
         certificate_path=configuration.cert_file,
         private_key_path=configuration.key_file,
+        proxy_url=configuration.proxy,  # the kubeconfig's proxy-url, which our own client also uses
         trust_env=settings.networking.trust_env,
     )
 

@@ -1,7 +1,6 @@
-"""Support for the gateway unit tests (it holds no tests): real loopback servers, an upstream
-"agent server" and the gateway app, both served by uvicorn on 127.0.0.1 in the test's event loop.
-No Kubernetes API is involved: the gateway's watch caches are not started; they hold the objects
-the test puts in them."""
+"""Support for the gateway unit tests: real loopback servers, an upstream "agent server" and the
+gateway app, both served by uvicorn on 127.0.0.1 in the test's event loop. No Kubernetes API is
+involved: the gateway's watch caches are not started; they hold the objects the test puts in them."""
 
 import asyncio
 import hashlib
@@ -23,6 +22,9 @@ from kubehands.api.gateway import Gateway
 from kubehands.api.keys import Profile, build_key_secret, hash_key
 from kubehands.api.main import create_app
 from kubehands.api.settings import Settings
+from kubehands.crd.model import DesiredState, Phase, PodStatus
+from kubehands.crd.names import session_label
+from kubehands.kube import Kube, TimeoutApiClient
 
 
 async def _echo(request: Request) -> Response:
@@ -108,11 +110,14 @@ async def serve(app: Any, timeout: float = 10.0) -> AsyncIterator[int]:
 
 
 def sandbox_object(
-    runtime_id: str, tenant: str, session_id: str, port: int, state: str = "Running", ready: bool = True
+    runtime_id: str,
+    tenant: str,
+    session_id: str,
+    port: int,
+    state: DesiredState = DesiredState.RUNNING,
+    ready: bool = True,
 ) -> dict[str, Any]:
     """A Sandbox as the operator leaves it once its pod is ready, with every port on `port`."""
-    from kubehands.crd.names import session_label
-
     return {
         "apiVersion": "kubehands.dev/v1alpha1",
         "kind": "Sandbox",
@@ -127,26 +132,27 @@ def sandbox_object(
         },
         "spec": {
             "image": "example/agent:1",
-            "state": state,
+            "state": state.value,
             "sessionID": session_id,
             "sessionKeySecretRef": {"name": f"{runtime_id}-session", "key": "session-api-key"},
             "ports": [{"name": n, "containerPort": port} for n in ("agent", "vscode", "work-1", "work-2")],
         },
         "status": (
-            {"phase": "Running", "podStatus": "ready", "podIP": "127.0.0.1", "podName": runtime_id,
-             "observedGeneration": 1}
-            if ready and state == "Running"
-            else {"phase": "Paused" if state == "Paused" else "Starting", "podStatus": "not found",
-                  "observedGeneration": 1}
+            {"phase": Phase.RUNNING.value, "podStatus": PodStatus.READY.value, "podIP": "127.0.0.1",
+             "podName": runtime_id, "observedGeneration": 1}
+            if ready and state == DesiredState.RUNNING
+            else {"phase": (Phase.PAUSED if state == DesiredState.PAUSED else Phase.STARTING).value,
+                  "podStatus": PodStatus.NOT_FOUND.value, "observedGeneration": 1}
         ),
     }
 
 
-def offline_gateway(settings: Settings) -> Gateway:
-    """A Gateway whose caches are filled by the test instead of a watch (no API server behind it)."""
-    api = client.ApiClient(client.Configuration(host="http://127.0.0.1:9"))  # nothing listens on port 9
+def offline_gateway(settings: Settings, api_server: str = "http://127.0.0.1:9") -> Gateway:
+    """A Gateway whose caches are filled by the test instead of a watch. By default no API server is
+    behind it (nothing listens on port 9), so a call that reaches the API fails at once."""
+    api = TimeoutApiClient(client.Configuration(host=api_server), settings.kube_request_timeout_seconds)
     http = httpx.AsyncClient(timeout=httpx.Timeout(600, connect=5), trust_env=False)
-    gateway = Gateway.assemble(settings, api, http)
+    gateway = Gateway.assemble(settings, Kube.from_api(api), http)
     for reflector in (gateway.caches.sandboxes, gateway.caches.session_keys, gateway.caches.api_keys):
         reflector.synced.set()
     return gateway
@@ -171,4 +177,4 @@ async def serve_gateway(settings: Settings) -> AsyncIterator[tuple[Gateway, int]
         await gateway.alive.stop()
         await gateway.upstream.close()
         await gateway.http.aclose()
-        await gateway.api.close()
+        await gateway.kube.close()

@@ -1,0 +1,157 @@
+"""The objects a /start writes: the Sandbox and its session-key Secret, and the names they get.
+
+Pure builders; the only randomness is in `mint_*`, which the callers invoke explicitly.
+"""
+
+import hashlib
+import secrets
+import string
+from typing import Any
+
+from kubehands.api import urls
+from kubehands.api.constants import (
+    ANNOTATION_SESSION_ID,
+    API_VERSION,
+    COMPONENT_SESSION,
+    KIND,
+    LABEL_COMPONENT,
+    LABEL_MANAGED_BY,
+    LABEL_OWNER,
+    LABEL_PART_OF,
+    LABEL_RUNTIME_ID,
+    LABEL_SESSION,
+    LABEL_SESSION_KEY,
+    MANAGED_BY_GATEWAY,
+    PART_OF,
+    RUNTIME_ID_PREFIX,
+    RUNTIME_ID_RANDOM_LEN,
+    SESSION_KEY_SECRET_KEY,
+    SESSION_KEY_SECRET_PREFIX,
+)
+from kubehands.api.keys import KeyRecord
+from kubehands.api.schemas import StartRequest
+from kubehands.api.settings import Settings
+from kubehands.api.start_request import parse_command, resources_for
+from kubehands.crd.constants import MANAGED_ENV
+from kubehands.crd.model import DesiredState
+from kubehands.crd.names import session_label
+
+_BASE36 = string.digits + string.ascii_lowercase
+
+
+# ---- names ------------------------------------------------------------------------------------
+
+
+def mint_runtime_id() -> str:
+    return RUNTIME_ID_PREFIX + "".join(secrets.choice(_BASE36) for _ in range(RUNTIME_ID_RANDOM_LEN))
+
+
+def mint_session_key() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def claim_name(tenant: str, session_id: str) -> str:
+    """Deterministic name of the session-key Secret of (tenant, session): the /start claim."""
+    digest = hashlib.sha256(f"{tenant}\x00{session_id}".encode()).hexdigest()[:40]
+    return SESSION_KEY_SECRET_PREFIX + digest
+
+
+# ---- objects ----------------------------------------------------------------------------------
+
+
+def build_environment(
+    req: StartRequest, caller: KeyRecord, settings: Settings, runtime_id: str
+) -> list[dict[str, str]]:
+    env: dict[str, str] = {}
+    if settings.inject_url_env:  # RUNTIME_ID, VSCODE_PORT, OH_VSCODE_PORT, WORKER_1/2: the operator sets them
+        env["RUNTIME_URL"] = urls.sandbox_url(settings, runtime_id)
+        if settings.routing_mode == "path":
+            env["OH_VSCODE_BASE_PATH"] = urls.vscode_base_path(runtime_id)
+            env["OPENVSCODE_SERVER_BASE_PATH"] = urls.vscode_base_path(runtime_id)
+    env.update(req.environment or {})
+    env.update(caller.profile.env)  # the administrator's profile wins over the client
+    # The operator's own variables would be ignored in spec.env; they are dropped here already.
+    return [{"name": k, "value": v} for k, v in env.items() if k not in MANAGED_ENV]
+
+
+def build_sandbox(
+    req: StartRequest, caller: KeyRecord, settings: Settings, runtime_id: str, secret: str
+) -> dict[str, Any]:
+    """The Sandbox of a /start. Raises `InvalidRequest` for what the request model cannot check alone."""
+    spec: dict[str, Any] = {
+        "image": req.image,
+        "env": build_environment(req, caller, settings, runtime_id),
+        "resources": resources_for(settings, req.resource_factor, caller.profile.resource_ceiling),
+        "workspace": {"size": settings.workspace_size, "mountPath": settings.workspace_mount_path},
+        "sessionKeySecretRef": {"name": secret, "key": SESSION_KEY_SECRET_KEY},
+        "state": DesiredState.RUNNING.value,
+        "sessionID": req.session_id,
+    }
+    command = parse_command(req.command)
+    if command:
+        spec["command"] = command
+    if req.working_dir:
+        spec["workingDir"] = req.working_dir
+    if req.runtime_class:  # the operator maps it (KUBEHANDS_RUNTIME_CLASS_MAP) or drops it
+        spec["runtimeClassName"] = req.runtime_class
+    security = {
+        k: v
+        for k, v in (
+            ("runAsUser", req.run_as_user),
+            ("runAsGroup", req.run_as_group),
+            ("fsGroup", req.fs_group),
+        )
+        if v is not None
+    }
+    if security:
+        spec["securityContext"] = security
+    pull_policy = req.image_pull_policy or settings.image_pull_policy
+    if pull_policy:
+        spec["imagePullPolicy"] = pull_policy
+    if settings.workspace_storage_class:
+        spec["workspace"]["storageClassName"] = settings.workspace_storage_class
+    if caller.profile.volumes:
+        spec["volumes"] = [v.model_dump(by_alias=True, exclude_none=True) for v in caller.profile.volumes]
+    if caller.profile.node_selector:
+        spec["nodeSelector"] = dict(caller.profile.node_selector)
+    if caller.profile.tolerations:
+        spec["tolerations"] = [
+            t.model_dump(by_alias=True, exclude_none=True) for t in caller.profile.tolerations
+        ]
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {
+            "name": runtime_id,
+            "namespace": settings.namespace,
+            "labels": {LABEL_OWNER: caller.name, LABEL_SESSION: session_label(req.session_id)},
+            "annotations": {ANNOTATION_SESSION_ID: req.session_id},
+        },
+        "spec": spec,
+    }
+
+
+def build_session_secret(
+    name: str, namespace: str, tenant: str, session_id: str, runtime_id: str, session_key: str
+) -> dict[str, Any]:
+    """The session-key Secret. Its deterministic name makes it the /start claim of (tenant, session)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {
+                LABEL_PART_OF: PART_OF,
+                LABEL_MANAGED_BY: MANAGED_BY_GATEWAY,
+                LABEL_COMPONENT: COMPONENT_SESSION,
+                LABEL_SESSION_KEY: "true",
+                LABEL_OWNER: tenant,
+                LABEL_SESSION: session_label(session_id),
+                LABEL_RUNTIME_ID: runtime_id,
+            },
+            "annotations": {ANNOTATION_SESSION_ID: session_id},
+        },
+        "stringData": {SESSION_KEY_SECRET_KEY: session_key},
+    }

@@ -1,0 +1,110 @@
+"""What the clients see of a Sandbox: the runtime object, its status pair, and the session key.
+
+Pure functions over the Sandbox and session-key Secret as the caches hold them (API JSON dicts).
+"""
+
+import base64
+from typing import Any
+
+from kubehands.api import urls
+from kubehands.api.constants import SESSION_KEY_SECRET_KEY
+from kubehands.api.schemas import RuntimeObject, RuntimeStatus
+from kubehands.api.settings import Settings
+from kubehands.crd.model import DesiredState, Phase, PodStatus
+
+Obj = dict[str, Any]
+
+# Pod statuses the operator reports for a pod that will not become ready by itself.
+_BROKEN = (PodStatus.FAILED, PodStatus.CRASH_LOOP_BACK_OFF, PodStatus.UNKNOWN)
+
+
+def sandbox_session_id(sandbox: Obj) -> str:
+    return str((sandbox.get("spec") or {}).get("sessionID") or "")
+
+
+def secret_session_key(secret: Obj | None) -> str | None:
+    """The session API key in a session-key Secret: `data` as the API returns it, or `stringData` as
+    the gateway wrote it."""
+    if not secret:
+        return None
+    value = (secret.get("data") or {}).get(SESSION_KEY_SECRET_KEY)
+    if value:
+        try:
+            return base64.b64decode(value).decode("utf-8")
+        except (ValueError, UnicodeDecodeError):
+            return None
+    return (secret.get("stringData") or {}).get(SESSION_KEY_SECRET_KEY)
+
+
+def status_is_current(sandbox: Obj) -> bool:
+    """The operator has written status for the latest spec (e.g. after /pause or /resume).
+
+    A status from an older generation may still describe the pod a pause just deleted: until the
+    operator catches up, a sandbox is never reported ready nor routed to.
+    """
+    generation = (sandbox.get("metadata") or {}).get("generation")
+    return generation is not None and (sandbox.get("status") or {}).get("observedGeneration") == generation
+
+
+def _pod_status(status: Obj) -> str:
+    return str(status.get("podStatus") or "").lower()
+
+
+def pod_identity(sandbox: Obj) -> tuple[str, str] | None:
+    """(podName, podIP) of a ready pod; the key of the cached /alive result."""
+    status = sandbox.get("status") or {}
+    if not status_is_current(sandbox):
+        return None
+    if _pod_status(status) != PodStatus.READY or not status.get("podIP"):
+        return None
+    return (str(status.get("podName") or ""), str(status["podIP"]))
+
+
+def runtime_status(sandbox: Obj | None, alive: bool) -> tuple[RuntimeStatus, PodStatus]:
+    """(status, pod_status), one of the consistent pairs docs/runtime-api.md §8.16 requires."""
+    if sandbox is None:  # only the claim exists: the Sandbox is being created
+        return RuntimeStatus.STARTING, PodStatus.PENDING
+    if (sandbox.get("metadata") or {}).get("deletionTimestamp"):
+        return RuntimeStatus.STOPPED, PodStatus.NOT_FOUND
+    spec = sandbox.get("spec") or {}
+    status = sandbox.get("status") or {}
+    phase = status.get("phase") or ""
+    pod_status = _pod_status(status)
+    if spec.get("state") == DesiredState.PAUSED:
+        return RuntimeStatus.PAUSED, PodStatus.NOT_FOUND
+    if not status_is_current(sandbox):
+        return RuntimeStatus.STARTING, PodStatus.PENDING
+    if phase == Phase.FAILED or pod_status in _BROKEN:
+        crash_looping = pod_status == PodStatus.CRASH_LOOP_BACK_OFF
+        return RuntimeStatus.ERROR, PodStatus.CRASH_LOOP_BACK_OFF if crash_looping else PodStatus.FAILED
+    if pod_status == PodStatus.READY and phase != Phase.PAUSED:
+        if alive:
+            return RuntimeStatus.RUNNING, PodStatus.READY
+        return RuntimeStatus.STARTING, PodStatus.RUNNING
+    if pod_status == PodStatus.RUNNING:
+        return RuntimeStatus.STARTING, PodStatus.RUNNING
+    return RuntimeStatus.STARTING, PodStatus.PENDING
+
+
+def runtime_object(
+    settings: Settings,
+    runtime_id: str,
+    session_id: str,
+    sandbox: Obj | None,
+    session_key: str | None,
+    alive: bool,
+) -> RuntimeObject:
+    status, pod_status = runtime_status(sandbox, alive)
+    observed = (sandbox or {}).get("status") or {}
+    reasons = observed.get("restartReasons") or []
+    return RuntimeObject(
+        runtime_id=runtime_id,
+        session_id=session_id,
+        url=urls.sandbox_url(settings, runtime_id),
+        session_api_key=session_key,
+        status=status,
+        pod_status=pod_status,
+        work_hosts=urls.work_hosts(settings, runtime_id),
+        restart_count=int(observed.get("restartCount") or 0),
+        restart_reasons=[str(r) for r in reasons] if isinstance(reasons, list) else [],
+    )

@@ -1,0 +1,188 @@
+"""Kubernetes access shared by the operator, the gateway and the `kubehands` command.
+
+One way to log in (explicit kubeconfig, else in-cluster, else `$KUBECONFIG` read at call time), one
+spelling of the Sandbox's coordinates, and a timeout on every API call: kubernetes_asyncio waits
+forever by default, so a stalled API server or a dead pooled connection would hang a request or the
+operator's loops instead of failing fast. Timeouts surface as `TimeoutError` (the gateway answers 503).
+"""
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.exceptions import ApiException
+from kubernetes_asyncio.config.config_exception import ConfigException
+
+from kubehands.crd import constants
+
+MERGE_PATCH = "application/merge-patch+json"
+STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
+NOT_FOUND, CONFLICT = 404, 409
+
+# Bounds a single API call. Watches pass their own, longer `_request_timeout`.
+DEFAULT_REQUEST_TIMEOUT_SECONDS = 10.0
+
+Obj = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class CustomResource:
+    group: str
+    version: str
+    plural: str
+
+    def coordinates(self) -> dict[str, str]:
+        """Keyword arguments for CustomObjectsApi calls and kopf decorators."""
+        return {"group": self.group, "version": self.version, "plural": self.plural}
+
+
+SANDBOXES = CustomResource(constants.GROUP, constants.VERSION, constants.PLURAL)
+
+
+def owner_reference(owner: Mapping[str, Any], *, block_owner_deletion: bool = True) -> Obj:
+    """A controller reference to `owner` (an API dict). Blocking deletion needs `update` on the owner's
+    `finalizers` subresource where OwnerReferencesPermissionEnforcement is on."""
+    metadata = owner["metadata"]
+    return {
+        "apiVersion": owner.get("apiVersion", constants.API_VERSION),
+        "kind": owner.get("kind", constants.KIND),
+        "name": metadata["name"],
+        "uid": metadata["uid"],
+        "controller": True,
+        "blockOwnerDeletion": block_owner_deletion,
+    }
+
+
+def labels(obj: Mapping[str, Any] | None) -> dict[str, str]:
+    return dict(((obj or {}).get("metadata") or {}).get("labels") or {})
+
+
+class TimeoutApiClient(client.ApiClient):  # type: ignore[misc]
+    """An ApiClient that gives every call without its own `_request_timeout` a default one."""
+
+    def __init__(self, configuration: client.Configuration, request_timeout: float) -> None:
+        super().__init__(configuration)
+        self.request_timeout = request_timeout
+
+    def request(self, *args: Any, _request_timeout: Any = None, **kwargs: Any) -> Any:
+        return super().request(*args, _request_timeout=_request_timeout or self.request_timeout, **kwargs)
+
+
+async def load_configuration(kubeconfig: str | None = None) -> client.Configuration:
+    """An explicit kubeconfig; else the pod's service account; else `$KUBECONFIG` or ~/.kube/config.
+
+    `$KUBECONFIG` is read now: the library fixes its default path when it is imported, and a process
+    that sets the variable later (tests, `make run`) must still log in with the right file.
+    """
+    configuration = client.Configuration()
+    if kubeconfig:
+        await config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+        return configuration
+    try:
+        config.load_incluster_config(client_configuration=configuration)
+    except ConfigException:
+        await config.load_kube_config(
+            config_file=os.environ.get("KUBECONFIG"), client_configuration=configuration
+        )
+    return configuration
+
+
+@dataclass
+class Kube:
+    """The API client and the calls both components make on Sandboxes, as plain JSON dicts."""
+
+    api: client.ApiClient
+    core: client.CoreV1Api
+    custom: client.CustomObjectsApi
+
+    @classmethod
+    def from_api(cls, api: client.ApiClient) -> "Kube":
+        return cls(api=api, core=client.CoreV1Api(api), custom=client.CustomObjectsApi(api))
+
+    @classmethod
+    async def connect(
+        cls, kubeconfig: str | None = None, request_timeout: float = DEFAULT_REQUEST_TIMEOUT_SECONDS
+    ) -> "Kube":
+        return cls.from_api(TimeoutApiClient(await load_configuration(kubeconfig), request_timeout))
+
+    def to_dict(self, obj: Any) -> Obj:
+        """A client model as the API's JSON dict (camelCase keys)."""
+        return dict(self.api.sanitize_for_serialization(obj))
+
+    async def close(self) -> None:
+        await self.api.close()
+
+    # ---- Sandboxes ------------------------------------------------------------------------------
+
+    async def create_sandbox(self, namespace: str, body: Mapping[str, Any]) -> Obj:
+        created = await self.custom.create_namespaced_custom_object(
+            namespace=namespace, body=dict(body), **SANDBOXES.coordinates()
+        )
+        return dict(created)
+
+    async def get_sandbox(self, namespace: str, name: str) -> Obj | None:
+        """The Sandbox, or None when it does not exist."""
+        try:
+            found = await self.custom.get_namespaced_custom_object(
+                namespace=namespace, name=name, **SANDBOXES.coordinates()
+            )
+        except ApiException as exc:
+            if exc.status == NOT_FOUND:
+                return None
+            raise
+        return dict(found)
+
+    async def list_sandboxes(self, namespace: str, **kwargs: Any) -> Any:
+        """The raw list call (the gateway's reflector passes watch and `_preload_content` options)."""
+        return await self.custom.list_namespaced_custom_object(
+            namespace=namespace, **SANDBOXES.coordinates(), **kwargs
+        )
+
+    async def patch_sandbox(self, namespace: str, name: str, patch: Mapping[str, Any]) -> Obj:
+        """A JSON merge patch of the Sandbox (metadata and spec). Raises 404/409 as ApiException."""
+        patched = await self.custom.patch_namespaced_custom_object(
+            namespace=namespace,
+            name=name,
+            body=dict(patch),
+            _content_type=MERGE_PATCH,
+            **SANDBOXES.coordinates(),
+        )
+        return dict(patched)
+
+    async def patch_sandbox_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> Obj | None:
+        """A merge patch of the status subresource; None when the Sandbox is gone."""
+        try:
+            patched = await self.custom.patch_namespaced_custom_object_status(
+                namespace=namespace,
+                name=name,
+                body={"status": dict(status)},
+                _content_type=MERGE_PATCH,
+                **SANDBOXES.coordinates(),
+            )
+        except ApiException as exc:
+            if exc.status == NOT_FOUND:
+                return None
+            raise
+        return dict(patched)
+
+    async def delete_sandbox(
+        self, namespace: str, name: str, *, resource_version: str | None = None
+    ) -> Obj | None:
+        """Start deleting the Sandbox (its children go by garbage collection); None when it is gone.
+
+        With `resource_version`, only that version is deleted (409 when it changed meanwhile).
+        """
+        options: Obj = {"propagationPolicy": "Background"}
+        if resource_version is not None:
+            options["preconditions"] = {"resourceVersion": resource_version}
+        try:
+            result = await self.custom.delete_namespaced_custom_object(
+                namespace=namespace, name=name, body=options, **SANDBOXES.coordinates()
+            )
+        except ApiException as exc:
+            if exc.status == NOT_FOUND:
+                return None
+            raise
+        return dict(result) if isinstance(result, Mapping) else None

@@ -1,0 +1,132 @@
+"""The objects a /start writes: the Sandbox and the session-key Secret (the claim), and their names."""
+
+import base64
+from typing import Any
+
+import pytest
+
+from kubehands.api import objects
+from kubehands.api.keys import KeyRecord, Profile
+from kubehands.api.runtime import secret_session_key
+from kubehands.api.schemas import StartRequest
+from kubehands.api.settings import Settings
+from kubehands.api.urls import is_runtime_id
+from kubehands.crd.model import Sandbox
+from kubehands.crd.names import session_label
+
+pytestmark = pytest.mark.unit
+
+CALLER = KeyRecord(name="team-a", digest="0" * 64)
+RID = "kh-0123456789ab"
+
+
+def _start(**fields: Any) -> StartRequest:
+    return StartRequest.model_validate(
+        {"image": "ghcr.io/openhands/agent-server:1.34.0-python", "session_id": "S1"} | fields
+    )
+
+
+def test_build_minimal_sandbox() -> None:
+    settings = Settings(public_url="https://rt.example.test")
+    body = objects.build_sandbox(_start(), CALLER, settings, RID, "kh-session-x")
+    assert body == {
+        "apiVersion": "kubehands.dev/v1alpha1",
+        "kind": "Sandbox",
+        "metadata": {
+            "name": RID,
+            "namespace": "default",
+            "labels": {"kubehands.dev/owner": "team-a", "kubehands.dev/session": session_label("S1")},
+            "annotations": {"kubehands.dev/session-id": "S1"},
+        },
+        "spec": {
+            "image": "ghcr.io/openhands/agent-server:1.34.0-python",
+            "env": [
+                {"name": "RUNTIME_URL", "value": f"https://rt.example.test/{RID}"},
+                {"name": "OH_VSCODE_BASE_PATH", "value": f"/{RID}/vscode"},
+                {"name": "OPENVSCODE_SERVER_BASE_PATH", "value": f"/{RID}/vscode"},
+            ],
+            "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "3Gi"}},
+            "workspace": {"size": "10Gi", "mountPath": "/workspace"},
+            "sessionKeySecretRef": {"name": "kh-session-x", "key": "session-api-key"},
+            "state": "Running",
+            "sessionID": "S1",
+        },
+    }
+    Sandbox.model_validate(body)  # the operator's model accepts it
+
+
+def test_build_sandbox_with_every_option() -> None:
+    profile = Profile.model_validate(
+        {
+            "volumes": [
+                {"name": "data", "mountPath": "/data", "persistentVolumeClaim": {"claimName": "team-data"}}
+            ],
+            "env": {"TEAM": "a", "LLM_MODEL": "admin-choice"},
+            "nodeSelector": {"pool": "sandboxes"},
+        }
+    )
+    caller = KeyRecord(name="team-a", digest="0" * 64, profile=profile)
+    request = _start(
+        command="/usr/local/bin/openhands-agent-server --port 60000",
+        working_dir="/",
+        environment={"LLM_MODEL": "client-choice", "SESSION_API_KEY": "smuggled", "X": "1"},
+        resource_factor=2,
+        runtime_class="sysbox-runc",
+        run_as_user=10001,
+        fs_group=10001,
+        image_pull_policy="Never",
+    )
+    spec = objects.build_sandbox(
+        request, caller, Settings(routing_mode="subdomain", domain="d.test"), RID, "s"
+    )["spec"]
+    env = {e["name"]: e["value"] for e in spec["env"]}
+    assert env["LLM_MODEL"] == "admin-choice" and env["X"] == "1" and env["TEAM"] == "a"
+    assert "SESSION_API_KEY" not in env and "OH_VSCODE_BASE_PATH" not in env
+    assert env["RUNTIME_URL"] == f"https://{RID}.d.test"
+    assert spec["command"] == ["/usr/local/bin/openhands-agent-server", "--port", "60000"]
+    assert spec["workingDir"] == "/"
+    assert spec["runtimeClassName"] == "sysbox-runc"
+    assert spec["securityContext"] == {"runAsUser": 10001, "fsGroup": 10001}
+    assert spec["imagePullPolicy"] == "Never"
+    assert spec["resources"]["limits"] == {"memory": "6Gi"}
+    assert spec["volumes"] == [
+        {
+            "name": "data",
+            "mountPath": "/data",
+            "readOnly": False,
+            "persistentVolumeClaim": {"claimName": "team-data"},
+        }
+    ]
+    assert spec["nodeSelector"] == {"pool": "sandboxes"}
+    Sandbox.model_validate({"metadata": {}, "spec": spec})
+
+
+def test_the_operators_environment_is_dropped_from_requests_and_profiles() -> None:
+    caller = KeyRecord(name="team-a", digest="0" * 64, profile=Profile(env={"RUNTIME_ID": "admin", "TEAM": "a"}))
+    request = _start(environment={"OH_SESSION_API_KEYS_0": "smuggled", "WORKER_1": "1", "X": "1"})
+    env = objects.build_environment(request, caller, Settings(inject_url_env=False), RID)
+    assert env == [{"name": "X", "value": "1"}, {"name": "TEAM", "value": "a"}]
+
+
+def test_session_secret_is_the_claim() -> None:
+    secret = objects.build_session_secret("kh-session-x", "ns", "team-a", "S1", RID, "key")
+    assert secret["stringData"] == {"session-api-key": "key"}
+    assert secret["metadata"]["labels"]["kubehands.dev/runtime-id"] == RID
+    assert secret["metadata"]["labels"]["kubehands.dev/session-key"] == "true"
+    encoded = {"data": {"session-api-key": base64.b64encode(b"key").decode()}}
+    assert secret_session_key(encoded) == "key"
+    assert secret_session_key(secret) == "key"  # as written, before the API server encodes it
+
+
+def test_claim_names_are_deterministic_per_tenant_and_session() -> None:
+    a = objects.claim_name("team-a", "Session-1")
+    assert a == objects.claim_name("team-a", "Session-1")
+    assert a != objects.claim_name("team-b", "Session-1")
+    assert a != objects.claim_name("team-a", "session-1")  # V1-app ids are case-sensitive
+    assert len(a) <= 63 and a.startswith("kh-session-")
+
+
+def test_runtime_ids_are_random_dns_labels() -> None:
+    ids = {objects.mint_runtime_id() for _ in range(200)}
+    assert len(ids) == 200
+    assert all(is_runtime_id(i) for i in ids)

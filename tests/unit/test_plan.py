@@ -1,0 +1,157 @@
+"""Every decision of a converge, case by case: `plan`, `binding_wait` and `drifted` are pure."""
+
+from typing import Any
+
+import pytest
+
+from kubehands.crd.model import Sandbox
+from kubehands.operator.builders import pod_spec_hash
+from kubehands.operator.plan import Step, binding_wait, drifted, outdated, plan
+
+pytestmark = pytest.mark.unit
+
+CLAIM, SECRET, AWAIT, CREATE, DELETE = (
+    Step.CREATE_CLAIM,
+    Step.ADOPT_SECRET,
+    Step.AWAIT_BINDING,
+    Step.CREATE_POD,
+    Step.DELETE_POD,
+)
+
+
+def sandbox(state: str = "Running", **spec: Any) -> Sandbox:
+    return Sandbox.model_validate(
+        {
+            "metadata": {"name": "kh-a", "namespace": "ns", "uid": "u-1", "generation": 1},
+            "spec": {"image": "agent:1", "sessionKeySecretRef": {"name": "s"}, "state": state, **spec},
+        }
+    )
+
+
+CURRENT_HASH = pod_spec_hash(sandbox().spec)
+
+
+def pod(
+    phase: str = "Running",
+    *,
+    spec_hash: str | None = CURRENT_HASH,
+    terminating: bool = False,
+    ready: bool = False,
+    **status: Any,
+) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"name": "kh-a", "namespace": "ns", "annotations": {}}
+    if spec_hash is not None:
+        metadata["annotations"]["kubehands.dev/spec-hash"] = spec_hash
+    if terminating:
+        metadata["deletionTimestamp"] = "2026-01-02T03:04:05Z"
+    conditions = [{"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": str(ready)}]
+    return {"metadata": metadata, "status": {"phase": phase, "conditions": conditions, **status}}
+
+
+CRASH_LOOP = {"containerStatuses": [{"name": "sandbox", "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}
+
+PLAN_CASES = [
+    # (id, sandbox, pod, bind wait seconds, steps)
+    ("paused with pod: delete it", sandbox("Paused"), pod(), 5, (SECRET, DELETE)),
+    ("paused with ready pod: delete it", sandbox("Paused"), pod(ready=True), 5, (SECRET, DELETE)),
+    ("paused with terminating pod: wait", sandbox("Paused"), pod(terminating=True), 5, (SECRET,)),
+    ("paused with failed pod: delete it", sandbox("Paused"), pod("Failed"), 5, (SECRET, DELETE)),
+    ("paused with outdated pod: delete it", sandbox("Paused"), pod(spec_hash="old"), 5, (SECRET, DELETE)),
+    ("paused without pod: nothing to do", sandbox("Paused"), None, 5, (SECRET,)),
+    ("created paused: no claim until the first run", sandbox("Paused"), None, 0, (SECRET,)),
+    ("running without pod: claim, wait for binding, pod", sandbox(), None, 5, (CLAIM, SECRET, AWAIT, CREATE)),
+    ("running without pod, bind wait off: no wait", sandbox(), None, 0, (CLAIM, SECRET, CREATE)),
+    ("terminating pod: wait for its DELETED event", sandbox(), pod(terminating=True), 5, (CLAIM, SECRET)),
+    (
+        "terminating outdated pod: no second delete",
+        sandbox(),
+        pod(spec_hash="old", terminating=True),
+        5,
+        (CLAIM, SECRET),
+    ),
+    ("terminating failed pod: no second delete", sandbox(), pod("Failed", terminating=True), 5, (CLAIM, SECRET)),
+    ("terminal pod (Failed): replace", sandbox(), pod("Failed", reason="Evicted"), 5, (CLAIM, SECRET, DELETE)),
+    ("terminal pod (Succeeded): replace", sandbox(), pod("Succeeded"), 5, (CLAIM, SECRET, DELETE)),
+    ("outdated template: replace", sandbox(), pod(spec_hash="old"), 5, (CLAIM, SECRET, DELETE)),
+    ("pod without a spec hash: replace", sandbox(), pod(spec_hash=None), 5, (CLAIM, SECRET, DELETE)),
+    ("outdated by a new image: replace", sandbox(image="agent:2"), pod(), 5, (CLAIM, SECRET, DELETE)),
+    ("up-to-date pending pod: keep", sandbox(), pod("Pending"), 5, (CLAIM, SECRET)),
+    ("up-to-date ready pod: keep", sandbox(), pod(ready=True), 5, (CLAIM, SECRET)),
+    ("crash-looping pod: keep, the kubelet restarts it", sandbox(), pod(**CRASH_LOOP), 5, (CLAIM, SECRET)),
+    ("idle timeout changed: not in the pod, keep", sandbox(idleTimeoutSeconds=60), pod(), 5, (CLAIM, SECRET)),
+]
+
+
+@pytest.mark.parametrize(
+    ("box", "current", "bind_wait", "steps"), [c[1:] for c in PLAN_CASES], ids=[c[0] for c in PLAN_CASES]
+)
+def test_plan(box: Sandbox, current: dict[str, Any] | None, bind_wait: float, steps: tuple[Step, ...]) -> None:
+    decided = plan(box, current, bind_wait_seconds=bind_wait)
+    assert decided.steps == steps
+    assert decided.reason
+
+
+def test_steps_run_in_the_order_of_the_api_calls() -> None:
+    """Claim, then Secret, then the bind wait, then the pod: a pod never waits for a claim not yet asked for."""
+    assert list(Step) == [CLAIM, SECRET, AWAIT, CREATE, DELETE]
+    for _, box, current, bind_wait, _ in PLAN_CASES:
+        steps = plan(box, current, bind_wait_seconds=bind_wait).steps
+        assert list(steps) == sorted(steps, key=list(Step).index)
+
+
+def test_outdated_compares_the_pod_spec_hash() -> None:
+    assert not outdated(sandbox(), pod())
+    assert outdated(sandbox(image="agent:2"), pod())
+    assert outdated(sandbox(), None)
+
+
+def claim(phase: str | None = None, storage_class: str | None = "standard") -> dict[str, Any]:
+    spec = {"storageClassName": storage_class} if storage_class else {}
+    return {"metadata": {"name": "kh-a-workspace", "namespace": "ns"}, "spec": spec, "status": {"phase": phase}}
+
+
+BINDING_CASES = [
+    # (id, claim as created or read, binding mode of its class, wait)
+    ("new claim, Immediate class: wait", claim(), "Immediate", True),
+    ("unbound claim, Immediate class: wait", claim("Pending"), "Immediate", True),
+    ("bound claim: no wait", claim("Bound"), "Immediate", False),
+    ("bound claim, mode not looked up: no wait", claim("Bound"), None, False),
+    ("unbound claim, WaitForFirstConsumer: no wait, it binds for the pod", claim("Pending"), "WaitForFirstConsumer",
+     False),
+    ("unbound claim, class unreadable: no wait", claim("Pending"), None, False),
+    ("unbound claim without class: no wait", claim("Pending", storage_class=None), None, False),
+]
+
+
+@pytest.mark.parametrize(
+    ("pvc", "mode", "wait"), [c[1:] for c in BINDING_CASES], ids=[c[0] for c in BINDING_CASES]
+)
+def test_binding_wait(pvc: dict[str, Any], mode: str | None, wait: bool) -> None:
+    assert binding_wait(pvc, mode) is wait
+
+
+def body(state: str | None = "Running", pod_status: str | None = None) -> dict[str, Any]:
+    spec = {"image": "agent:1"} | ({"state": state} if state else {})
+    return {"metadata": {"name": "kh-a", "namespace": "ns"}, "spec": spec, "status": {"podStatus": pod_status}}
+
+
+DRIFT_CASES = [
+    # (id, Sandbox body, indexed pod, drifted)
+    ("running without pod: drifted", body(), None, True),
+    ("state defaults to Running: drifted without pod", body(state=None), None, True),
+    ("paused with pod: drifted", body("Paused"), pod(), True),
+    ("paused without pod: in line", body("Paused"), None, False),
+    ("running, pending pod, not reported ready: in line", body(pod_status="pending"), pod("Pending"), False),
+    ("running, ready pod, reported ready: in line", body(pod_status="ready"), pod(ready=True), False),
+    ("ready pod not reported ready: drifted", body(pod_status="running"), pod(ready=True), True),
+    ("reported ready, pod no longer ready: drifted", body(pod_status="ready"), pod(), True),
+    ("reported ready, pod gone: drifted", body(pod_status="ready"), None, True),
+    ("no status yet, pod not ready: in line", {"metadata": {}, "spec": {}, "status": None}, pod(), False),
+]
+
+
+@pytest.mark.parametrize(
+    ("sandbox_body", "indexed", "expected"), [c[1:] for c in DRIFT_CASES], ids=[c[0] for c in DRIFT_CASES]
+)
+def test_drifted(sandbox_body: dict[str, Any], indexed: dict[str, Any] | None, expected: bool) -> None:
+    assert drifted(sandbox_body, indexed) is expected
