@@ -1,9 +1,6 @@
 """Sandbox test helpers: manifests, the operator under test, and API shortcuts (sync client)."""
 
 import os
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,6 +11,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from kubehands.crd import constants
+from tests.helpers.processes import OperatorProcess  # noqa: F401  (re-exported for the tests)
 
 ROOT = Path(__file__).resolve().parents[2]
 SESSION_KEY = "test-session-key"
@@ -140,33 +138,3 @@ def operator_in_thread(kubeconfig: str, namespace: str, **env: str) -> Iterator[
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-
-
-class OperatorProcess:
-    """`kubehands operator` as a child process, for tests that must kill it hard."""
-
-    def __init__(self, kubeconfig: str, namespace: str, log_path: Path) -> None:
-        self.args = [sys.executable, "-m", "kubehands.cli", "operator", "-n", namespace, "--verbose"]
-        self.env = {**os.environ, "KUBECONFIG": kubeconfig}
-        self.log_path = log_path
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                self.args, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
-            )
-
-    def kill(self) -> None:
-        """SIGKILL: no cleanup handlers, exactly like a crashed or OOM-killed operator."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.kill()

@@ -5,6 +5,7 @@ import io
 import time
 from collections.abc import Iterator
 from contextlib import redirect_stdout
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +15,8 @@ import pytest
 from kubehands.cli import main as kubehands_main
 from kubehands.kube import SANDBOXES
 from tests.helpers.kube import api_client
-from tests.helpers.processes import GatewayProcess, cluster_pid, free_port, stalled
-from tests.helpers.sandbox import OperatorProcess, SandboxApi
+from tests.helpers.processes import GatewayProcess, OperatorProcess, cluster_pid, free_port, stalled
+from tests.helpers.sandbox import SandboxApi
 from tests.helpers.wait import wait_for
 
 pytestmark = pytest.mark.node
@@ -33,8 +34,19 @@ def create_key(kubeconfig: str, namespace: str, name: str) -> str:
     return out.getvalue().strip()
 
 
+@dataclass
+class Deployed:
+    gateway: GatewayProcess
+    key: str
+
+    @property
+    def api(self) -> dict[str, str]:
+        return {"X-API-Key": self.key}
+
+
 @pytest.fixture
-def processes(kubeconfig: str, namespace: str, tmp_path: Path) -> Iterator[tuple[OperatorProcess, GatewayProcess]]:
+def deployed(kubeconfig: str, namespace: str, tmp_path: Path) -> Iterator[Deployed]:
+    """An operator and a gateway as child processes, and an API key."""
     operator = OperatorProcess(kubeconfig, namespace, tmp_path / "operator.log")
     gateway = GatewayProcess(
         kubeconfig,
@@ -48,7 +60,7 @@ def processes(kubeconfig: str, namespace: str, tmp_path: Path) -> Iterator[tuple
     operator.start()
     gateway.start()
     try:
-        yield operator, gateway
+        yield Deployed(gateway, create_key(kubeconfig, namespace, "chaos"))
     finally:
         gateway.stop()
         operator.stop()
@@ -70,11 +82,9 @@ def runtime_status(http: httpx.Client, key: str, runtime_id: str) -> str:
 
 @pytest.mark.timeout(600)
 def test_gateway_sigkill_under_polling_loses_nothing(
-    kubeconfig: str, namespace: str, agent_server_image: str, processes: tuple[OperatorProcess, GatewayProcess]
+    kubeconfig: str, namespace: str, agent_server_image: str, deployed: Deployed
 ) -> None:
-    _, gateway = processes
-    key = create_key(kubeconfig, namespace, "chaos")
-    api = {"X-API-Key": key}
+    gateway, key, api = deployed.gateway, deployed.key, deployed.api
     with httpx.Client(base_url=gateway.url, timeout=30) as http:
         before = {s: start(http, key, agent_server_image, s) for s in ("poll-a", "poll-b", "poll-c")}
         for _ in range(20):  # polling, as the clients do, right up to the kill
@@ -106,11 +116,9 @@ def test_api_server_stall_gets_answers_and_recovers(
     kubeconfig: str,
     namespace: str,
     agent_server_image: str,
-    processes: tuple[OperatorProcess, GatewayProcess],
+    deployed: Deployed,
 ) -> None:
-    _, gateway = processes
-    key = create_key(kubeconfig, namespace, "stall")
-    api = {"X-API-Key": key}
+    gateway, key, api = deployed.gateway, deployed.key, deployed.api
     with httpx.Client(base_url=gateway.url, timeout=STALL_ANSWER_SECONDS + 30) as http:
         runtime = start(http, key, agent_server_image, "stall-1")
         rid = runtime["runtime_id"]
@@ -153,11 +161,9 @@ def test_api_server_stall_gets_answers_and_recovers(
 
 @pytest.mark.timeout(900)
 def test_workspace_file_survives_five_pause_resume_cycles(
-    kubeconfig: str, namespace: str, agent_server_image: str, processes: tuple[OperatorProcess, GatewayProcess]
+    kubeconfig: str, namespace: str, agent_server_image: str, deployed: Deployed
 ) -> None:
-    _, gateway = processes
-    key = create_key(kubeconfig, namespace, "cycles")
-    api = {"X-API-Key": key}
+    gateway, key, api = deployed.gateway, deployed.key, deployed.api
     with httpx.Client(base_url=gateway.url, timeout=120) as http:
         runtime = start(http, key, agent_server_image, "cycles-1")
         rid, url, session_key = runtime["runtime_id"], runtime["url"], runtime["session_api_key"]
