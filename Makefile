@@ -39,7 +39,7 @@ images: deps venv  ## build local images (pause, agent-server, kubehands) and im
 run: venv cluster images  ## cluster + CRDs + operator + gateway; prints the OpenHands environment
 	hack/run.sh
 
-test: deps venv kubernetes images  ## the whole test suite (unit, cluster, node tiers)
+test: lint deps venv kubernetes images  ## lint, then the whole test suite (unit, cluster, node tiers)
 	hack/test.sh $(PYTEST_ARGS)
 
 test-unit: venv  ## unit tier only: no cluster
@@ -55,8 +55,9 @@ crds: venv  ## regenerate crds/ and the chart's copy from the Python model
 docs: venv  ## regenerate docs/configuration.md from the chart's values.yaml comments
 	$(PY) hack/gen-configuration-docs.py
 
-lint: venv
+lint: venv  ## ruff over all Python code; mypy --strict over both halves of `kubehands` (config: pyproject.toml)
 	$(VENV)/bin/ruff check operator api tests hack bench
+	$(VENV)/bin/mypy operator/kubehands api/kubehands
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -9,8 +9,9 @@ operator's loops instead of failing fast. Timeouts surface as `TimeoutError` (th
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict, cast
 
+from aiohttp import ClientTimeout
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 from kubernetes_asyncio.config.config_exception import ConfigException
@@ -25,6 +26,16 @@ NOT_FOUND, CONFLICT = 404, 409
 DEFAULT_REQUEST_TIMEOUT_SECONDS = 10.0
 
 Obj = dict[str, Any]
+# What `_request_timeout` accepts (seconds, or an aiohttp timeout).
+RequestTimeout = float | tuple[float] | ClientTimeout
+
+
+class Coordinates(TypedDict):
+    """A custom resource's coordinates, as keyword arguments of CustomObjectsApi calls and kopf decorators."""
+
+    group: str
+    version: str
+    plural: str
 
 
 @dataclass(frozen=True)
@@ -33,7 +44,7 @@ class CustomResource:
     version: str
     plural: str
 
-    def coordinates(self) -> dict[str, str]:
+    def coordinates(self) -> Coordinates:
         """Keyword arguments for CustomObjectsApi calls and kopf decorators."""
         return {"group": self.group, "version": self.version, "plural": self.plural}
 
@@ -59,15 +70,43 @@ def labels(obj: Mapping[str, Any] | None) -> dict[str, str]:
     return dict(((obj or {}).get("metadata") or {}).get("labels") or {})
 
 
-class TimeoutApiClient(client.ApiClient):  # type: ignore[misc]
+def json_body[M](body: Mapping[str, Any], model: type[M]) -> M:
+    """`body`, a plain API JSON dict, where the client's annotations name a model class (`model`).
+
+    The generated clients serialise a dict as it is (`sanitize_for_serialization`), so the builders' dicts
+    are sent unchanged; only the stubs insist on `V1Pod`, `V1Secret`, ... This returns `body` itself.
+    """
+    return cast(M, body)
+
+
+class TimeoutApiClient(client.ApiClient):
     """An ApiClient that gives every call without its own `_request_timeout` a default one."""
 
     def __init__(self, configuration: client.Configuration, request_timeout: float) -> None:
         super().__init__(configuration)
         self.request_timeout = request_timeout
 
-    def request(self, *args: Any, _request_timeout: Any = None, **kwargs: Any) -> Any:
-        return super().request(*args, _request_timeout=_request_timeout or self.request_timeout, **kwargs)
+    def request(
+        self,
+        method: str,
+        url: str,
+        query_params: Any | None = None,
+        headers: dict[str, Any] | None = None,
+        post_params: dict[str, Any] | None = None,
+        body: Any | None = None,
+        _preload_content: bool = True,
+        _request_timeout: RequestTimeout | None = None,
+    ) -> Any:
+        return super().request(
+            method,
+            url,
+            query_params=query_params,
+            headers=headers,
+            post_params=post_params,
+            body=body,
+            _preload_content=_preload_content,
+            _request_timeout=_request_timeout or self.request_timeout,
+        )
 
 
 async def load_configuration(kubeconfig: str | None = None) -> client.Configuration:
@@ -146,7 +185,7 @@ class Kube:
             namespace=namespace,
             name=name,
             body=dict(patch),
-            _content_type=MERGE_PATCH,
+            _content_type=MERGE_PATCH,  # type: ignore[call-arg]  # the client accepts it; its stubs omit it
             **SANDBOXES.coordinates(),
         )
         return dict(patched)
@@ -158,7 +197,7 @@ class Kube:
                 namespace=namespace,
                 name=name,
                 body={"status": dict(status)},
-                _content_type=MERGE_PATCH,
+                _content_type=MERGE_PATCH,  # type: ignore[call-arg]  # the client accepts it; its stubs omit it
                 **SANDBOXES.coordinates(),
             )
         except ApiException as exc:
@@ -179,7 +218,10 @@ class Kube:
             options["preconditions"] = {"resourceVersion": resource_version}
         try:
             result = await self.custom.delete_namespaced_custom_object(
-                namespace=namespace, name=name, body=options, **SANDBOXES.coordinates()
+                namespace=namespace,
+                name=name,
+                body=json_body(options, client.V1DeleteOptions),
+                **SANDBOXES.coordinates(),
             )
         except ApiException as exc:
             if exc.status == NOT_FOUND:

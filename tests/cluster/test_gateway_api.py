@@ -5,6 +5,7 @@ No operator runs here: these behaviours depend only on what the gateway writes a
 """
 
 import asyncio
+import hashlib
 import io
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, redirect_stdout
@@ -15,11 +16,15 @@ import pytest
 from kubernetes import client
 
 from kubehands.api.main import create_app
+from kubehands.api.runtime import runtime_status
+from kubehands.api.schemas import RuntimeStatus
 from kubehands.api.settings import Settings
 from kubehands.cli import main as kubehands_main
 from kubehands.crd import constants
 from kubehands.crd.names import session_label
+from kubehands.crd.times import parse_time
 from tests.helpers.kube import api_client
+from tests.helpers.sandbox import SandboxApi
 
 pytestmark = pytest.mark.cluster
 
@@ -96,6 +101,34 @@ def keys(kubeconfig: str, namespace: str) -> dict[str, str]:
 
 def start_body(session_id: str, **extra: Any) -> dict[str, Any]:
     return {"image": IMAGE, "session_id": session_id, "image_pull_policy": "Never", **extra}
+
+
+def sha256_hex(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def fail(kubeconfig: str, namespace: str, runtime_id: str) -> None:
+    """Report the sandbox's pod as crash-looping, for the current generation, as the operator would."""
+    with api_client(kubeconfig) as api:
+        sandboxes = SandboxApi(api, namespace)
+        generation = sandboxes.get(runtime_id)["metadata"]["generation"]
+        sandboxes.patch_status(
+            runtime_id, phase="Failed", podStatus="crashloopbackoff", observedGeneration=generation
+        )
+
+
+def state_of(kubeconfig: str, namespace: str, runtime_id: str) -> str:
+    with api_client(kubeconfig) as api:
+        return str(SandboxApi(api, namespace).get(runtime_id)["spec"]["state"])
+
+
+async def until_status(gateway: Any, runtime_id: str, status: RuntimeStatus) -> None:
+    await until(
+        lambda: runtime_status(gateway.caches.sandbox(runtime_id), alive=False)[0] == status,
+        gateway.caches.sandboxes,
+        30,
+        f"{runtime_id} to be {status} in the cache",
+    )
 
 
 async def test_keys_cli_stores_hashes_only(kubeconfig: str, namespace: str, keys: dict[str, str]) -> None:
@@ -262,6 +295,12 @@ async def test_resume_rotates_the_key_when_configured(
         await http.post("/pause", json={"runtime_id": runtime["runtime_id"]}, headers=a)
         resumed = (await http.post("/resume", json={"runtime_id": runtime["runtime_id"]}, headers=a)).json()
         assert resumed["session_api_key"] and resumed["session_api_key"] != runtime["session_api_key"]
+        # the router's copy of the key (its sha256) changed with it, in the patch that resumed the sandbox
+        [sandbox] = sandboxes_in(kubeconfig, namespace, "rot")
+        assert sandbox["spec"]["state"] == "Running"
+        assert sandbox["metadata"]["annotations"][constants.ANNOTATION_SESSION_KEY_SHA256] == sha256_hex(
+            resumed["session_api_key"]
+        )
 
 
 async def test_running_limit_is_429(kubeconfig: str, namespace: str, keys: dict[str, str]) -> None:
@@ -287,9 +326,9 @@ async def test_running_limit_is_429(kubeconfig: str, namespace: str, keys: dict[
         start_body("bad", environment={"NOT VALID": "x"}),
         start_body("bad", resource_factor=3),
         start_body("bad", working_dir="relative"),
-        start_body(
-            "bad", environment={"BIG": "x" * 200_000}
-        ),  # passes the gateway, refused by the CRD schema
+        start_body("bad", environment={"BIG": "x" * 200_000}),  # above the CRD's limit for a value
+        start_body("bad", run_as_user=0),
+        start_body("bad", environment={"..x": "1"}),
     ],
 )
 async def test_bad_input_is_4xx_and_creates_nothing(
@@ -334,3 +373,96 @@ async def test_paused_sandbox_answers_503_when_wake_is_off(
 async def test_health_reports_synced_caches(kubeconfig: str, namespace: str) -> None:
     async with gateway_client(kubeconfig, namespace) as (_, http):
         assert (await http.get("/health")).json() == {"status": "ok", "cache_synced": True}
+
+
+async def test_restarting_a_failed_session_keeps_its_sandbox_and_workspace(
+    kubeconfig: str, namespace: str, keys: dict[str, str]
+) -> None:
+    """A failed sandbox (e.g. its node was lost) is restarted in place by /start: same Sandbox, runtime_id,
+    session key and so workspace PVC, with the spec of the new request and a fresh restarted-at annotation
+    (the operator replaces the pod). It answers `starting` until the operator reports on the restart."""
+    async with gateway_client(kubeconfig, namespace) as (gateway, http):
+        a = {"X-API-Key": keys["a"]}
+        body = start_body("failing", command=["old"], working_dir="/old", environment={"OLD": "1"})
+        first = (await http.post("/start", json=body, headers=a)).json()
+        rid = first["runtime_id"]
+        [before] = sandboxes_in(kubeconfig, namespace, "failing")
+        fail(kubeconfig, namespace, rid)
+        await until_status(gateway, rid, RuntimeStatus.ERROR)
+        assert (await http.get("/sessions/failing", headers=a)).json()["status"] == "error"
+
+        again = await http.post("/start", json=start_body("failing", environment={"NEW": "1"}), headers=a)
+        assert again.status_code == 200, again.text
+        runtime = again.json()
+        assert runtime["runtime_id"] == rid and runtime["session_api_key"] == first["session_api_key"]
+        assert (runtime["status"], runtime["pod_status"]) == ("starting", "pending")
+        [after] = sandboxes_in(kubeconfig, namespace, "failing")
+        assert after["metadata"]["uid"] == before["metadata"]["uid"]  # the same object: its PVC stays
+        annotations = after["metadata"]["annotations"]
+        assert parse_time(annotations[constants.ANNOTATION_RESTARTED_AT]) is not None
+        assert annotations[constants.ANNOTATION_SESSION_KEY_SHA256] == sha256_hex(first["session_api_key"])
+        spec = after["spec"]
+        assert spec["state"] == "Running" and "command" not in spec and "workingDir" not in spec
+        env = {e["name"]: e["value"] for e in spec["env"]}
+        assert env["NEW"] == "1" and "OLD" not in env
+        assert spec["sessionKeySecretRef"] == before["spec"]["sessionKeySecretRef"]
+        assert spec["workspace"] == before["spec"]["workspace"]
+        assert "observedGeneration" not in (after.get("status") or {})  # the failure is no longer current
+        session = (await http.get("/sessions/failing", headers=a)).json()
+        assert (session["runtime_id"], session["status"]) == (rid, "starting")
+
+
+async def test_failed_sandboxes_count_and_every_resume_checks_the_limit(
+    kubeconfig: str, namespace: str, keys: dict[str, str]
+) -> None:
+    async with gateway_client(kubeconfig, namespace) as (gateway, http):
+        limited = {"X-API-Key": keys["limited"]}  # --max-running 1
+        first = (await http.post("/start", json=start_body("l1"), headers=limited)).json()
+        fail(kubeconfig, namespace, first["runtime_id"])
+        await until_status(gateway, first["runtime_id"], RuntimeStatus.ERROR)
+        over = await http.post("/start", json=start_body("l2"), headers=limited)
+        assert over.status_code == 429 and "limit" in over.json()["detail"]  # the failed one holds its place
+        again = await http.post("/start", json=start_body("l1"), headers=limited)  # adds nothing: allowed
+        assert again.status_code == 200 and again.json()["runtime_id"] == first["runtime_id"]
+
+        await http.post("/pause", json={"runtime_id": first["runtime_id"]}, headers=limited)
+        assert (await http.post("/start", json=start_body("l2"), headers=limited)).status_code == 200
+        for method, path, body in (
+            ("POST", "/resume", {"runtime_id": first["runtime_id"]}),
+            ("POST", "/start", start_body("l1")),  # resumes the paused session
+        ):
+            refused = await http.request(method, path, json=body, headers=limited)
+            assert refused.status_code == 429 and "limit" in refused.json()["detail"], path
+        assert state_of(kubeconfig, namespace, first["runtime_id"]) == "Paused"
+
+
+async def test_only_a_request_with_the_session_key_wakes_a_paused_sandbox(
+    kubeconfig: str, namespace: str, keys: dict[str, str]
+) -> None:
+    """No operator runs here: a wake sets `spec.state: Running` and then times out waiting for the pod."""
+    a = {"X-API-Key": keys["a"]}
+    async with (
+        gateway_client(kubeconfig, namespace, wake_timeout_seconds=1) as (_, http),
+        gateway_client(kubeconfig, namespace, wake_timeout_seconds=1, enable_control_api=False) as (router, only),
+    ):
+        runtime = (await http.post("/start", json=start_body("wake"), headers=a)).json()
+        rid, key = runtime["runtime_id"], runtime["session_api_key"]
+        [sandbox] = sandboxes_in(kubeconfig, namespace, "wake")
+        assert sandbox["metadata"]["annotations"][constants.ANNOTATION_SESSION_KEY_SHA256] == sha256_hex(key)
+        for gateway_http in (http, only):  # the full gateway, and a router that reads no Secrets
+            await http.post("/pause", json={"runtime_id": rid}, headers=a)
+            await until(
+                lambda: (router.caches.sandbox(rid) or {}).get("spec", {}).get("state") == "Paused",
+                router.caches.sandboxes,
+                30,
+                "the router to see the pause",
+            )
+            for headers in ({}, {"X-Session-API-Key": "wrong"}, {"X-API-Key": keys["a"]}):
+                anonymous = await gateway_http.get(f"/{rid}/alive", headers=headers)
+                assert anonymous.status_code == 503 and anonymous.headers["retry-after"]
+                assert "session key" in anonymous.json()["detail"]
+            assert state_of(kubeconfig, namespace, rid) == "Paused"
+            keyed = await gateway_http.get(f"/{rid}/alive", headers={"X-Session-API-Key": key})
+            assert keyed.status_code == 503 and "in time" in keyed.json()["detail"]
+            assert state_of(kubeconfig, namespace, rid) == "Running"
+        assert router.caches.session_keys._task is None and router.caches.api_keys._task is None

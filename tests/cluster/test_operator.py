@@ -20,9 +20,21 @@ pytestmark = pytest.mark.cluster
 MISSING_IMAGE = "kubehands.invalid/no-such-image:0"
 
 
+# A nodeSelector no node matches: the pod stays Unschedulable, no kubelet involved.
+NO_NODE = {"kubehands.dev/test-no-such-node": "true"}
+
+
 @pytest.fixture
 def sandboxes(kubeconfig: str, namespace: str) -> Iterator[SandboxApi]:
     with api_client(kubeconfig) as api, operator_in_thread(kubeconfig, namespace):
+        yield SandboxApi(api, namespace)
+
+
+@pytest.fixture
+def impatient_sandboxes(kubeconfig: str, namespace: str) -> Iterator[SandboxApi]:
+    """An operator with a 5 s start deadline, checked every second."""
+    env = {"KUBEHANDS_START_TIMEOUT_SECONDS": "5", "KUBEHANDS_CULL_INTERVAL_SECONDS": "1"}
+    with api_client(kubeconfig) as api, operator_in_thread(kubeconfig, namespace, **env):
         yield SandboxApi(api, namespace)
 
 
@@ -204,3 +216,69 @@ def test_last_activity_written_by_the_gateway_survives_operator_updates(sandboxe
     sandboxes.patch_spec("kh-act", state="Paused")
     status = wait_for(lambda: sandboxes.phase("kh-act", "Paused", "not found"), 60, "phase Paused")
     assert status["lastActivityTime"] == "2030-01-01T00:00:00Z"
+
+
+@pytest.mark.parametrize("field", ["runAsUser", "runAsGroup", "fsGroup"])
+def test_root_is_refused_by_the_api_server(kubeconfig: str, namespace: str, field: str) -> None:
+    with api_client(kubeconfig) as api:
+        sandboxes = SandboxApi(api, namespace)
+        with pytest.raises(ApiException) as refused:
+            sandboxes.create(sandbox_manifest("kh-root", MISSING_IMAGE, securityContext={field: 0}), with_secret=False)
+        assert refused.value.status == 422 and field in refused.value.body
+        sandboxes.create(sandbox_manifest("kh-user", MISSING_IMAGE, securityContext={field: 1}), with_secret=False)
+
+
+def test_a_pod_the_api_server_refuses_is_an_invalid_spec(sandboxes: SandboxApi) -> None:
+    """The CRD accepts any nodeSelector; the API server refuses a pod with an invalid label key (422)."""
+    sandboxes.create(sandbox_manifest("kh-refused", MISSING_IMAGE, nodeSelector={"not a label key!": "x"}))
+    status = wait_for(lambda: sandboxes.phase("kh-refused", "Failed", "failed"), 30, "InvalidSpec in status")
+    ready = status["conditions"][0]
+    assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
+    assert "the API server refused the pod" in ready["message"] and "nodeSelector" in ready["message"]
+    assert sandboxes.pods("kh-refused") == []
+    wait_for(
+        lambda: any(e.reason == "InvalidSpec" and e.type == "Warning" for e in sandboxes.events("kh-refused")),
+        30,
+        "a Warning event",
+    )
+
+
+def test_a_sandbox_that_cannot_be_scheduled_times_out(impatient_sandboxes: SandboxApi) -> None:
+    sandboxes = impatient_sandboxes
+    sandboxes.create(sandbox_manifest("kh-stuck", MISSING_IMAGE, nodeSelector=NO_NODE))
+
+    def timed_out() -> dict | None:
+        status = sandboxes.phase("kh-stuck", "Failed", "failed")
+        ready = status["conditions"][0] if status else {}
+        return ready if ready.get("message", "").startswith("not ready after 5s: Unschedulable: ") else None
+
+    # No pod event follows an unschedulable pod: the culling loop notices the deadline.
+    ready = wait_for(timed_out, 60, "StartTimeout with the scheduler's message in status")
+    assert (ready["type"], ready["status"], ready["reason"]) == ("Ready", "False", "StartTimeout")
+    assert len(sandboxes.pods("kh-stuck")) == 1  # kept: it may still be scheduled, and then be Ready
+
+
+def test_a_restart_request_replaces_the_pod_and_keeps_the_workspace(sandboxes: SandboxApi) -> None:
+    """The gateway restarts a session in error by setting `restarted-at` on the same Sandbox."""
+    sandboxes.create(sandbox_manifest("kh-restart", MISSING_IMAGE))
+    [first] = wait_for(lambda: sandboxes.pods("kh-restart"), 30, "the sandbox pod")
+    [pvc] = wait_for(lambda: sandboxes.pvcs("kh-restart"), 30, "the workspace PVC")
+    sandboxes.custom.patch_namespaced_custom_object(
+        group=constants.GROUP,
+        version=constants.VERSION,
+        plural=constants.PLURAL,
+        namespace=sandboxes.namespace,
+        name="kh-restart",
+        body={"metadata": {"annotations": {constants.ANNOTATION_RESTARTED_AT: "2026-01-02T03:04:05Z"}}},
+        _content_type="application/merge-patch+json",
+    )
+    [second] = wait_for(
+        lambda: [p for p in sandboxes.pods("kh-restart") if p.metadata.uid != first.metadata.uid],
+        90,
+        "a replacement pod",
+    )
+    assert second.metadata.annotations[constants.ANNOTATION_SPEC_HASH] != (
+        first.metadata.annotations[constants.ANNOTATION_SPEC_HASH]
+    )
+    assert [c.metadata.uid for c in sandboxes.pvcs("kh-restart")] == [pvc.metadata.uid]
+    assert second.spec.volumes[0].persistent_volume_claim.claim_name == pvc.metadata.name

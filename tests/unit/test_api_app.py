@@ -124,6 +124,9 @@ async def test_sessions_batch_is_a_bare_array(api: httpx.AsyncClient) -> None:
         START | {"command": {"a": 1}},
         START | {"working_dir": "relative/dir"},
         START | {"run_as_user": -5},
+        START | {"environment": {"..x": "1"}},  # Kubernetes refuses it: the pod would never be created
+        START | {"environment": {f"V{i}": "1" for i in range(1001)}},
+        START | {"working_dir": "/workspace/../../etc"},
         ["not", "an", "object"],
         "just a string",
         None,
@@ -253,3 +256,142 @@ def test_no_route_or_dependency_runs_in_the_thread_pool() -> None:
 
     sync = {f"{r.path}: {getattr(c, '__qualname__', c)}" for r in routes for c in calls(r.dependant) if not is_async(c)}
     assert sync == set()
+
+
+# ---- no root, limits that hold ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("field", ["run_as_user", "run_as_group", "fs_group"])
+@pytest.mark.parametrize("value", [0, "0", "10001", True, 10001.0])
+async def test_root_and_non_integer_ids_are_422(api: httpx.AsyncClient, field: str, value: Any) -> None:
+    """A sandbox runs untrusted code: never as root. Refused before anything is written (this gateway
+    has no API server behind it: anything that got further would be a 503)."""
+    response = await api.post("/start", json=START | {field: value}, headers={"X-API-Key": KEY_A})
+    assert response.status_code == 422, response.text
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["body", field]
+
+
+def _gateway(api: httpx.AsyncClient) -> Any:
+    return api._transport.app.state.gateway  # type: ignore[attr-defined]
+
+
+async def test_sandboxes_in_error_count_against_the_limit(api: httpx.AsyncClient) -> None:
+    """team-a (limit 2) has one starting sandbox and one whose pod crash-loops: both hold resources."""
+    _gateway(api).caches.sandboxes.upsert(sandbox_object("kh-eeeeeeeeeeee", "team-a", "S-e", 1, failed=True))
+    response = await api.post("/start", json=START | {"session_id": "new"}, headers={"X-API-Key": KEY_A})
+    assert response.status_code == 429
+    assert "limit" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", "/resume", {"runtime_id": RID_PAUSED}),
+        ("POST", "/start", START | {"session_id": "S-p"}),  # /start of a paused session resumes it
+    ],
+)
+async def test_resuming_over_the_limit_is_429(api: httpx.AsyncClient, method: str, path: str, body: Any) -> None:
+    _gateway(api).caches.sandboxes.upsert(sandbox_object("kh-cccccccccccc", "team-a", "S-c", 1, ready=False))
+    response = await api.request(method, path, json=body, headers={"X-API-Key": KEY_A})
+    assert response.status_code == 429
+    assert "limit" in response.json()["detail"]
+    assert _gateway(api).caches.sandbox(RID_PAUSED)["spec"]["state"] == "Paused"
+
+
+async def test_restarting_a_failed_session_at_the_limit_is_allowed(api: httpx.AsyncClient) -> None:
+    """It adds no sandbox. (No API server here: the restart is attempted and fails with 503, not 429.)"""
+    gateway = _gateway(api)
+    gateway.caches.sandboxes.upsert(sandbox_object("kh-cccccccccccc", "team-a", "S-c", 1, ready=False))
+    gateway.caches.sandboxes.upsert(sandbox_object("kh-eeeeeeeeeeee", "team-a", "S-e", 1, failed=True))
+    response = await api.post("/start", json=START | {"session_id": "S-e"}, headers={"X-API-Key": KEY_A})
+    assert response.status_code == 503, response.text
+    assert "not reachable" in response.json()["detail"]
+
+
+# ---- runtime classes ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("settings", "requested", "expected"),
+    [
+        ({}, "sysbox-runc", 503),  # no map: passed on (the operator drops unmapped classes)
+        ({"runtime_class_map": {"gvisor": "gvisor", "sysbox-runc": ""}}, "gvisor", 503),
+        ({"runtime_class_map": {"gvisor": "gvisor"}}, "kata", 422),  # never silently runc
+        ({"runtime_class_map": {"gvisor": "gvisor"}}, None, 503),
+        ({"runtime_class_map": {"gvisor": "gvisor"}, "require_runtime_class": True}, None, 422),
+        (
+            {
+                "runtime_class_map": {"gvisor": "gvisor"},
+                "require_runtime_class": True,
+                "default_runtime_class": "gvisor",
+            },
+            None,
+            503,
+        ),
+        ({"runtime_class_map": {"gvisor": "gvisor"}, "require_runtime_class": True}, "GVISOR", 422),
+    ],
+)
+async def test_runtime_class_rules(settings: dict[str, Any], requested: str | None, expected: int) -> None:
+    """422 before anything is written; 503 means the request passed (no API server is behind this gateway)."""
+    gateway = offline_gateway(Settings(**settings))
+    add_key(gateway, "team-a", KEY_A)
+    app = create_app(gateway.settings)
+    app.state.gateway = gateway
+    body = START | ({"runtime_class": requested} if requested else {})
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw.test") as http:
+        response = await http.post("/start", json=body, headers={"X-API-Key": KEY_A})
+    await gateway.http.aclose()
+    await gateway.kube.close()
+    assert response.status_code == expected, response.text
+    if expected == 422:
+        assert "runtime_class" in response.json()["detail"]
+
+
+# ---- smaller defects -------------------------------------------------------------------------------
+
+
+async def test_a_key_whose_profile_is_unreadable_gets_422_at_start(api: httpx.AsyncClient) -> None:
+    """A Secret written by hand (or an older CLI) with a resourceCeiling that is no quantity: the key still
+    authenticates; /start says what is wrong instead of a 500."""
+    import base64
+    import json
+
+    from kubehands.api.keys import build_key_secret, hash_key
+
+    secret = build_key_secret("broken", hash_key("khk_broken"), Profile(), "default")
+    profile = json.dumps({"resourceCeiling": {"cpu": "lots"}}).encode()
+    secret["data"]["profile.json"] = base64.b64encode(profile).decode()
+    secret["metadata"]["resourceVersion"] = "1"
+    _gateway(api).caches.api_keys.upsert(secret)
+    headers = {"X-API-Key": "khk_broken"}
+    assert (await api.get("/list", headers=headers)).status_code == 200
+    response = await api.post("/start", json=START, headers=headers)
+    assert response.status_code == 422
+    assert "resourceCeiling" in response.json()["detail"]
+
+
+async def test_sessions_batch_checks_its_size_before_anything_else(api: httpx.AsyncClient) -> None:
+    a = {"X-API-Key": KEY_A}
+    repeated = await api.get("/sessions/batch", params={"ids": ",".join(["S-a"] * 1001)}, headers=a)
+    assert repeated.status_code == 422 and "1000" in repeated.json()["detail"]
+    many = await api.get("/sessions/batch", params={"ids": ",".join(f"id-{i}" for i in range(5000))}, headers=a)
+    assert many.status_code == 422
+    ordered = await api.get("/sessions/batch", params=[("ids", "S-p,S-a"), ("ids", "S-p")], headers=a)
+    assert [r["session_id"] for r in ordered.json()] == ["S-p", "S-a"]  # de-duplicated, first-seen order
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"image": "python", "session_id": "s", "run_as_user": 10001, "run_as_user": 0}',
+        b'{"image": "python", "session_id": "s", "session_id": "t"}',
+        b'{"image": "python", "session_id": "s", "environment": {"A": "1", "A": "2"}}',
+    ],
+)
+async def test_repeated_json_keys_are_422(api: httpx.AsyncClient, raw: bytes) -> None:
+    response = await api.post(
+        "/start", content=raw, headers={"X-API-Key": KEY_A, "Content-Type": "application/json"}
+    )
+    assert response.status_code == 422
+    assert "duplicate key" in response.json()["detail"][0]["msg"]

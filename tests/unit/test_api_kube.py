@@ -135,3 +135,54 @@ def test_the_gateway_does_not_load_kopf() -> None:
     code = "import sys, kubehands.api.main, kubehands.api.keys_cli; print('kopf' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd="/", capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# ---- every API-server failure is an answer, never a 500 ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [(404, 404), (409, 409), (422, 422), (400, 502), (401, 502), (403, 502), (500, 502), (429, 503), (503, 503),
+     (504, 503)],
+)
+def test_api_errors_map_to_4xx_502_or_503(status: int, expected: int) -> None:
+    from kubernetes_asyncio.client.exceptions import ApiException
+
+    from kubehands.api.errors import kube_error
+
+    mapped = kube_error(ApiException(status=status, reason="Reason"))
+    assert mapped is not None and mapped[0] == expected
+    for unreachable in (TimeoutError(), ConnectionRefusedError(), OSError("gone")):
+        assert kube_error(unreachable) == (503, "the Kubernetes API server is not reachable; retry shortly")
+    assert kube_error(ValueError("a bug")) is None  # not an API failure: not hidden
+
+
+# ---- a router without Secrets -------------------------------------------------------------------------
+
+
+async def test_a_router_without_the_control_api_watches_no_secrets() -> None:
+    """The chart's router Deployment has no RBAC on Secrets: it must not start the session-key and API-key
+    reflectors (they would fail for ever), and is ready once the Sandbox cache has synced."""
+    from kubernetes_asyncio import client
+
+    from kubehands.api.gateway import Gateway
+    from kubehands.kube import Kube, TimeoutApiClient
+
+    settings = Settings(enable_control_api=False)
+    api = TimeoutApiClient(client.Configuration(host="http://127.0.0.1:9"), 1.0)
+    gateway = Gateway.assemble(settings, Kube.from_api(api), httpx.AsyncClient())
+    gateway.caches.start()
+    app = create_app(settings)
+    app.state.gateway = gateway
+    try:
+        assert gateway.caches.sandboxes._task is not None
+        assert gateway.caches.session_keys._task is None and gateway.caches.api_keys._task is None
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw.test") as http:
+            assert (await http.get("/health")).status_code == 503  # nothing listed yet
+            gateway.caches.sandboxes.synced.set()  # what the first successful list of Sandboxes does
+            assert (await http.get("/health")).json() == {"status": "ok", "cache_synced": True}
+            assert (await http.post("/start", json={})).status_code == 404  # no control API here
+    finally:
+        await gateway.caches.stop()
+        await gateway.http.aclose()
+        await gateway.kube.close()

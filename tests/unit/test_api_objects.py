@@ -1,6 +1,7 @@
 """The objects a /start writes: the Sandbox and the session-key Secret (the claim), and their names."""
 
 import base64
+import hashlib
 from typing import Any
 
 import pytest
@@ -28,7 +29,8 @@ def _start(**fields: Any) -> StartRequest:
 
 def test_build_minimal_sandbox() -> None:
     settings = Settings(public_url="https://rt.example.test")
-    body = objects.build_sandbox(_start(), CALLER, settings, RID, "kh-session-x")
+    digest = objects.session_key_digest("the-session-key")
+    body = objects.build_sandbox(_start(), CALLER, settings, RID, "kh-session-x", session_key_sha256=digest)
     assert body == {
         "apiVersion": "kubehands.dev/v1alpha1",
         "kind": "Sandbox",
@@ -36,7 +38,12 @@ def test_build_minimal_sandbox() -> None:
             "name": RID,
             "namespace": "default",
             "labels": {"kubehands.dev/owner": "team-a", "kubehands.dev/session": session_label("S1")},
-            "annotations": {"kubehands.dev/session-id": "S1"},
+            "annotations": {
+                "kubehands.dev/session-id": "S1",
+                # the router checks presented keys against it, and wakes within the owner's limit
+                "kubehands.dev/session-key-sha256": hashlib.sha256(b"the-session-key").hexdigest(),
+                "kubehands.dev/max-running": "10",
+            },
         },
         "spec": {
             "image": "ghcr.io/openhands/agent-server:1.34.0-python",
@@ -130,3 +137,64 @@ def test_runtime_ids_are_random_dns_labels() -> None:
     ids = {objects.mint_runtime_id() for _ in range(200)}
     assert len(ids) == 200
     assert all(is_runtime_id(i) for i in ids)
+
+
+def test_the_sandbox_gets_the_requested_or_the_default_runtime_class() -> None:
+    settings = Settings(runtime_class_map={"gvisor": "gvisor", "sysbox-runc": ""}, default_runtime_class="gvisor")
+    chosen = objects.build_sandbox(_start(runtime_class="sysbox-runc"), CALLER, settings, RID, "s")["spec"]
+    default = objects.build_sandbox(_start(), CALLER, settings, RID, "s")["spec"]
+    assert (chosen["runtimeClassName"], default["runtimeClassName"]) == ("sysbox-runc", "gvisor")
+    assert "runtimeClassName" not in objects.build_sandbox(_start(), CALLER, Settings(), RID, "s")["spec"]
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"default_runtime_class": "gvisor"},  # not a key of an (empty) map
+        {"runtime_class_map": {"kata": "kata"}, "default_runtime_class": "gvisor"},
+        {"require_runtime_class": True},  # nothing could ever be started
+    ],
+)
+def test_runtime_class_settings_that_would_refuse_every_start_are_refused(settings: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        Settings(**settings)
+
+
+def test_runtime_class_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same variables as the operator's (the chart sets them for both)."""
+    monkeypatch.setenv("KUBEHANDS_RUNTIME_CLASS_MAP", '{"gvisor": "gvisor", "sysbox-runc": ""}')
+    monkeypatch.setenv("KUBEHANDS_DEFAULT_RUNTIME_CLASS", "gvisor")
+    monkeypatch.setenv("KUBEHANDS_REQUIRE_RUNTIME_CLASS", "true")
+    settings = Settings()
+    assert settings.runtime_class_map == {"gvisor": "gvisor", "sysbox-runc": ""}
+    assert (settings.default_runtime_class, settings.require_runtime_class) == ("gvisor", True)
+    monkeypatch.setenv("KUBEHANDS_DEFAULT_RUNTIME_CLASS", "")
+    assert Settings().default_runtime_class is None
+
+
+def test_a_restart_patch_replaces_the_spec_and_keeps_session_and_workspace() -> None:
+    from datetime import UTC, datetime
+
+    old = objects.build_sandbox(
+        _start(command=["old"], working_dir="/old", runtime_class="gvisor", environment={"OLD": "1"}),
+        CALLER,
+        Settings(),
+        RID,
+        "kh-session-x",
+    )
+    old["spec"]["workspace"] = {"size": "50Gi", "mountPath": "/workspace"}  # as it was created, long ago
+    fresh = objects.build_sandbox(
+        _start(environment={"NEW": "1"}), CALLER, Settings(), RID, "kh-session-x", session_key_sha256="d" * 64
+    )
+    now = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
+    patch = objects.restart_patch(old, fresh, now)
+    spec = patch["spec"]
+    assert spec["state"] == "Running"
+    assert spec["command"] is None and spec["workingDir"] is None and spec["runtimeClassName"] is None
+    assert {"name": "NEW", "value": "1"} in spec["env"] and {"name": "OLD", "value": "1"} not in spec["env"]
+    for kept in ("sessionKeySecretRef", "sessionID", "workspace"):
+        assert kept not in spec  # a merge patch leaves them as they are
+    annotations = patch["metadata"]["annotations"]
+    assert annotations["kubehands.dev/restarted-at"] == "2026-05-01T12:00:00Z"
+    assert annotations["kubehands.dev/session-key-sha256"] == "d" * 64
+    assert set(patch) == {"metadata", "spec"}

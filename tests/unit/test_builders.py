@@ -181,15 +181,23 @@ def test_custom_secret_key() -> None:
     }
 
 
-def test_security_context_from_spec_and_root() -> None:
-    pod = builders.build_pod(make_sandbox(securityContext={"runAsUser": 0, "fsGroup": 42}), config())
+def test_security_context_from_spec() -> None:
+    pod = builders.build_pod(make_sandbox(securityContext={"runAsUser": 1000, "fsGroup": 42}), config())
     assert pod["spec"]["securityContext"] == {
-        "runAsUser": 0,
+        "runAsUser": 1000,
         "runAsGroup": 10001,
         "fsGroup": 42,
+        "runAsNonRoot": True,
         "seccompProfile": {"type": "RuntimeDefault"},
     }
     assert _container(pod)["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+
+
+def test_the_pod_says_run_as_non_root_even_if_an_id_0_slipped_through() -> None:
+    """The CRD and the settings refuse 0; should a 0 still get here, the kubelet refuses to start the
+    container rather than run it as root."""
+    unchecked = OperatorConfig.model_construct(**{**config().model_dump(), "run_as_user": 0})
+    assert builders.build_pod(make_sandbox(), unchecked)["spec"]["securityContext"]["runAsNonRoot"] is True
 
 
 @pytest.mark.parametrize(
@@ -197,6 +205,18 @@ def test_security_context_from_spec_and_root() -> None:
 )
 def test_runtime_class_goes_through_the_map(requested: str | None, expected: str | None) -> None:
     cfg = config(runtime_class_map={"sysbox-runc": "", "gvisor": "gvisor"})
+    pod = builders.build_pod(make_sandbox(runtimeClassName=requested), cfg)
+    assert pod["spec"].get("runtimeClassName") == expected
+
+
+@pytest.mark.parametrize(
+    ("requested", "expected"), [(None, "gvisor"), ("", "gvisor"), ("kata", "kata-qemu"), ("sysbox-runc", None)]
+)
+def test_default_runtime_class_when_the_sandbox_names_none(requested: str | None, expected: str | None) -> None:
+    cfg = config(
+        runtime_class_map={"sysbox-runc": "", "gvisor": "gvisor", "kata": "kata-qemu"},
+        default_runtime_class="gvisor",
+    )
     pod = builders.build_pod(make_sandbox(runtimeClassName=requested), cfg)
     assert pod["spec"].get("runtimeClassName") == expected
 
@@ -280,6 +300,10 @@ def test_workspace_chown_init_container() -> None:
     assert init["command"] == ["chown", "10001:10001", "/workspace"]
     assert init["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["CHOWN"]}
     assert init["securityContext"]["allowPrivilegeEscalation"] is False
+    # The one root process, explicitly, overriding the pod's runAsNonRoot for this container only.
+    assert (init["securityContext"]["runAsUser"], init["securityContext"]["runAsNonRoot"]) == (0, False)
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    assert "runAsUser" not in _container(pod)["securityContext"]
     assert init["imagePullPolicy"] == "Never"
     assert init["resources"] == _container(pod)["resources"]
 
@@ -291,3 +315,43 @@ def test_spec_hash_ignores_fields_that_do_not_shape_the_pod() -> None:
     )
     assert builders.pod_spec_hash(make_sandbox(image="agent:2").spec) != base
     assert builders.pod_spec_hash(make_sandbox(workspace={"mountPath": "/w"}).spec) != base
+
+
+# Today's hashes of two fixed specs. Every running pod carries its hash: if these change, an operator upgrade
+# replaces every running pod. Change them only together with a deliberate migration.
+PINNED_HASHES = [
+    ({}, "111eccdeb8a7f466"),
+    (
+        {
+            "image": "agent:2",
+            "env": [{"name": "A", "value": "b"}],
+            "runtimeClassName": "gvisor",
+            "securityContext": {"runAsUser": 1000},
+            "workspace": {"mountPath": "/w", "size": "1Gi"},
+            "nodeSelector": {"a": "b"},
+            "command": ["x"],
+        },
+        "9eb1e6456d81dbab",
+    ),
+]
+
+
+@pytest.mark.parametrize(("spec", "expected"), PINNED_HASHES)
+def test_spec_hash_without_a_restart_is_what_it_always_was(spec: dict[str, Any], expected: str) -> None:
+    sandbox = make_sandbox(**spec)
+    assert builders.pod_spec_hash(sandbox.spec) == expected
+    assert builders.sandbox_pod_hash(sandbox) == expected
+    assert builders.build_pod(sandbox, config())["metadata"]["annotations"]["kubehands.dev/spec-hash"] == expected
+
+
+def test_a_restart_request_changes_the_spec_hash() -> None:
+    """The gateway restarts a session in error with `restarted-at`: the pod is replaced, the claim kept."""
+    first = make_sandbox()
+    first.metadata["annotations"] = {"kubehands.dev/restarted-at": "2026-01-02T03:04:05Z"}
+    again = make_sandbox()
+    again.metadata["annotations"] = {"kubehands.dev/restarted-at": "2026-01-02T04:00:00Z"}
+    hashes = {builders.sandbox_pod_hash(s) for s in (make_sandbox(), first, again)}
+    assert len(hashes) == 3
+    pod = builders.build_pod(first, config())
+    assert pod["metadata"]["annotations"]["kubehands.dev/spec-hash"] == builders.sandbox_pod_hash(first)
+    assert builders.build_pvc(first) == builders.build_pvc(make_sandbox())

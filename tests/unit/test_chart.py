@@ -47,15 +47,6 @@ KV_OLD_SHA256 = "916b8539c570958ca4742a09d42c9a29b7b89bfb3a04972a40abfa63f797b85
 # Kinds from CRDs that no Kubernetes schema covers; the chart renders them only when asked to.
 CRD_KINDS = {("gateway.networking.k8s.io/v1", "HTTPRoute"), ("monitoring.coreos.com/v1", "ServiceMonitor")}
 
-# Environment variables the chart sets that the settings classes do not read yet: the runtime-class
-# defaults (gateway and operator) and the class map, which the gateway needs to refuse unmapped classes.
-PENDING_ENV: set[str] = {
-    "KUBEHANDS_DEFAULT_RUNTIME_CLASS",
-    "KUBEHANDS_REQUIRE_RUNTIME_CLASS",
-    "KUBEHANDS_RUNTIME_CLASS_MAP",
-}
-
-
 def case_id(values: Path | None) -> str:
     return "default" if values is None else values.stem
 
@@ -674,7 +665,7 @@ def test_environment_matches_the_settings_classes(
             .get("operator", {})
             .get("extraEnv", [])
         }
-        assert set(env) - known - PENDING_ENV - extra == set(), deployment
+        assert set(env) - known - extra == set(), deployment
         with monkeypatch.context() as m:
             for key in list(os.environ):
                 if key.startswith("KUBEHANDS_"):

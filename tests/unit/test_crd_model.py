@@ -4,6 +4,7 @@ import pytest
 from pydantic import ValidationError
 
 from kubehands.crd import conditions as c
+from kubehands.crd import generate
 from kubehands.crd.model import DesiredState, Sandbox, SandboxSpec, Volume
 from kubehands.crd.times import parse_time, rfc3339
 
@@ -48,11 +49,26 @@ def test_volume_source_type() -> None:
         {"workingDir": "relative"},
         {"resources": {"requests": {"cpu": "lots"}}},
         {"env": [{"name": "1BAD", "value": "x"}]},
+        {"securityContext": {"runAsUser": 0}},
+        {"securityContext": {"runAsGroup": 0}},
+        {"securityContext": {"fsGroup": 0}},
     ],
 )
 def test_model_refuses_what_the_crd_refuses(patch: dict) -> None:
     with pytest.raises(ValidationError):
         SandboxSpec.model_validate({"image": "img", "sessionKeySecretRef": {"name": "s"}, **patch})
+
+
+@pytest.mark.parametrize("field", ["runAsUser", "runAsGroup", "fsGroup"])
+def test_root_ids_are_refused_by_the_crd_schema(field: str) -> None:
+    """The API server enforces the generated schema: no Sandbox can ask for id 0, even through kubectl."""
+    schema = generate.crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    context = schema["properties"]["spec"]["properties"]["securityContext"]["properties"]
+    assert context[field]["minimum"] == 1
+    spec = SandboxSpec.model_validate(
+        {"image": "img", "sessionKeySecretRef": {"name": "s"}, "securityContext": {field: 1}}
+    )
+    assert spec.security_context is not None
 
 
 def test_sandbox_properties() -> None:

@@ -1,5 +1,6 @@
 """API keys: generation, sha256 storage, constant-time verification, Secret round trip, profiles."""
 
+import base64
 import json
 from pathlib import Path
 
@@ -92,6 +93,9 @@ def test_invalid_key_names(name: str) -> None:
         {"volumes": [{"name": "D", "mountPath": "/d", "configMap": {"name": "c"}}]},
         {"maxRunning": -1},
         {"unknown": 1},
+        {"resourceCeiling": {"cpu": "lots"}},  # else every /start of the key failed
+        {"resourceCeiling": {"memory": "-1Gi"}},
+        {"env": {"..x": "1"}},
     ],
 )
 def test_invalid_profiles(profile: dict) -> None:
@@ -123,6 +127,22 @@ def test_keys_cli_rejects_bad_input_before_any_api_call(tmp_path, capsys) -> Non
     bad.write_text("volumes: [{name: x}]\n")
     assert main(["keys", "--kubeconfig", str(tmp_path / "none"), "create", "ok", "--profile", str(bad)]) == 2
     assert "error" in capsys.readouterr().err
+    bad.write_text("resourceCeiling: {cpu: four}\n")
+    assert main(["keys", "--kubeconfig", str(tmp_path / "none"), "create", "ok", "--profile", str(bad)]) == 2
+    assert "resourceCeiling" in capsys.readouterr().err
+
+
+def test_a_stored_profile_that_does_not_validate_still_authenticates() -> None:
+    """A Secret written by hand or by an older CLI: the key works, the record says what is wrong, and /start
+    refuses it (422) instead of failing with a 500 at every call."""
+    raw = keys.generate_key()
+    secret = keys.build_key_secret("team-a", keys.hash_key(raw), keys.Profile(), "kubehands")
+    secret["data"]["profile.json"] = base64.b64encode(b'{"resourceCeiling": {"cpu": "lots"}}').decode()
+    record = keys.record_from_secret(secret)
+    assert record is not None and keys.verify(raw, [record]) == record
+    assert record.profile_error and "resourceCeiling" in record.profile_error
+    secret["data"]["profile.json"] = base64.b64encode(b"not json").decode()
+    assert (keys.record_from_secret(secret) or keys.KeyRecord("", "")).profile_error
 
 
 def _kubeconfig(path: Path, server: str) -> str:

@@ -37,6 +37,32 @@ def test_defaults() -> None:
     assert config.kube_request_timeout_seconds == 10
 
 
+def test_start_deadline_and_runtime_class_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    defaults = OperatorConfig()
+    assert (defaults.start_timeout_seconds, defaults.default_runtime_class, defaults.require_runtime_class) == (
+        600,
+        None,
+        False,
+    )
+    monkeypatch.setenv("KUBEHANDS_START_TIMEOUT_SECONDS", "0")
+    monkeypatch.setenv("KUBEHANDS_DEFAULT_RUNTIME_CLASS", "gvisor")
+    monkeypatch.setenv("KUBEHANDS_REQUIRE_RUNTIME_CLASS", "true")
+    monkeypatch.setenv("KUBEHANDS_RUNTIME_CLASS_MAP", '{"gvisor": "gvisor-rc"}')
+    config = OperatorConfig()
+    assert (config.start_timeout_seconds, config.default_runtime_class, config.require_runtime_class) == (
+        0,
+        "gvisor",
+        True,
+    )
+    assert config.runtime_class_for(None) == "gvisor-rc"
+
+
+@pytest.mark.parametrize("field", ["run_as_user", "run_as_group", "fs_group"])
+def test_root_is_not_a_default_id(field: str) -> None:
+    with pytest.raises(ValueError, match="greater than or equal to 1"):
+        OperatorConfig(**{field: 0})
+
+
 def test_bad_base_resources_are_refused() -> None:
     with pytest.raises(ValueError, match="not a quantity"):
         OperatorConfig(base_resources={"requests": {"cpu": "lots"}})
@@ -88,3 +114,38 @@ def test_name_too_long_and_missing_agent_port() -> None:
         sandbox("a" * 60, ports=[{"name": "web", "containerPort": 80}]), OperatorConfig()
     )
     assert len(problems) == 2
+
+
+RUNTIME_MAP = {"gvisor": "gvisor", "sysbox-runc": ""}
+REQUIRE_CASES = [
+    # (id, operator settings, spec.runtimeClassName, problem expected)
+    ("not required: anything goes", {"runtime_class_map": RUNTIME_MAP}, "kata", None),
+    ("not required, none asked: fine", {"runtime_class_map": RUNTIME_MAP}, None, None),
+    ("required, mapped class", {"runtime_class_map": RUNTIME_MAP, "require_runtime_class": True}, "gvisor", None),
+    ("required, mapped to no class (a key all the same)",
+     {"runtime_class_map": RUNTIME_MAP, "require_runtime_class": True}, "sysbox-runc", None),
+    ("required, none asked, no default",
+     {"runtime_class_map": RUNTIME_MAP, "require_runtime_class": True}, None, "is required on this cluster"),
+    ("required, unmapped class",
+     {"runtime_class_map": RUNTIME_MAP, "require_runtime_class": True}, "kata", "'kata' is not available"),
+    ("required, none asked, the default applies",
+     {"runtime_class_map": RUNTIME_MAP, "require_runtime_class": True, "default_runtime_class": "gvisor"},
+     None, None),
+    ("required, unmapped default",
+     {"runtime_class_map": RUNTIME_MAP, "require_runtime_class": True, "default_runtime_class": "kata"},
+     None, "'kata' is not available"),
+    ("required, nothing mapped", {"require_runtime_class": True}, "gvisor", "mapped classes: none"),
+]
+
+
+@pytest.mark.parametrize(
+    ("settings", "requested", "problem"), [c[1:] for c in REQUIRE_CASES], ids=[c[0] for c in REQUIRE_CASES]
+)
+def test_require_runtime_class(settings: dict[str, Any], requested: str | None, problem: str | None) -> None:
+    """The gateway refuses such a /start; this protects Sandboxes written with kubectl (InvalidSpec)."""
+    problems = validate_sandbox(sandbox(runtimeClassName=requested), OperatorConfig(**settings))
+    if problem is None:
+        assert problems == []
+    else:
+        [found] = problems
+        assert problem in found

@@ -88,3 +88,46 @@ def test_paused_ttl_zero_means_never() -> None:
         cull_decision(body("Paused", spec={"pausedTTLSeconds": 0}, pausedTime=ago(10**7)), CONFIG, NOW)
         is None
     )
+
+
+def test_a_sandbox_that_never_started_is_paused_then_deleted() -> None:
+    """StartTimeout makes the phase Failed, which the culler treats like an idle Sandbox: paused after the
+    idle timeout, deleted after the paused TTL, so a Sandbox that can never start does not live for ever."""
+    from kubehands.operator.status import compute_status
+
+    unschedulable = {
+        "metadata": {"name": "kh-a"},
+        "status": {
+            "phase": "Pending",
+            "conditions": [
+                {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/1 nodes"}
+            ],
+        },
+    }
+    config = OperatorConfig(idle_timeout_seconds=1200, paused_ttl_seconds=3600, start_timeout_seconds=600)
+    stuck = body(  # created 10 000 s ago, never Ready
+        phase="Starting",
+        conditions=[
+            {"type": "Ready", "status": "False", "reason": "Unschedulable", "lastTransitionTime": ago(10_000)},
+            {"type": "Paused", "status": "False", "reason": "NotPaused", "lastTransitionTime": ago(10_000)},
+        ],
+    )
+    assert cull_decision(stuck, config, NOW) is None  # starting is not idling
+    stuck["status"] = compute_status(stuck, unschedulable, [], NOW, start_timeout_seconds=600)
+    assert (stuck["status"]["phase"], stuck["status"]["conditions"][0]["reason"]) == ("Failed", "StartTimeout")
+
+    decision = cull_decision(stuck, config, NOW)
+    assert decision is not None and decision.action is CullAction.PAUSE
+
+    paused = body("Paused", pausedTime=ago(3700))
+    paused["status"]["conditions"] = stuck["status"]["conditions"]
+    decision = cull_decision(paused, config, NOW)
+    assert decision is not None and decision.action is CullAction.DELETE
+
+
+def test_a_start_timeout_within_the_idle_timeout_is_kept_for_a_look() -> None:
+    """The Failed status stays visible (and a restart possible) until the idle timeout has passed."""
+    config = OperatorConfig(idle_timeout_seconds=1200, start_timeout_seconds=600)
+    recent = body(phase="Failed", podCreatedTime=ago(700))
+    recent["status"]["conditions"] = [{"type": "Ready", "status": "False", "reason": "StartTimeout"}]
+    assert cull_decision(recent, config, NOW) is None

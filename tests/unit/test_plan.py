@@ -1,12 +1,14 @@
-"""Every decision of a converge, case by case: `plan`, `binding_wait` and `drifted` are pure."""
+"""Every decision of a converge, case by case: `plan`, `binding_wait`, `drifted`, `start_deadline_passed` and
+`refusal` are pure."""
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from kubehands.crd.model import Sandbox
 from kubehands.operator.builders import pod_spec_hash
-from kubehands.operator.plan import Step, binding_wait, drifted, outdated, plan
+from kubehands.operator.plan import Step, binding_wait, drifted, outdated, plan, refusal, start_deadline_passed
 
 pytestmark = pytest.mark.unit
 
@@ -155,3 +157,82 @@ DRIFT_CASES = [
 )
 def test_drifted(sandbox_body: dict[str, Any], indexed: dict[str, Any] | None, expected: bool) -> None:
     assert drifted(sandbox_body, indexed) is expected
+
+
+def test_a_restart_request_makes_the_pod_outdated() -> None:
+    """The gateway restarts a session in error by setting `restarted-at`: same spec, new pod, same claim."""
+    restarted = sandbox()
+    restarted.metadata["annotations"] = {"kubehands.dev/restarted-at": "2026-01-02T03:04:05Z"}
+    assert outdated(restarted, pod())
+    assert plan(restarted, pod(ready=True), bind_wait_seconds=5).steps == (CLAIM, SECRET, DELETE)
+    current = pod(spec_hash=pod_spec_hash(restarted.spec, "2026-01-02T03:04:05Z"))
+    assert not outdated(restarted, current)
+
+
+@pytest.mark.parametrize(
+    ("status", "body_text", "expected"),
+    [
+        (422, '{"kind": "Status", "message": "Pod \\"kh-a\\" is invalid: spec.nodeSelector: Invalid value"}',
+         'Pod "kh-a" is invalid: spec.nodeSelector: Invalid value'),
+        (400, b'{"kind": "Status", "message": "bad request"}', "bad request"),
+        (422, "not json", "Unprocessable Entity"),
+        (403, '{"message": "exceeded quota"}', None),  # a quota may allow it later: retried
+        (409, '{"message": "already exists"}', None),
+        (500, None, None),
+        (None, None, None),
+    ],
+)
+def test_refusal(status: int | None, body_text: str | bytes | None, expected: str | None) -> None:
+    assert refusal(status, body_text, "Unprocessable Entity") == expected
+
+
+def invalid(generation: int = 1, observed: int = 1, reason: str = "InvalidSpec") -> dict[str, Any]:
+    ready = {"type": "Ready", "status": "False", "reason": reason}
+    status = {"podStatus": "failed", "phase": "Failed", "observedGeneration": observed, "conditions": [ready]}
+    return {"metadata": {"name": "kh-a", "generation": generation}, "spec": {"state": "Running"}, "status": status}
+
+
+INVALID_DRIFT_CASES = [
+    ("invalid spec, no pod: in line (nothing to create)", invalid(), None, False),
+    ("invalid spec of an older generation, no pod: drifted", invalid(generation=2), None, True),
+    ("start timeout, no pod: drifted (a pod must be made)", invalid(reason="StartTimeout"), None, True),
+]
+
+
+@pytest.mark.parametrize(
+    ("sandbox_body", "indexed", "expected"),
+    [c[1:] for c in INVALID_DRIFT_CASES],
+    ids=[c[0] for c in INVALID_DRIFT_CASES],
+)
+def test_an_invalid_spec_is_not_retried_by_the_resync(
+    sandbox_body: dict[str, Any], indexed: dict[str, Any] | None, expected: bool
+) -> None:
+    assert drifted(sandbox_body, indexed) is expected
+
+
+NOW = datetime(2026, 1, 2, 12, 0, 0, tzinfo=UTC)
+
+
+def reported(phase: str | None, created_ago: int, state: str = "Running") -> dict[str, Any]:
+    created = (NOW - timedelta(seconds=created_ago)).isoformat()
+    status = {"phase": phase} if phase else {}
+    return {"metadata": {"name": "kh-a", "creationTimestamp": created}, "spec": {"state": state}, "status": status}
+
+
+DEADLINE_CASES = [
+    # (id, Sandbox body, start timeout, converge now)
+    ("Starting past the deadline: converge (no pod event will come)", reported("Starting", 700), 600, True),
+    ("no status yet, past the deadline: converge", reported(None, 700), 600, True),
+    ("Starting within the deadline: wait", reported("Starting", 500), 600, False),
+    ("deadline off", reported("Starting", 10**6), 0, False),
+    ("already Failed (e.g. StartTimeout): nothing more to report", reported("Failed", 700), 600, False),
+    ("Running: ready, no deadline", reported("Running", 700), 600, False),
+    ("Paused", reported("Paused", 700, state="Paused"), 600, False),
+]
+
+
+@pytest.mark.parametrize(
+    ("sandbox_body", "timeout", "expected"), [c[1:] for c in DEADLINE_CASES], ids=[c[0] for c in DEADLINE_CASES]
+)
+def test_start_deadline_passed(sandbox_body: dict[str, Any], timeout: int, expected: bool) -> None:
+    assert start_deadline_passed(sandbox_body, NOW, timeout) is expected

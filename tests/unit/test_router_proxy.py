@@ -198,3 +198,227 @@ async def test_subdomain_mode_routes_by_host(upstream_port: int) -> None:
         assert agent.json()["path"] == "/api/x"
         assert vscode.json()["path"] == "/" and vscode.json()["query"] == "tkn=1"
         assert other.status_code == 200
+
+
+# ---- wake and activity only for the sandbox's own clients ------------------------------------------
+
+SESSION_KEY = "sk-of-the-sandbox"
+PAUSED_RID = "kh-paused000001"
+
+
+def _keyed_requests() -> list[tuple[str, dict[str, str]]]:
+    """Every way the clients carry the session key: (path suffix, headers)."""
+    return [
+        ("/alive", {"X-Session-API-Key": SESSION_KEY}),  # agent-server calls
+        (f"/vscode/?tkn={SESSION_KEY}", {}),  # VS Code's first load
+        (f"/sockets/events/c1?session_api_key={SESSION_KEY}", {}),  # browser WebSockets
+        ("/vscode/static/x.js", {"Cookie": f"other=1; vscode-tkn={SESSION_KEY}"}),  # VS Code afterwards
+    ]
+
+
+@pytest.fixture
+async def paused_gateway(upstream_port: int):
+    settings = Settings(activity_interval_seconds=3600, wake_timeout_seconds=5)
+    async with serve_gateway(settings) as (gateway, port):
+        gateway.caches.sandboxes.upsert(
+            sandbox_object(PAUSED_RID, TENANT, "sp", upstream_port, state=DesiredState.PAUSED, session_key=SESSION_KEY)
+        )
+        yield gateway, port
+
+
+@pytest.mark.parametrize(
+    ("suffix", "headers"),
+    [
+        ("/alive", {}),
+        ("/alive", {"X-Session-API-Key": "not-the-key"}),
+        ("/alive?tkn=wrong&session_api_key=", {"Cookie": "vscode-tkn=wrong"}),
+        ("/alive", {"X-API-Key": SESSION_KEY}),  # the runtime-API header is not the session key
+    ],
+)
+async def test_a_request_without_the_session_key_never_wakes_a_paused_sandbox(
+    paused_gateway, suffix: str, headers: dict[str, str]
+) -> None:
+    gateway, port = paused_gateway
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+        response = await http.get(f"/{PAUSED_RID}{suffix}", headers=headers)
+    assert response.status_code == 503
+    assert "session key" in response.json()["detail"]
+    assert int(response.headers["retry-after"]) > 0
+    assert gateway.caches.sandbox(PAUSED_RID)["spec"]["state"] == "Paused"
+    assert gateway.activity._last == {}  # no activity either
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(f"ws://127.0.0.1:{port}/{PAUSED_RID}/sockets/events/c1"):
+            pass
+    assert refused.value.response.status_code == 503
+
+
+@pytest.mark.parametrize(("suffix", "headers"), _keyed_requests())
+async def test_a_request_with_the_session_key_wakes_the_sandbox(
+    paused_gateway, suffix: str, headers: dict[str, str]
+) -> None:
+    """The wake is attempted (no API server is behind this gateway, so the resume itself fails: a 503 that
+    says so, never a 500)."""
+    _, port = paused_gateway
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+        response = await http.get(f"/{PAUSED_RID}{suffix}", headers=headers)
+    assert response.status_code == 503
+    assert response.json() == {"detail": "the Kubernetes API server is not reachable; retry shortly"}
+
+
+async def test_a_sandbox_without_the_digest_is_checked_against_its_secret(upstream_port: int) -> None:
+    """Sandboxes created before the annotation: the session-key Secret decides where the gateway has it;
+    a router without the control API (and without Secrets) never wakes them."""
+    from tests.helpers.api import add_session_secret
+
+    for control_api, expected in ((True, "the Kubernetes API server is not reachable"), (False, "session key")):
+        settings = Settings(activity_interval_seconds=3600, enable_control_api=control_api)
+        async with serve_gateway(settings) as (gateway, port):
+            gateway.caches.sandboxes.upsert(
+                sandbox_object(PAUSED_RID, TENANT, "sp", upstream_port, state=DesiredState.PAUSED)
+            )
+            if control_api:
+                add_session_secret(gateway, PAUSED_RID, TENANT, "sp", SESSION_KEY)
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+                keyed = await http.get(f"/{PAUSED_RID}/alive", headers={"X-Session-API-Key": SESSION_KEY})
+                wrong = await http.get(f"/{PAUSED_RID}/alive", headers={"X-Session-API-Key": "nope"})
+        assert keyed.status_code == 503 and expected in keyed.json()["detail"], control_api
+        assert wrong.status_code == 503 and "session key" in wrong.json()["detail"]
+
+
+async def test_only_requests_with_the_session_key_count_as_activity(upstream_port: int) -> None:
+    settings = Settings(activity_interval_seconds=3600)
+    async with serve_gateway(settings) as (gateway, port):
+        gateway.caches.sandboxes.upsert(sandbox_object(RID, TENANT, "s1", upstream_port, session_key=SESSION_KEY))
+        await _ready(gateway, RID)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            for path in ("/alive", "/health", "/api/x", "/vscode/?tkn=guess"):
+                assert (await http.get(f"/{RID}{path}")).status_code == 200  # still proxied
+            assert gateway.activity._last == {}
+            keyed = await http.get(f"/{RID}/api/x", headers={"X-Session-API-Key": SESSION_KEY})
+        assert keyed.status_code == 200
+        assert list(gateway.activity._last) == [RID]
+
+
+async def test_a_wake_over_the_owners_limit_is_429(upstream_port: int) -> None:
+    """Resuming adds a sandbox that holds a pod: the owner's limit (here from the annotation the control API
+    wrote, as a router without API keys reads it) is checked first. Starting and failed sandboxes count."""
+    settings = Settings(activity_interval_seconds=3600, enable_control_api=False)
+    async with serve_gateway(settings) as (gateway, port):
+        gateway.caches.sandboxes.upsert(
+            sandbox_object(
+                PAUSED_RID, TENANT, "sp", upstream_port, state=DesiredState.PAUSED, session_key=SESSION_KEY,
+                annotations={"kubehands.dev/max-running": "2"},
+            )
+        )
+        gateway.caches.sandboxes.upsert(sandbox_object("kh-starting00001", TENANT, "s2", 1, ready=False))
+        gateway.caches.sandboxes.upsert(sandbox_object("kh-failed000001", TENANT, "s3", 1, failed=True))
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            response = await http.get(f"/{PAUSED_RID}/alive", headers={"X-Session-API-Key": SESSION_KEY})
+            assert response.status_code == 429
+            assert "limit" in response.json()["detail"]
+            assert gateway.caches.sandbox(PAUSED_RID)["spec"]["state"] == "Paused"
+            with pytest.raises(InvalidStatus) as refused:
+                async with connect(
+                    f"ws://127.0.0.1:{port}/{PAUSED_RID}/sockets/events/c1?session_api_key={SESSION_KEY}"
+                ):
+                    pass
+            assert refused.value.response.status_code == 429
+            # another tenant's sandboxes do not count
+            gateway.caches.sandboxes.discard("kh-failed000001")
+            gateway.caches.sandboxes.upsert(sandbox_object("kh-failed000001", "team-b", "s3", 1, failed=True))
+            response = await http.get(f"/{PAUSED_RID}/alive", headers={"X-Session-API-Key": SESSION_KEY})
+        assert response.status_code == 503 and "not reachable" in response.json()["detail"]
+
+
+async def test_an_api_server_that_stalls_during_a_wake_is_503(upstream_port: int) -> None:
+    from tests.unit.test_api_kube import silent_api_server
+
+    settings = Settings(activity_interval_seconds=3600, kube_request_timeout_seconds=0.5)
+    async with silent_api_server() as api, serve_gateway(settings, api) as (gateway, port):
+        gateway.caches.sandboxes.upsert(
+            sandbox_object(PAUSED_RID, TENANT, "sp", upstream_port, state=DesiredState.PAUSED, session_key=SESSION_KEY)
+        )
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            response = await http.get(f"/{PAUSED_RID}/alive", headers={"X-Session-API-Key": SESSION_KEY})
+            assert (await http.get("/health")).status_code == 200  # and the gateway goes on serving
+    assert response.status_code == 503
+    assert response.json() == {"detail": "the Kubernetes API server is not reachable; retry shortly"}
+    assert response.headers["retry-after"]
+
+
+# ---- bounded WebSocket messages and headers ---------------------------------------------------------
+
+
+async def test_an_oversize_websocket_message_from_the_sandbox_closes_with_1009(upstream_port: int) -> None:
+    settings = Settings(activity_interval_seconds=3600, websocket_max_message_bytes=64 * 1024)
+    async with serve_gateway(settings) as (gateway, port):
+        gateway.caches.sandboxes.upsert(sandbox_object(RID, TENANT, "s1", upstream_port))
+        await _ready(gateway, RID)
+        async with connect(f"ws://127.0.0.1:{port}/{RID}/big-ws?bytes={65 * 1024}", max_size=None) as ws:
+            with pytest.raises(ConnectionClosed) as closed:
+                await ws.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+        # the limit is per message, and the gateway goes on serving
+        async with connect(f"ws://127.0.0.1:{port}/{RID}/big-ws?bytes={60 * 1024}") as ws:
+            assert len(await ws.recv()) == 60 * 1024
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            assert (await http.get("/health")).status_code == 200
+
+
+async def test_an_oversize_websocket_message_from_the_client_closes_with_1009(upstream_port: int) -> None:
+    """`kubehands gateway` gives uvicorn the same bound (serve_gateway serves with its options)."""
+    settings = Settings(activity_interval_seconds=3600, websocket_max_message_bytes=64 * 1024)
+    async with serve_gateway(settings) as (gateway, port):
+        gateway.caches.sandboxes.upsert(sandbox_object(RID, TENANT, "s1", upstream_port))
+        await _ready(gateway, RID)
+        async with connect(f"ws://127.0.0.1:{port}/{RID}/big-ws?bytes=1") as ws:
+            assert await ws.recv() == b"x"
+            await ws.send(b"y" * 1000)
+            assert await ws.recv() == "1000"
+            await ws.send(b"y" * (65 * 1024))
+            with pytest.raises(ConnectionClosed) as closed:
+                await ws.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+
+
+def test_kubehands_gateway_gives_uvicorn_the_websocket_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    import argparse
+
+    import uvicorn
+
+    from kubehands.api import cli, settings
+
+    assert Settings().websocket_max_message_bytes == 16 * 1024 * 1024 == cli.DEFAULT_WS_MAX_SIZE
+    seen: dict = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: seen.update(options, app=app))
+    monkeypatch.setenv("KUBEHANDS_WEBSOCKET_MAX_MESSAGE_BYTES", "123456")
+    settings.get_settings.cache_clear()
+    try:
+        args = argparse.Namespace(host="127.0.0.1", port=1, log_level="info", proxy_headers=False)
+        assert cli.run(args) == 0
+    finally:
+        settings.get_settings.cache_clear()
+    assert seen["ws_max_size"] == 123456 and seen["factory"] is True
+
+
+async def test_huge_request_headers_are_431_everywhere(path_gateway) -> None:
+    """uvicorn with httptools passes a 1 MiB header to the app; the gateway refuses it, on the control API
+    and on the router (which would copy it to the sandbox), with JSON."""
+    _, port = path_gateway
+    big = {"X-Big": "a" * (1024 * 1024)}
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+        for method, path in (("GET", "/health"), ("POST", "/start"), ("GET", f"/{RID}/alive")):
+            response = await http.request(method, path, headers=big)
+            assert response.status_code == 431, path
+            assert "header" in response.json()["detail"]
+        many = {f"X-H{i}": "v" * 100 for i in range(700)}  # many small ones add up too
+        assert (await http.get(f"/{RID}/alive", headers=many)).status_code == 431
+        assert (await http.get(f"/{RID}/alive", headers={"X-Fine": "a" * 30_000})).status_code == 200
+    # A WebSocket handshake's headers are parsed by the server's WebSocket library first (at most 128,
+    # each under 8 KiB); `kubehands gateway` answers its refusals too, with JSON, instead of leaving them hanging.
+    for headers in (big, {"X-Line": "a" * 9000}, {"X-Fine": "a" * 30_000, **{f"X-{i}": "v" for i in range(5)}}):
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(f"ws://127.0.0.1:{port}/{RID}/ws", additional_headers=headers, open_timeout=10):
+                pass
+        assert refused.value.response.status_code == 431
+        assert "header" in json.loads(refused.value.response.body)["detail"]

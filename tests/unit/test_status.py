@@ -285,3 +285,106 @@ def test_transition_events() -> None:
     failed = compute_status(sandbox(), None, ["bad"], NOW)
     kind, reason, _ = transition_event(starting, failed) or ("", "", "")
     assert (kind, reason) == ("Warning", "InvalidSpec")
+
+
+# ---- start deadline ---------------------------------------------------------------------------------------
+
+LONG_AGO = "2026-01-02T02:00:00Z"  # 64 min 5 s before NOW
+CONFIG_ERROR = {"state": {"waiting": {"reason": "CreateContainerConfigError", "message": 'secret "s" not found'}}}
+
+
+def unschedulable_pod() -> dict[str, Any]:
+    p = pod()
+    p["status"]["conditions"] = [UNSCHEDULABLE]
+    return p
+
+
+def aged(
+    created: str = LONG_AGO,
+    ready_since: str | None = LONG_AGO,
+    resumed: str | None = None,
+    restarted_at: str | None = None,
+    state: str = "Running",
+) -> dict[str, Any]:
+    """A Sandbox as the operator last reported it: Ready False since `ready_since`, Paused False since
+    `resumed` (or since creation)."""
+    conditions = []
+    if ready_since:
+        conditions.append(
+            {"type": "Ready", "status": "False", "reason": "PodPending", "lastTransitionTime": ready_since}
+        )
+    conditions.append(
+        {"type": "Paused", "status": "False", "reason": "NotPaused", "lastTransitionTime": resumed or created}
+    )
+    annotations = {"kubehands.dev/restarted-at": restarted_at} if restarted_at else {}
+    body = sandbox(state, {"phase": "Starting", "conditions": conditions}, **annotations)
+    body["metadata"]["creationTimestamp"] = created
+    return body
+
+
+MINUTE_AGO = "2026-01-02T03:03:05Z"
+START_CASES = [
+    # (id, sandbox, pod, start timeout, expected Ready reason, expected phase)
+    ("unschedulable past the deadline", aged(), unschedulable_pod(), 600, "StartTimeout", "Failed"),
+    ("missing Secret past the deadline", aged(), pod(conditions=SCHEDULED, container=CONFIG_ERROR), 600,
+     "StartTimeout", "Failed"),
+    ("no pod past the deadline", aged(), None, 600, "StartTimeout", "Failed"),
+    ("running, probe failing, past the deadline", aged(), pod("Running", {**SCHEDULED, "Ready": "False"}), 600,
+     "StartTimeout", "Failed"),
+    ("unschedulable within the deadline", aged(), unschedulable_pod(), 7200, "Unschedulable", "Starting"),
+    ("deadline 0: never", aged(), unschedulable_pod(), 0, "Unschedulable", "Starting"),
+    ("ready: no deadline", aged(), pod("Running", {**SCHEDULED, "Ready": "True"}), 600, "PodReady", "Running"),
+    ("a precise failure keeps its reason", aged(),
+     pod(conditions=SCHEDULED, container={"state": {"waiting": {"reason": "ErrImagePull"}}}), 600,
+     "ImagePullError", "Failed"),
+    ("paused: no deadline", aged(state="Paused"), None, 600, "SandboxPaused", "Paused"),
+    ("resumed a minute ago", aged(resumed=MINUTE_AGO), unschedulable_pod(), 600, "Unschedulable", "Starting"),
+    ("restarted a minute ago", aged(restarted_at=MINUTE_AGO), unschedulable_pod(), 600, "Unschedulable",
+     "Starting"),
+    ("lost readiness a minute ago", aged(ready_since=MINUTE_AGO), unschedulable_pod(), 600, "Unschedulable",
+     "Starting"),
+    ("first report now of an old Sandbox: counts from now", aged(ready_since=None), unschedulable_pod(), 600,
+     "Unschedulable", "Starting"),
+    ("unreadable restarted-at is ignored", aged(restarted_at="yesterday"), unschedulable_pod(), 600,
+     "StartTimeout", "Failed"),
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "current", "timeout", "reason", "phase"), [c[1:] for c in START_CASES], ids=[c[0] for c in START_CASES]
+)
+def test_start_deadline(
+    body: dict[str, Any], current: dict[str, Any] | None, timeout: int, reason: str, phase: str
+) -> None:
+    status = compute_status(body, current, [], NOW, start_timeout_seconds=timeout)
+    assert (status["conditions"][0]["reason"], status["phase"]) == (reason, phase)
+
+
+def test_start_timeout_keeps_the_last_problem_and_its_transition_time() -> None:
+    status = compute_status(aged(), unschedulable_pod(), [], NOW, start_timeout_seconds=600)
+    ready = status["conditions"][0]
+    assert ready["message"] == "not ready after 600s: Unschedulable: 0/1 nodes are available: 1 Insufficient memory."
+    assert status["message"] == ready["message"] and status["podStatus"] == "failed"
+    assert ready["lastTransitionTime"] == LONG_AGO  # still False: the deadline does not restart
+    kind, event_reason, _ = transition_event(aged()["status"], status) or ("", "", "")
+    assert (kind, event_reason) == ("Warning", "StartTimeout")
+
+
+def test_a_resume_long_after_creation_is_not_timed_out_at_once() -> None:
+    """Judged on the new conditions: the resume moves the Paused transition to now."""
+    paused = aged()
+    paused["status"] = {
+        "phase": "Paused",
+        "conditions": [
+            {"type": "Ready", "status": "False", "reason": "SandboxPaused", "lastTransitionTime": LONG_AGO},
+            {"type": "Paused", "status": "True", "reason": "PauseRequested", "lastTransitionTime": LONG_AGO},
+        ],
+    }
+    status = compute_status(paused, None, [], NOW, start_timeout_seconds=600)
+    assert (status["phase"], status["conditions"][0]["reason"]) == ("Starting", "PodMissing")
+
+
+def test_why_the_pod_could_not_be_created_is_in_the_message() -> None:
+    status = compute_status(sandbox(), None, [], NOW, api_error="create pod failed: 403 exceeded quota")
+    assert status["message"] == "creating the pod (create pod failed: 403 exceeded quota)"
+    assert status["conditions"][0]["reason"] == "PodMissing" and status["phase"] == "Starting"

@@ -37,6 +37,11 @@ class ActivityRecorder:
         self._kube = kube
         self._last: dict[str, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        caches.sandboxes.add_listener(self._on_event)
+
+    def _on_event(self, kind: str, sandbox: dict[str, Any]) -> None:
+        if kind == "DELETED":  # one entry per sandbox ever touched would otherwise stay for ever
+            self._last.pop(sandbox["metadata"]["name"], None)
 
     def touch(self, runtime_id: str) -> None:
         interval = self._settings.activity_interval_seconds

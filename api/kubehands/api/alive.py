@@ -33,7 +33,13 @@ class AliveTracker:
 
     def on_event(self, kind: str, sandbox: dict[str, Any]) -> None:
         name = sandbox["metadata"]["name"]
-        identity = pod_identity(sandbox) if kind != "DELETED" else None
+        if kind == "DELETED":  # forget the sandbox: these maps must not grow with every sandbox ever seen
+            self._ok.pop(name, None)
+            task = self._tasks.pop(name, None)
+            if task is not None:
+                task.cancel()
+            return
+        identity = pod_identity(sandbox)
         if identity is None:
             self._ok.pop(name, None)
             return
@@ -42,15 +48,20 @@ class AliveTracker:
         self._ok.pop(name, None)
         task = self._tasks.get(name)
         if task is None or task.done():
-            self._tasks[name] = asyncio.get_running_loop().create_task(
-                self._probe(name), name=f"alive-{name}"
-            )
+            task = asyncio.get_running_loop().create_task(self._probe(name), name=f"alive-{name}")
+            self._tasks[name] = task
+            task.add_done_callback(self._forget_task)
+
+    def _forget_task(self, task: asyncio.Task[None]) -> None:
+        name = task.get_name().removeprefix("alive-")
+        if self._tasks.get(name) is task:
+            del self._tasks[name]
 
     async def _probe(self, name: str) -> None:
         while True:
             sandbox = self._caches.sandbox(name)
             identity = pod_identity(sandbox) if sandbox else None
-            if identity is None:
+            if sandbox is None or identity is None:
                 return
             url = upstream_base(identity[1], service_port(sandbox, AGENT_PORT_NAME)) + "/alive"
             try:
@@ -65,6 +76,7 @@ class AliveTracker:
             await asyncio.sleep(self._settings.alive_retry_seconds)
 
     async def stop(self) -> None:
-        for task in self._tasks.values():
+        tasks = list(self._tasks.values())
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)

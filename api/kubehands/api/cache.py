@@ -194,9 +194,14 @@ class Reflector:
 
 
 class Caches:
-    """The gateway's three caches and the lookups the endpoints need."""
+    """The gateway's three caches and the lookups the endpoints need.
 
-    def __init__(self, kube: Kube, namespace: str, keys_namespace: str) -> None:
+    With `secrets=False` (a router without the control API) only Sandboxes are watched: such a router has
+    no RBAC on Secrets, and checks session keys against the Sandbox's sha256 annotation instead. The two
+    Secret caches then stay empty and are never started, so they never fail nor hold up readiness.
+    """
+
+    def __init__(self, kube: Kube, namespace: str, keys_namespace: str, *, secrets: bool = True) -> None:
         self.sandboxes = Reflector("sandboxes", kube.list_sandboxes, namespace)
         self.session_keys = Reflector(
             "session-keys", kube.core.list_namespaced_secret, namespace, f"{LABEL_SESSION_KEY}=true"
@@ -204,15 +209,18 @@ class Caches:
         self.api_keys = Reflector(
             "api-keys", kube.core.list_namespaced_secret, keys_namespace, f"{LABEL_API_KEY}=true"
         )
-        self._all = (self.sandboxes, self.session_keys, self.api_keys)
+        self.secrets = secrets
+        self._all = (self.sandboxes, self.session_keys, self.api_keys) if secrets else (self.sandboxes,)
         self._by_owner = LabelIndex(self.sandboxes, lambda s: _label_key(s, LABEL_OWNER))
         self._by_session = LabelIndex(self.sandboxes, lambda s: _label_key(s, LABEL_OWNER, LABEL_SESSION))
         self._claims_by_runtime = LabelIndex(self.session_keys, lambda s: _label_key(s, LABEL_RUNTIME_ID))
         self._key_records: list[KeyRecord] | None = None
+        self._key_by_name: dict[str, KeyRecord] | None = None
         self.api_keys.add_listener(self._keys_changed)
 
     def _keys_changed(self, kind: str, obj: Obj) -> None:
         self._key_records = None
+        self._key_by_name = None
 
     def start(self) -> None:
         for reflector in self._all:
@@ -240,6 +248,14 @@ class Caches:
             self._key_records = [r for r in records if r is not None]
         return self._key_records
 
+    def key_record(self, name: str) -> KeyRecord | None:
+        """The API key named `name`; None when unknown or when this gateway does not read API keys."""
+        if not self.secrets:
+            return None
+        if self._key_by_name is None:
+            self._key_by_name = {record.name: record for record in self.key_records()}
+        return self._key_by_name.get(name)
+
     def sandbox(self, runtime_id: str) -> Obj | None:
         return self.sandboxes.items.get(runtime_id)
 
@@ -258,6 +274,7 @@ class Caches:
         return claims[0] if claims else None
 
     def session_key(self, sandbox: Obj) -> str | None:
+        """The sandbox's session key from the Secret cache; None when unknown (or Secrets are not watched)."""
         ref = (sandbox.get("spec") or {}).get("sessionKeySecretRef") or {}
         return secret_session_key(self.session_keys.items.get(str(ref.get("name") or "")))
 

@@ -3,6 +3,9 @@
 import argparse
 from typing import Any
 
+# uvicorn's own default for ws_max_size, and the gateway's default websocket_max_message_bytes.
+DEFAULT_WS_MAX_SIZE = 16 * 1024 * 1024
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="0.0.0.0", help="address to bind (default 0.0.0.0)")
@@ -15,22 +18,59 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def serve(app: Any, host: str, port: int, log_level: str = "info", proxy_headers: bool = False) -> None:
-    """uvicorn as `kubehands gateway` runs it; `app` is an app or an "module:factory" path. The
-    benchmarks serve their baselines through this too, so they differ from the gateway only in the app."""
+def uvicorn_options(
+    host: str,
+    port: int,
+    log_level: str = "info",
+    proxy_headers: bool = False,
+    *,
+    ws_max_size: int = DEFAULT_WS_MAX_SIZE,
+) -> dict[str, Any]:
+    """The uvicorn settings `kubehands gateway` runs with (tests serve the gateway with the same ones).
+
+    `ws_max_size` bounds one WebSocket message from a client (uvicorn closes the connection with 1009 above
+    it); the gateway passes `websocket_max_message_bytes`, the bound the router applies to the sandbox's side.
+    """
+    from kubehands.api.server import WebSocketProtocol
+
+    return {
+        "host": host,
+        "port": port,
+        "log_level": log_level,
+        "proxy_headers": proxy_headers,
+        "timeout_graceful_shutdown": 30,
+        "ws": WebSocketProtocol,  # uvicorn's default, answering the handshakes it leaves hanging
+        "ws_max_size": ws_max_size,
+    }
+
+
+def serve(
+    app: Any,
+    host: str,
+    port: int,
+    log_level: str = "info",
+    proxy_headers: bool = False,
+    *,
+    ws_max_size: int = DEFAULT_WS_MAX_SIZE,
+) -> None:
+    """uvicorn as `kubehands gateway` runs it; `app` is an app or an "module:factory" path. The benchmarks
+    serve their baselines through this too, so they differ from the gateway only in the app."""
     import uvicorn
 
-    uvicorn.run(
-        app,
-        factory=isinstance(app, str),
-        host=host,
-        port=port,
-        log_level=log_level,
-        proxy_headers=proxy_headers,
-        timeout_graceful_shutdown=30,
-    )
+    options = uvicorn_options(host, port, log_level, proxy_headers, ws_max_size=ws_max_size)
+    uvicorn.run(app, factory=isinstance(app, str), **options)
 
 
 def run(args: argparse.Namespace) -> int:
-    serve("kubehands.api.main:create_app", args.host, args.port, args.log_level, args.proxy_headers)
+    from kubehands.api.settings import get_settings
+
+    settings = get_settings()  # read once here too: a bad setting fails before uvicorn starts
+    serve(
+        "kubehands.api.main:create_app",
+        args.host,
+        args.port,
+        args.log_level,
+        args.proxy_headers,
+        ws_max_size=settings.websocket_max_message_bytes,
+    )
     return 0

@@ -34,6 +34,9 @@ LABEL_KEY_NAME = f"{GROUP}/key-name"
 LABEL_SESSION_KEY = f"{GROUP}/session-key"  # "true" on every session-key (claim) Secret
 LABEL_RUNTIME_ID = f"{GROUP}/runtime-id"
 ANNOTATION_SESSION_ID = f"{GROUP}/session-id"
+# On a Sandbox: its owner key's running limit when the gateway last wrote it (/start, /resume, re-/start);
+# the router, which reads no API keys in router-only deployments, checks wakes against it.
+ANNOTATION_MAX_RUNNING = f"{GROUP}/max-running"
 MANAGED_BY_GATEWAY = "kubehands-gateway"
 COMPONENT_API_KEY = "api-key"
 

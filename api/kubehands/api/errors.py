@@ -53,8 +53,39 @@ def api_exception_detail(exc: ApiException) -> str:
     return str(message or exc.reason or "Kubernetes API error")
 
 
+UNREACHABLE = "the Kubernetes API server is not reachable; retry shortly"
+# Kubernetes answers passed on as they are: they describe the request (a missing or changed object, an
+# invalid one). Any other API-server failure is the gateway's upstream failing: 502.
+_PASSED_ON = (404, 409, 422)
+
+
+def kube_error(exc: BaseException) -> tuple[int, str] | None:
+    """(status, detail) for a failed Kubernetes API call, as every route and the router answer it; None for
+    anything else. Unreachable or timed out (kubehands.kube bounds every call): 503, retry later."""
+    if isinstance(exc, ApiException):
+        detail = api_exception_detail(exc)
+        if exc.status in _PASSED_ON:
+            return exc.status, detail
+        if exc.status in (429, 503, 504):  # the API server itself asks to retry later
+            return 503, f"the Kubernetes API server is busy ({exc.status}); retry shortly"
+        log.warning("Kubernetes API error %s: %s", exc.status, detail)
+        return 502, f"Kubernetes API error: {detail}"
+    if isinstance(exc, aiohttp.ClientError | OSError | TimeoutError):
+        log.warning("Kubernetes API unreachable: %s", exc)
+        return 503, UNREACHABLE
+    return None
+
+
 def _json(status: int, detail: object, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+
+
+def _message(error: object) -> str:
+    msg = str(error.get("msg", "")) if isinstance(error, dict) else ""
+    ctx = error.get("ctx") if isinstance(error, dict) else None
+    if isinstance(error, dict) and error.get("type") == "json_invalid" and isinstance(ctx, dict):
+        msg = f"{msg}: {ctx.get('error')}"  # e.g. which key was duplicated
+    return msg
 
 
 def install_exception_handlers(app: FastAPI) -> None:
@@ -64,8 +95,9 @@ def install_exception_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # Never the input itself: it may be a megabyte, and it is the client's own anyway.
         errors = [
-            {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+            {"loc": list(e.get("loc", ())), "msg": _message(e), "type": str(e.get("type", ""))}
             for e in exc.errors()
         ]
         return _json(422, errors)
@@ -75,19 +107,12 @@ def install_exception_handlers(app: FastAPI) -> None:
         return _json(exc.status_code, exc.detail, getattr(exc, "headers", None))
 
     @app.exception_handler(ApiException)
-    async def _kube(_: Request, exc: ApiException) -> JSONResponse:
-        detail = api_exception_detail(exc)
-        if exc.status in (404, 409, 422):
-            return _json(exc.status, detail)
-        log.warning("Kubernetes API error %s: %s", exc.status, detail)
-        return _json(502, f"Kubernetes API error: {detail}")
-
     @app.exception_handler(aiohttp.ClientError)
     @app.exception_handler(OSError)
     @app.exception_handler(TimeoutError)
-    async def _unreachable(_: Request, exc: Exception) -> JSONResponse:
-        log.warning("Kubernetes API unreachable: %s", exc)
-        return _json(503, "the Kubernetes API server is not reachable; retry shortly")
+    async def _kube(_: Request, exc: Exception) -> JSONResponse:
+        status, detail = kube_error(exc) or (503, UNREACHABLE)
+        return _json(status, detail, {"retry-after": "5"} if status == 503 else None)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

@@ -34,7 +34,7 @@ class Gateway:
     @classmethod
     def assemble(cls, settings: Settings, kube: Kube, http: httpx.AsyncClient) -> "Gateway":
         """Wire the parts together; nothing is started (open() starts the watches)."""
-        caches = Caches(kube, settings.namespace, settings.key_namespace)
+        caches = Caches(kube, settings.namespace, settings.key_namespace, secrets=settings.enable_control_api)
         alive = AliveTracker(settings, caches, http)
         return cls(
             settings=settings,

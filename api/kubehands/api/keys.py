@@ -27,6 +27,7 @@ from kubehands.api.constants import (
     PART_OF,
 )
 from kubehands.crd.model import ENV_NAME_PATTERN, Toleration, Volume
+from kubehands.crd.resources import is_quantity
 
 KEY_PREFIX = "khk_"
 KEY_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$")  # a label value, short enough for names
@@ -78,8 +79,17 @@ class Profile(BaseModel):
     @classmethod
     def _env(cls, value: dict[str, str]) -> dict[str, str]:
         for name in value:
-            if not re.match(ENV_NAME_PATTERN, name):
+            if not re.fullmatch(ENV_NAME_PATTERN, name):
                 raise ValueError(f"invalid environment variable name: {name!r}")
+        return value
+
+    @field_validator("resource_ceiling")
+    @classmethod
+    def _ceiling(cls, value: dict[str, str]) -> dict[str, str]:
+        # Checked here, so `kubehands keys create` refuses it, rather than at every /start of the key.
+        for name, quantity in value.items():
+            if not is_quantity(quantity):
+                raise ValueError(f"resourceCeiling.{name}: not a Kubernetes quantity: {quantity!r}")
         return value
 
 
@@ -88,6 +98,9 @@ class KeyRecord:
     name: str
     digest: str
     profile: Profile = field(default_factory=Profile)
+    # Why the stored profile could not be read (a Secret written by hand or by an older CLI). The key still
+    # authenticates, but /start refuses it (422) rather than start sandboxes without the administrator's policy.
+    profile_error: str | None = None
 
 
 def _b64(value: str) -> str:
@@ -124,12 +137,18 @@ def record_from_secret(secret: dict[str, Any]) -> KeyRecord | None:
     name = labels.get(LABEL_KEY_NAME)
     try:
         digest = base64.b64decode(data.get(HASH_FIELD, "")).decode("ascii").strip()
-        profile_json = base64.b64decode(data.get(PROFILE_FIELD, "")).decode("utf-8") or "{}"
-        profile = Profile.model_validate(json.loads(profile_json))
-    except (ValueError, ValidationError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError):
         return None
     if not name or len(digest) != 64:
         return None
+    try:
+        profile_json = base64.b64decode(data.get(PROFILE_FIELD, "")).decode("utf-8") or "{}"
+        profile = Profile.model_validate(json.loads(profile_json))
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        return KeyRecord(name=name, digest=digest, profile_error=problems)
+    except (ValueError, UnicodeDecodeError):
+        return KeyRecord(name=name, digest=digest, profile_error=f"{PROFILE_FIELD} is not readable JSON")
     return KeyRecord(name=name, digest=digest, profile=profile)
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import aiohttp
 import yaml
+from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import ValidationError
 
@@ -27,7 +28,7 @@ from kubehands.api.keys import (
     secret_name,
     validate_key_name,
 )
-from kubehands.kube import CONFLICT, NOT_FOUND, Kube
+from kubehands.kube import CONFLICT, NOT_FOUND, Kube, json_body
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -102,7 +103,8 @@ async def _run(args: argparse.Namespace) -> int:
 async def _execute(kube: Kube, command: str, namespace: str, name: str, profile: Profile) -> None:
     if command == "create":
         raw = generate_key()
-        await kube.core.create_namespaced_secret(namespace, build_key_secret(name, hash_key(raw), profile, namespace))
+        secret = build_key_secret(name, hash_key(raw), profile, namespace)
+        await kube.core.create_namespaced_secret(namespace, json_body(secret, client.V1Secret))
         print(raw)
         print(f"created key {name!r}; store it now, it cannot be shown again", file=sys.stderr)
     elif command == "list":

@@ -11,7 +11,7 @@ from fastapi.routing import APIRoute
 
 from kubehands.api.errors import install_exception_handlers
 from kubehands.api.gateway import Gateway
-from kubehands.api.middleware import BodyLimitMiddleware, MetricsMiddleware
+from kubehands.api.middleware import BodyLimitMiddleware, HeaderLimitMiddleware, MetricsMiddleware
 from kubehands.api.router import RouterMiddleware
 from kubehands.api.routes import images, runtimes, sessions, system
 from kubehands.api.settings import Settings, get_settings
@@ -48,5 +48,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(images.router)
     app.add_middleware(MetricsMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(RouterMiddleware)  # outermost: sandbox traffic never meets the body limit
+    app.add_middleware(RouterMiddleware)  # sandbox traffic never meets the body limit
+    app.add_middleware(HeaderLimitMiddleware, max_bytes=settings.max_header_bytes)  # outermost: all traffic
     return app

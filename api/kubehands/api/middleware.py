@@ -1,13 +1,41 @@
-"""Control-API middleware: request-body size limit and Prometheus request metrics."""
+"""Middleware: request-header size limit (all traffic), control-API body limit, Prometheus request metrics."""
 
 import json
 import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from kubehands.api import metrics
+from kubehands.api import metrics, proxy
 
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
+
+
+class HeaderLimitMiddleware:
+    """431 `{"detail": ...}` when a request's header names and values add up to more than `max_bytes`.
+
+    Outermost, so the router's traffic is covered too: the router copies every header upstream. uvicorn with
+    httptools sets no limit of its own (a 1 MiB header reaches the app), and h11 answers a bare 400.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        size = sum(len(name) + len(value) for name, value in scope.get("headers", []))
+        if size <= self.max_bytes:
+            await self.app(scope, receive, send)
+            return
+        detail = f"request headers larger than {self.max_bytes} bytes"
+        if scope["type"] == "websocket":
+            message = await receive()
+            if message["type"] == "websocket.connect":
+                await proxy.reject_websocket(scope, send, 431, detail)
+            return
+        await proxy.send_json(send, 431, detail, [("connection", "close")])
 
 
 class BodyLimitMiddleware:

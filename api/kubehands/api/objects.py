@@ -6,10 +6,12 @@ Pure builders; the only randomness is in `mint_*`, which the callers invoke expl
 import hashlib
 import secrets
 import string
+from datetime import datetime
 from typing import Any
 
 from kubehands.api import urls
 from kubehands.api.constants import (
+    ANNOTATION_MAX_RUNNING,
     ANNOTATION_SESSION_ID,
     API_VERSION,
     COMPONENT_SESSION,
@@ -31,12 +33,29 @@ from kubehands.api.constants import (
 from kubehands.api.keys import KeyRecord
 from kubehands.api.schemas import StartRequest
 from kubehands.api.settings import Settings
-from kubehands.api.start_request import parse_command, resources_for
-from kubehands.crd.constants import MANAGED_ENV
+from kubehands.api.start_request import parse_command, resources_for, runtime_class_for
+from kubehands.crd.constants import ANNOTATION_RESTARTED_AT, ANNOTATION_SESSION_KEY_SHA256, MANAGED_ENV
 from kubehands.crd.model import DesiredState
 from kubehands.crd.names import session_label
+from kubehands.crd.times import rfc3339
 
 _BASE36 = string.digits + string.ascii_lowercase
+# The spec a re-/start takes from its request; a field the new request leaves out is removed (null in the
+# merge patch), so the restarted sandbox is what the request asks for. The session (sessionID,
+# sessionKeySecretRef) and the workspace stay: the point of restarting in place is to keep them.
+REBUILT_ON_RESTART = (
+    "image",
+    "command",
+    "workingDir",
+    "env",
+    "resources",
+    "runtimeClassName",
+    "securityContext",
+    "imagePullPolicy",
+    "volumes",
+    "nodeSelector",
+    "tolerations",
+)
 
 
 # ---- names ------------------------------------------------------------------------------------
@@ -48,6 +67,18 @@ def mint_runtime_id() -> str:
 
 def mint_session_key() -> str:
     return secrets.token_urlsafe(32)
+
+
+def session_key_digest(session_key: str) -> str:
+    """Hex sha256 of a session key: the Sandbox's `session-key-sha256` annotation, which the router checks
+    presented keys against (session keys are random and high-entropy, so a fast hash is enough)."""
+    return hashlib.sha256(session_key.encode("utf-8")).hexdigest()
+
+
+def running_limit(caller: KeyRecord, settings: Settings) -> int:
+    """How many sandboxes the key may hold at once (starting, running or in error)."""
+    limit = caller.profile.max_running
+    return settings.default_max_running if limit is None else limit
 
 
 def claim_name(tenant: str, session_id: str) -> str:
@@ -75,9 +106,19 @@ def build_environment(
 
 
 def build_sandbox(
-    req: StartRequest, caller: KeyRecord, settings: Settings, runtime_id: str, secret: str
+    req: StartRequest,
+    caller: KeyRecord,
+    settings: Settings,
+    runtime_id: str,
+    secret: str,
+    *,
+    session_key_sha256: str | None = None,
 ) -> dict[str, Any]:
-    """The Sandbox of a /start. Raises `InvalidRequest` for what the request model cannot check alone."""
+    """The Sandbox of a /start. Raises `InvalidRequest` for what the request model cannot check alone.
+
+    `session_key_sha256` (`session_key_digest` of the key in `secret`) becomes the annotation the router
+    checks presented keys against.
+    """
     spec: dict[str, Any] = {
         "image": req.image,
         "env": build_environment(req, caller, settings, runtime_id),
@@ -92,8 +133,9 @@ def build_sandbox(
         spec["command"] = command
     if req.working_dir:
         spec["workingDir"] = req.working_dir
-    if req.runtime_class:  # the operator maps it (KUBEHANDS_RUNTIME_CLASS_MAP) or drops it
-        spec["runtimeClassName"] = req.runtime_class
+    runtime_class = runtime_class_for(settings, req.runtime_class)
+    if runtime_class:  # the operator maps it to a RuntimeClass (KUBEHANDS_RUNTIME_CLASS_MAP)
+        spec["runtimeClassName"] = runtime_class
     security = {
         k: v
         for k, v in (
@@ -118,6 +160,13 @@ def build_sandbox(
         spec["tolerations"] = [
             t.model_dump(by_alias=True, exclude_none=True) for t in caller.profile.tolerations
         ]
+    annotations = {
+        ANNOTATION_SESSION_ID: req.session_id,
+        # The router has no API keys in router-only deployments: it reads the owner's limit here.
+        ANNOTATION_MAX_RUNNING: str(running_limit(caller, settings)),
+    }
+    if session_key_sha256:
+        annotations[ANNOTATION_SESSION_KEY_SHA256] = session_key_sha256
     return {
         "apiVersion": API_VERSION,
         "kind": KIND,
@@ -125,7 +174,7 @@ def build_sandbox(
             "name": runtime_id,
             "namespace": settings.namespace,
             "labels": {LABEL_OWNER: caller.name, LABEL_SESSION: session_label(req.session_id)},
-            "annotations": {ANNOTATION_SESSION_ID: req.session_id},
+            "annotations": annotations,
         },
         "spec": spec,
     }
@@ -155,3 +204,17 @@ def build_session_secret(
         },
         "stringData": {SESSION_KEY_SECRET_KEY: session_key},
     }
+
+
+def restart_patch(sandbox: dict[str, Any], fresh: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """The merge patch that restarts a failed `sandbox` in place as `fresh` (`build_sandbox` of the new
+    request for the same runtime_id and Secret): its spec, `state: Running`, its annotations and
+    `restarted-at`, which the operator puts into the pod's spec hash so the pod is replaced even when
+    nothing else changed."""
+    old = sandbox.get("spec") or {}
+    new = fresh["spec"]
+    spec: dict[str, Any] = {k: new[k] for k in REBUILT_ON_RESTART if k in new}
+    spec |= {k: None for k in REBUILT_ON_RESTART if k in old and k not in new}
+    spec["state"] = DesiredState.RUNNING.value
+    annotations = {**fresh["metadata"]["annotations"], ANNOTATION_RESTARTED_AT: rfc3339(now)}
+    return {"metadata": {"annotations": annotations}, "spec": spec}

@@ -33,6 +33,7 @@ HOP_BY_HOP = frozenset(
     }
 )
 REQUEST_ONLY_STRIPPED = frozenset({"x-api-key"})
+MESSAGE_TOO_BIG = 1009  # WebSocket close code
 WEBSOCKET_HANDSHAKE = frozenset(
     {
         "host",
@@ -177,22 +178,33 @@ async def _client_to_upstream(receive: Receive, upstream: ClientConnection) -> N
 
 
 async def _upstream_to_client(send: Send, upstream: ClientConnection) -> None:
+    too_big = False
     try:
         async for data in upstream:
             if isinstance(data, str):
                 await send({"type": "websocket.send", "text": data})
             else:
                 await send({"type": "websocket.send", "bytes": data})
-    except ConnectionClosed:
-        pass
-    code = upstream.close_code or 1000
-    reason = upstream.close_reason or ""
+    except ConnectionClosed as exc:
+        # The sandbox sent a message above max_size: the client library refused it (closing with 1009)
+        # before holding it in memory. The client learns why, with the same code.
+        too_big = exc.sent is not None and exc.sent.code == MESSAGE_TOO_BIG
+    if too_big:
+        code, reason = MESSAGE_TOO_BIG, "the sandbox sent a message larger than the gateway relays"
+    else:
+        code, reason = upstream.close_code or 1000, upstream.close_reason or ""
     await send({"type": "websocket.close", "code": 1000 if code in (1005, 1006) else code, "reason": reason})
 
 
-async def proxy_websocket(scope: Scope, receive: Receive, send: Send, url: str, open_timeout: float) -> str:
+async def proxy_websocket(
+    scope: Scope, receive: Receive, send: Send, url: str, open_timeout: float, max_size: int
+) -> str:
     """Connect upstream first, then accept the client with the upstream's subprotocol, then pump.
-    The caller has already received the client's `websocket.connect` message."""
+    The caller has already received the client's `websocket.connect` message.
+
+    `max_size` bounds one message from the sandbox: a sandbox runs untrusted code, and the gateway is
+    shared, so one huge message must end that connection (1009), not exhaust the gateway's memory. The
+    other direction is bounded by the server (`kubehands gateway` gives uvicorn the same ws_max_size)."""
     headers, protocols = _ws_headers(scope)
     try:
         upstream = await connect(
@@ -200,7 +212,7 @@ async def proxy_websocket(scope: Scope, receive: Receive, send: Send, url: str, 
             additional_headers=headers,
             subprotocols=protocols or None,  # type: ignore[arg-type]
             open_timeout=open_timeout,
-            max_size=None,
+            max_size=max_size,
             ping_interval=None,
             compression=None,
         )

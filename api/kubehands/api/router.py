@@ -1,8 +1,10 @@
 """The sandbox router: ASGI middleware in front of the control API.
 
 Requests whose path (path mode) or Host (subdomain mode) names a sandbox are proxied to its pod;
-everything else falls through to the FastAPI app. The router authenticates nothing itself: the
-agent server checks `X-Session-API-Key` (so `/alive`, `/health`, `/ready` pass without one).
+everything else falls through to the FastAPI app. The router authenticates nothing for the sandbox: the
+agent server checks `X-Session-API-Key` (so `/alive`, `/health`, `/ready` pass without one). But only a
+request that carries the sandbox's session key (`session_keys.py`) may wake it (resume it when paused,
+wait for it while it starts) and counts as activity for the idle culler.
 """
 
 import logging
@@ -11,6 +13,8 @@ from typing import Any
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from kubehands.api import metrics, proxy, urls
+from kubehands.api.errors import GatewayError, kube_error
+from kubehands.api.session_keys import carries_session_key
 from kubehands.crd.model import DesiredState
 
 log = logging.getLogger(__name__)
@@ -57,6 +61,16 @@ async def _deny(
         await proxy.send_json(send, status, detail, headers)
 
 
+def _error_answer(exc: Exception) -> tuple[int, str]:
+    """(status, detail) of an exception raised while waking, as the control API would answer it."""
+    if isinstance(exc, GatewayError):
+        return exc.status_code, exc.detail
+    mapped = kube_error(exc)
+    if mapped is None:
+        raise exc
+    return mapped
+
+
 async def route(gateway: Any, target: urls.Target, scope: Scope, receive: Receive, send: Send) -> None:
     kind = "websocket" if scope["type"] == "websocket" else "http"
     if kind == "websocket":
@@ -79,6 +93,7 @@ async def _route(
             return "starting"
         await _deny(scope, send, 404, f"no sandbox {target.runtime_id}")
         return "not_found"
+    keyed = carries_session_key(scope, sandbox, lambda: caches.session_key(sandbox))
     paused = (sandbox.get("spec") or {}).get("state") == DesiredState.PAUSED
     if paused and not settings.wake_on_request:
         await _deny(scope, send, 503, "the sandbox is paused; POST /resume to resume it")
@@ -87,19 +102,38 @@ async def _route(
         if not settings.wake_on_request:
             await _deny(scope, send, 503, "the sandbox is starting", [("retry-after", "2")])
             return "starting"
-        woken = await gateway.sandboxes.wake(target.runtime_id, settings.wake_timeout_seconds)
+        if not keyed:  # anonymous requests must not start pods, nor hold connections open waiting for one
+            state = "paused" if paused else "starting"
+            detail = f"the sandbox is {state}; only a request with its session key wakes it or waits for it"
+            await _deny(scope, send, 503, detail, [("retry-after", "5" if paused else "2")])
+            return state
+        try:
+            woken = await gateway.sandboxes.wake(target.runtime_id, settings.wake_timeout_seconds)
+        except Exception as exc:  # a limit, or the API server failing: an answer, never a 500
+            status, detail = _error_answer(exc)
+            if paused:
+                metrics.WAKES.labels("limit" if status == 429 else "error").inc()
+            headers = [("retry-after", "5")] if status == 503 else None
+            await _deny(scope, send, status, detail, headers)
+            return "wake_refused" if status == 429 else "wake_failed"
         if paused:
             metrics.WAKES.labels("ok" if woken else "timeout").inc()
         if woken is None:
             await _deny(scope, send, 503, "the sandbox did not become ready in time", [("retry-after", "5")])
             return "wake_timeout"
         sandbox = woken
-    gateway.activity.touch(target.runtime_id)
+    if keyed:  # only the sandbox's own clients keep it from being culled
+        gateway.activity.touch(target.runtime_id)
     base = urls.upstream_base(sandbox["status"]["podIP"], urls.service_port(sandbox, target.service))
     query = scope.get("query_string", b"").decode("latin-1")
     path_and_query = target.path + (f"?{query}" if query else "")
     if kind == "websocket":
         return await proxy.proxy_websocket(
-            scope, receive, send, "ws" + base[4:] + path_and_query, settings.proxy_connect_timeout_seconds
+            scope,
+            receive,
+            send,
+            "ws" + base[4:] + path_and_query,
+            settings.proxy_connect_timeout_seconds,
+            settings.websocket_max_message_bytes,
         )
     return await proxy.proxy_http(scope, receive, send, gateway.upstream, base + path_and_query)

@@ -8,21 +8,39 @@ then creates the Sandbox (random runtime_id, recorded in the claim's labels) and
 Secret owned by the Sandbox, so deleting the Sandbox removes the claim too. A loser reads the
 claim and answers with the runtime it names. A claim is stale, and is deleted with a uid
 precondition (so only one caller can delete it) before the create is retried, when its Sandbox
-is gone, being deleted or failed, or when it never got an owner within `CLAIM_GRACE_SECONDS`
-(its creator died between the two creates).
+is gone or being deleted, or when it never got an owner within `CLAIM_GRACE_SECONDS` (its creator
+died between the two creates).
+
+A session whose Sandbox failed (`error`) is restarted in place by /start: same Sandbox, runtime_id, session
+key and workspace PVC (a transient failure, like a lost node, must not lose the user's files).
+
+Running limit
+-------------
+A key may hold `maxRunning` sandboxes that have a pod or are getting one: starting, running and in error
+(a failed pod may still hold its node's resources, and a re-/start brings it back). /start of a new session,
+/start or /resume of a paused one and the router's wake are refused with 429 at the limit; a re-/start of a
+failed session adds nothing and is allowed.
 """
 
 import logging
 from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from kubehands.api import metrics, objects
 from kubehands.api.alive import AliveTracker
 from kubehands.api.cache import Caches
-from kubehands.api.constants import ANNOTATION_SESSION_ID, KIND, LABEL_OWNER, LABEL_RUNTIME_ID, SESSION_KEY_SECRET_KEY
+from kubehands.api.constants import (
+    ANNOTATION_MAX_RUNNING,
+    ANNOTATION_SESSION_ID,
+    KIND,
+    LABEL_OWNER,
+    LABEL_RUNTIME_ID,
+    SESSION_KEY_SECRET_KEY,
+)
 from kubehands.api.errors import (
     InvalidRequest,
     LimitExceeded,
@@ -34,16 +52,20 @@ from kubehands.api.keys import KeyRecord
 from kubehands.api.runtime import runtime_object, runtime_status, sandbox_session_id, secret_session_key
 from kubehands.api.schemas import RuntimeObject, RuntimeStatus, StartRequest
 from kubehands.api.settings import Settings
+from kubehands.crd.constants import ANNOTATION_SESSION_KEY_SHA256
 from kubehands.crd.model import DesiredState
 from kubehands.crd.names import session_label
 from kubehands.crd.times import parse_time
-from kubehands.kube import CONFLICT, NOT_FOUND, Kube, labels, owner_reference
+from kubehands.kube import CONFLICT, NOT_FOUND, Kube, json_body, labels, owner_reference
 
 log = logging.getLogger(__name__)
 
 CLAIM_GRACE_SECONDS = 30.0
 Obj = dict[str, Any]
 _LIVE = (RuntimeStatus.STARTING, RuntimeStatus.RUNNING)
+# What counts against the running limit: everything that holds a pod or is getting one (paused and
+# stopped sandboxes hold only their PVC).
+_HOLDING = (RuntimeStatus.STARTING, RuntimeStatus.RUNNING, RuntimeStatus.ERROR)
 
 
 def _age_seconds(obj: Obj) -> float:
@@ -59,11 +81,28 @@ def _fresh_claim(claim: Obj) -> bool:
 
 
 def is_live(sandbox: Obj | None) -> bool:
-    """Counts against the running limit and blocks a fresh /start: not deleted, not failed, not paused."""
+    """Starting or running: listed by /list and answered as is by /start (not deleted, failed or paused)."""
     if not sandbox:
         return False
     status, _ = runtime_status(sandbox, alive=False)
     return status in _LIVE
+
+
+def holds_resources(sandbox: Obj | None) -> bool:
+    """Counts against the running limit: starting, running or in error (not paused, not being deleted)."""
+    if not sandbox:
+        return False
+    status, _ = runtime_status(sandbox, alive=False)
+    return status in _HOLDING
+
+
+async def _json_of(response: Any) -> Obj:
+    """The JSON of a `_preload_content=False` answer (the client's stubs name the model it would have built)."""
+    return dict(await response.json())
+
+
+def _annotations(obj: Obj) -> dict[str, str]:
+    return dict((obj.get("metadata") or {}).get("annotations") or {})
 
 
 class SandboxService:
@@ -129,11 +168,40 @@ class SandboxService:
         return [self.to_runtime(s) for s in self.caches.owned_sandboxes(caller.name) if is_live(s)]
 
     def running_count(self, caller: KeyRecord) -> int:
-        return sum(1 for s in self.caches.owned_sandboxes(caller.name) if is_live(s))
+        return self._holding(caller.name)
+
+    def _holding(self, tenant: str) -> int:
+        return sum(1 for s in self.caches.owned_sandboxes(tenant) if holds_resources(s))
+
+    def _check_limit(self, tenant: str, limit: int) -> None:
+        """429 when one more sandbox would exceed the tenant's limit. The count comes from the cache, so
+        replicas racing can exceed it by a little: a soft limit (docs/gateway.md)."""
+        holding = self._holding(tenant)
+        if holding >= limit:
+            raise LimitExceeded(
+                f"API key {tenant!r} already has {holding} sandboxes starting, running or in error (its limit "
+                f"is {limit}); pause or stop one first"
+            )
+
+    def _limit_of(self, sandbox: Obj) -> int:
+        """The running limit of a sandbox's owner: its key's profile when this gateway reads API keys, else
+        the limit the control API recorded on the Sandbox, else the default."""
+        record = self.caches.key_record(labels(sandbox).get(LABEL_OWNER, ""))
+        if record is not None:
+            return objects.running_limit(record, self.settings)
+        try:
+            return max(0, int(_annotations(sandbox)[ANNOTATION_MAX_RUNNING]))
+        except (KeyError, ValueError):
+            return self.settings.default_max_running
 
     # ---- /start ---------------------------------------------------------------------------------
 
     async def start(self, caller: KeyRecord, req: StartRequest) -> RuntimeObject:
+        if caller.profile_error:
+            raise InvalidRequest(
+                f"the profile of API key {caller.name!r} is invalid ({caller.profile_error}); an administrator "
+                "must recreate the key"
+            )
         claim_name = objects.claim_name(caller.name, req.session_id)
         # validate everything before writing anything (never a half-created sandbox)
         objects.build_sandbox(req, caller, self.settings, objects.mint_runtime_id(), claim_name)
@@ -141,17 +209,13 @@ class SandboxService:
         if existing is not None and existing.status in _LIVE:
             return existing
         if existing is not None and existing.status == RuntimeStatus.PAUSED:
-            return await self.resume(caller, existing.runtime_id)
-        limit = (
-            caller.profile.max_running
-            if caller.profile.max_running is not None
-            else (self.settings.default_max_running)
-        )
-        if self.running_count(caller) >= limit:
-            raise LimitExceeded(
-                f"API key {caller.name!r} already has {limit} running sandboxes (its limit); "
-                "pause or stop one first"
-            )
+            return await self.resume(caller, existing.runtime_id)  # checks the limit
+        if existing is not None and existing.status == RuntimeStatus.ERROR:
+            failed = self.caches.sandbox(existing.runtime_id)
+            restarted = await self._restart(caller, req, failed) if failed is not None else None
+            if restarted is not None:
+                return restarted
+        self._check_limit(caller.name, objects.running_limit(caller, self.settings))
         for _ in range(5):
             runtime_id = objects.mint_runtime_id()
             session_key = objects.mint_session_key()
@@ -159,23 +223,25 @@ class SandboxService:
                 claim_name, self.settings.namespace, caller.name, req.session_id, runtime_id, session_key
             )
             try:
-                created_secret = await self._core.create_namespaced_secret(self.settings.namespace, secret)
+                created_secret = await self._core.create_namespaced_secret(
+                    self.settings.namespace, json_body(secret, client.V1Secret)
+                )
             except ApiException as exc:
                 if exc.status != CONFLICT:
                     raise
-                answer = await self._resolve_claim(caller, claim_name)
+                answer = await self._resolve_claim(caller, claim_name, req)
                 if answer is not None:
                     return answer
                 continue  # the stale claim is gone: try again
             return await self._create_sandbox(caller, req, runtime_id, session_key, created_secret)
         raise SandboxConflict("could not claim the session; retry")
 
-    async def _resolve_claim(self, caller: KeyRecord, claim_name: str) -> RuntimeObject | None:
-        """Another call holds the claim. Its runtime if still usable; else delete the stale claim."""
+    async def _resolve_claim(self, caller: KeyRecord, claim_name: str, req: StartRequest) -> RuntimeObject | None:
+        """Another call holds the claim. Its runtime if still usable (resumed when paused, restarted in place
+        when failed); else delete the stale claim."""
         ns = self.settings.namespace
         try:
-            claim = await self._core.read_namespaced_secret(claim_name, ns, _preload_content=False)
-            claim = await claim.json()
+            claim = await _json_of(await self._core.read_namespaced_secret(claim_name, ns, _preload_content=False))
         except ApiException as exc:
             if exc.status == NOT_FOUND:
                 return None
@@ -190,10 +256,13 @@ class SandboxService:
             return self._claim_runtime(claim)  # its creator is between the two creates
         if sandbox is not None and not sandbox["metadata"].get("deletionTimestamp"):
             status, _ = runtime_status(sandbox, alive=False)
+            self.caches.sandboxes.upsert(sandbox)
             if status == RuntimeStatus.PAUSED:  # the session's runtime: resume it rather than start another
-                self.caches.sandboxes.upsert(sandbox)
                 return await self.resume(caller, runtime_id)
-            await self._delete_sandbox(runtime_id)  # failed: replace it
+            if status == RuntimeStatus.ERROR:  # failed: restart it in place, keeping its workspace
+                restarted = await self._restart(caller, req, sandbox)
+                if restarted is not None:
+                    return restarted
         uid = claim["metadata"]["uid"]
         try:
             await self._core.delete_namespaced_secret(
@@ -209,7 +278,14 @@ class SandboxService:
         self, caller: KeyRecord, req: StartRequest, runtime_id: str, session_key: str, secret: Any
     ) -> RuntimeObject:
         ns = self.settings.namespace
-        body = objects.build_sandbox(req, caller, self.settings, runtime_id, secret.metadata.name)
+        body = objects.build_sandbox(
+            req,
+            caller,
+            self.settings,
+            runtime_id,
+            secret.metadata.name,
+            session_key_sha256=objects.session_key_digest(session_key),
+        )
         try:
             created = await self._kube.create_sandbox(ns, body)
         except ApiException as exc:
@@ -227,7 +303,7 @@ class SandboxService:
             owned_secret = await self._core.patch_namespaced_secret(
                 secret.metadata.name, ns, patch, _preload_content=False
             )
-            self.caches.session_keys.upsert(await owned_secret.json())
+            self.caches.session_keys.upsert(await _json_of(owned_secret))
         except ApiException as exc:  # the claim still works; only GC on stop is affected
             log.warning("could not make session secret of %s owned: %s", runtime_id, exc.status)
         self.caches.sandboxes.upsert(created)
@@ -246,10 +322,55 @@ class SandboxService:
             if exc.status not in (NOT_FOUND, CONFLICT):
                 log.warning("could not release claim %s: %s", name, exc.status)
 
+    async def _restart(self, caller: KeyRecord, req: StartRequest, sandbox: Obj) -> RuntimeObject | None:
+        """Re-/start of a failed session: the same Sandbox (runtime_id, session key, workspace PVC) with the
+        spec the request asks for, `state: Running` and a fresh `restarted-at` annotation, which the operator
+        puts into the pod's spec hash so that the pod is replaced even when nothing else changed. None when the
+        Sandbox is gone meanwhile (the caller then starts a new one)."""
+        ns = self.settings.namespace
+        runtime_id = sandbox["metadata"]["name"]
+        spec = sandbox.get("spec") or {}
+        session_key = self.caches.session_key(sandbox)
+        digest = (
+            objects.session_key_digest(session_key)
+            if session_key
+            else _annotations(sandbox).get(ANNOTATION_SESSION_KEY_SHA256)
+        )
+        secret = str((spec.get("sessionKeySecretRef") or {}).get("name") or "")
+        fresh = objects.build_sandbox(req, caller, self.settings, runtime_id, secret, session_key_sha256=digest)
+        try:
+            patched = await self._kube.patch_sandbox(
+                ns, runtime_id, objects.restart_patch(sandbox, fresh, datetime.now(UTC))
+            )
+        except ApiException as exc:
+            if exc.status == NOT_FOUND:
+                self.caches.sandboxes.discard(runtime_id)
+                return None
+            if exc.status in (400, 422):
+                raise InvalidRequest(api_exception_detail(exc)) from exc
+            raise
+        # The status still describes the failed attempt, at the same generation when the spec did not change.
+        # Without observedGeneration it describes no generation, so the sandbox answers `starting` (as after
+        # a resume, docs/runtime-api.md §2.3) until the operator reports on the restart and writes it back.
+        try:
+            cleared = await self._kube.patch_sandbox_status(ns, runtime_id, {"observedGeneration": None})
+        except (ApiException, OSError, aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("could not mark the status of restarted sandbox %s as outdated: %s", runtime_id, exc)
+            cleared = None
+        if cleared is None:  # answer `starting` all the same; the cache catches up with the watch
+            cleared = {**patched, "status": {**(patched.get("status") or {}), "observedGeneration": None}}
+        self.caches.sandboxes.upsert(cleared)
+        log.info("restarted failed sandbox %s for key %s in place", runtime_id, caller.name)
+        return runtime_object(self.settings, runtime_id, req.session_id, cleared, session_key, alive=False)
+
     # ---- pause / resume / stop ------------------------------------------------------------------
 
-    async def _set_state(self, runtime_id: str, state: DesiredState) -> Obj:
-        patched = await self._kube.patch_sandbox(self.settings.namespace, runtime_id, {"spec": {"state": state.value}})
+    async def _set_state(self, runtime_id: str, state: DesiredState, annotations: dict[str, str] | None = None) -> Obj:
+        """One merge patch of `spec.state` (and of annotations that must change with it)."""
+        patch: dict[str, Any] = {"spec": {"state": state.value}}
+        if annotations:
+            patch["metadata"] = {"annotations": annotations}
+        patched = await self._kube.patch_sandbox(self.settings.namespace, runtime_id, patch)
         self.caches.sandboxes.upsert(patched)
         return patched
 
@@ -268,20 +389,32 @@ class SandboxService:
             raise SandboxNotFound(f"runtime {runtime_id} is stopped")
         if (sandbox.get("spec") or {}).get("state") != DesiredState.PAUSED:
             return self.to_runtime(sandbox)
+        limit = objects.running_limit(caller, self.settings)
+        self._check_limit(caller.name, limit)  # a resumed sandbox gets a pod again
+        annotations = {ANNOTATION_MAX_RUNNING: str(limit)}
         if self.settings.rotate_session_key_on_resume:
-            await self._rotate_key(sandbox)
-        return self.to_runtime(await self._set_state(runtime_id, DesiredState.RUNNING))
+            # The Secret first: the pod may start as soon as the state says Running, and must get the new key.
+            # The digest follows in the same patch as the state, so the router knows the new key when it runs.
+            annotations[ANNOTATION_SESSION_KEY_SHA256] = objects.session_key_digest(await self._rotate_key(sandbox))
+        elif ANNOTATION_SESSION_KEY_SHA256 not in _annotations(sandbox):
+            key = self.caches.session_key(sandbox)  # a sandbox from before the annotation: add it now
+            if key:
+                annotations[ANNOTATION_SESSION_KEY_SHA256] = objects.session_key_digest(key)
+        return self.to_runtime(await self._set_state(runtime_id, DesiredState.RUNNING, annotations))
 
-    async def _rotate_key(self, sandbox: Obj) -> None:
+    async def _rotate_key(self, sandbox: Obj) -> str:
+        """Write a new session key into the sandbox's Secret; returns it."""
         ref = (sandbox.get("spec") or {}).get("sessionKeySecretRef") or {}
         name = str(ref.get("name") or "")
+        key = objects.mint_session_key()
         patched = await self._core.patch_namespaced_secret(
             name,
             self.settings.namespace,
-            {"stringData": {SESSION_KEY_SECRET_KEY: objects.mint_session_key()}},
+            {"stringData": {SESSION_KEY_SECRET_KEY: key}},
             _preload_content=False,
         )
-        self.caches.session_keys.upsert(await patched.json())
+        self.caches.session_keys.upsert(await _json_of(patched))
+        return key
 
     async def stop(self, caller: KeyRecord, runtime_id: str) -> None:
         sandbox = self.owned(caller, runtime_id)
@@ -306,10 +439,15 @@ class SandboxService:
     # ---- router: wake on request ------------------------------------------------------------------
 
     async def wake(self, runtime_id: str, timeout: float) -> Obj | None:
-        """Resume a paused sandbox and wait until its agent server answers; None on timeout."""
+        """Resume a paused sandbox and wait until its agent server answers; None on timeout.
+
+        The router calls it only for requests that carry the sandbox's session key. `LimitExceeded` when
+        resuming would put the owner over its running limit; Kubernetes errors propagate (the router maps them).
+        """
         loop_deadline = datetime.now(UTC).timestamp() + timeout
         sandbox = self.caches.sandbox(runtime_id)
         if sandbox is not None and (sandbox.get("spec") or {}).get("state") == DesiredState.PAUSED:
+            self._check_limit(labels(sandbox).get(LABEL_OWNER, ""), self._limit_of(sandbox))
             try:
                 await self._set_state(runtime_id, DesiredState.RUNNING)
             except ApiException as exc:

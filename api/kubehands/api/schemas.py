@@ -7,9 +7,9 @@ import re
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from kubehands.crd.model import ENV_NAME_PATTERN, PodStatus
+from kubehands.crd.model import EnvVar, PodStatus
 
 # A container image reference: [domain/]path[:tag][@digest]. The first component is a domain only
 # when it contains "." or ":" or is "localhost" (Docker's rule); path components are lower-case.
@@ -19,6 +19,13 @@ _PATH_RE = re.compile(
     r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?"
     r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?$"
 )
+
+
+# Real clients send a handful of variables; a bound keeps one request from making a Sandbox (and pod) that is
+# huge to store, watch and start. The body limit (KUBEHANDS_MAX_BODY_BYTES) bounds their total size.
+MAX_ENVIRONMENT_VARIABLES = 1000
+MAX_ID = 2**31 - 1
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class RuntimeStatus(StrEnum):
@@ -54,13 +61,15 @@ class StartRequest(BaseModel):
         None, max_length=4096, description="Absolute container working directory."
     )
     environment: dict[str, str] | None = Field(None, description="Extra environment variables.")
+    # Numbers are strict: "2", true or 2.0 are refused rather than guessed at (every client sends integers).
     resource_factor: int | None = Field(
-        None, description="Scales base resources; one of the configured factors."
+        None, strict=True, description="Scales base resources; one of the configured factors."
     )
     runtime_class: str | None = Field(None, max_length=253, description="Requested runtime class (mapped).")
-    run_as_user: int | None = Field(None, ge=0, le=2**31 - 1)
-    run_as_group: int | None = Field(None, ge=0, le=2**31 - 1)
-    fs_group: int | None = Field(None, ge=0, le=2**31 - 1)
+    # Ids start at 1: a sandbox runs untrusted code and never as root (the CRD and the operator refuse 0 too).
+    run_as_user: int | None = Field(None, ge=1, le=MAX_ID, strict=True, description="Container uid (not 0).")
+    run_as_group: int | None = Field(None, ge=1, le=MAX_ID, strict=True, description="Container gid (not 0).")
+    fs_group: int | None = Field(None, ge=1, le=MAX_ID, strict=True, description="Volume group (not 0).")
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
 
     @field_validator("image")
@@ -80,8 +89,12 @@ class StartRequest(BaseModel):
     @field_validator("working_dir")
     @classmethod
     def _workdir(cls, value: str | None) -> str | None:
-        if value is not None and (not value.startswith("/") or "\x00" in value):
+        if value is None:
+            return None
+        if not value.startswith("/") or _CONTROL_CHARS.search(value):
             raise ValueError("working_dir must be an absolute path")
+        if ".." in value.split("/"):  # a plain path inside the container; ".." only hides where it points
+            raise ValueError("working_dir must not contain '..'")
         return value
 
     @field_validator("environment", mode="before")
@@ -91,16 +104,21 @@ class StartRequest(BaseModel):
             return None
         if not isinstance(value, dict):
             raise ValueError("environment must be an object")
+        if len(value) > MAX_ENVIRONMENT_VARIABLES:
+            raise ValueError(f"at most {MAX_ENVIRONMENT_VARIABLES} environment variables")
         out: dict[str, str] = {}
         for name, val in value.items():
-            if not isinstance(name, str) or not re.match(ENV_NAME_PATTERN, name) or len(name) > 1024:
-                raise ValueError(f"invalid environment variable name: {name!r}")
             if isinstance(val, bool):
                 val = "true" if val else "false"
             elif isinstance(val, int | float):
                 val = str(val)
             if not isinstance(val, str):
-                raise ValueError(f"environment variable {name} must be a string")
+                raise ValueError(f"environment variable {name!r} must be a string")
+            try:  # the Sandbox's own rules (Kubernetes' env var names, the CRD's lengths), checked before any write
+                EnvVar(name=name, value=val)
+            except ValidationError:
+                shown = name if len(name) <= 64 else name[:64] + "..."
+                raise ValueError(f"invalid environment variable {shown!r} (name or value)") from None
             out[name] = val
         return out
 

@@ -67,6 +67,20 @@ class Settings(BaseSettings):
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = Field(
         None, description="Default imagePullPolicy when the request sends none."
     )
+    runtime_class_map: dict[str, str] = Field(
+        default_factory=dict,
+        description='Requested runtime class -> RuntimeClass, as JSON (same variable as the operator\'s, e.g. '
+        '{"sysbox-runc": "", "gvisor": "gvisor"}). When not empty, a /start naming a class that is not a key '
+        "is refused (422) instead of silently running under the default runtime.",
+    )
+    default_runtime_class: str | None = Field(
+        None, description="Runtime class of a /start that names none; must be a key of runtime_class_map."
+    )
+    require_runtime_class: bool = Field(
+        False,
+        description="Refuse (422) a /start whose class (requested, else the default) is missing or not a key of "
+        "runtime_class_map.",
+    )
     inject_url_env: bool = Field(
         True,
         description="Set RUNTIME_URL, and in path mode OH_VSCODE_BASE_PATH / OPENVSCODE_SERVER_BASE_PATH "
@@ -84,6 +98,12 @@ class Settings(BaseSettings):
     wake_timeout_seconds: float = Field(120.0, description="How long a woken request waits for readiness.")
     proxy_connect_timeout_seconds: float = Field(10.0, description="Upstream connect timeout.")
     proxy_read_timeout_seconds: float = Field(600.0, description="Upstream read/write timeout (LLM calls).")
+    websocket_max_message_bytes: int = Field(
+        16 * 1024 * 1024,
+        ge=1024,
+        description="Largest WebSocket message the router relays, in either direction (the connection is closed "
+        "with 1009 above it); `kubehands gateway` passes it to uvicorn as its ws_max_size too.",
+    )
     activity_interval_seconds: float = Field(
         30.0, description="At most one lastActivityTime write per sandbox per this many seconds."
     )
@@ -92,6 +112,12 @@ class Settings(BaseSettings):
 
     # --- Control API --------------------------------------------------------------------------
     max_body_bytes: int = Field(1_048_576, description="Largest control-API request body (413 above).")
+    max_header_bytes: int = Field(
+        65_536,
+        ge=1024,
+        description="Largest total size of a request's header names and values, for all traffic (the router "
+        "too); 431 above.",
+    )
     registry_prefix: str = Field("", description="Answer of GET /registry_prefix.")
     assume_images_exist: bool = Field(
         True, description="GET /image_exists answers true for images no node has (they may still be pulled)."
@@ -104,6 +130,11 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("public_url must start with http:// or https://")
         return value
+
+    @field_validator("default_runtime_class")
+    @classmethod
+    def _no_empty_class(cls, value: str | None) -> str | None:
+        return value or None  # an empty variable means "no default class"
 
     @field_validator("base_resources")
     @classmethod
@@ -122,6 +153,11 @@ class Settings(BaseSettings):
     def _check(self) -> "Settings":
         if self.routing_mode == "subdomain" and not self.domain:
             raise ValueError("KUBEHANDS_DOMAIN is required in subdomain routing mode")
+        # Either mistake would refuse every /start; say so at startup instead (the chart refuses both too).
+        if self.default_runtime_class and self.default_runtime_class not in self.runtime_class_map:
+            raise ValueError("KUBEHANDS_DEFAULT_RUNTIME_CLASS must be a key of KUBEHANDS_RUNTIME_CLASS_MAP")
+        if self.require_runtime_class and not self.runtime_class_map:
+            raise ValueError("KUBEHANDS_REQUIRE_RUNTIME_CLASS needs a non-empty KUBEHANDS_RUNTIME_CLASS_MAP")
         if self.domain:
             self.domain = self.domain.strip(".").lower()
         return self

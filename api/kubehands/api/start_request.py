@@ -5,15 +5,22 @@ refused here with `InvalidRequest` (422), before anything is written.
 """
 
 import shlex
+from decimal import Decimal
 from typing import Any
 
-from kubernetes.utils.quantity import parse_quantity
+from kubernetes.utils.quantity import parse_quantity as _parse_quantity
 
 from kubehands.api.errors import InvalidRequest
 from kubehands.api.settings import Settings
 from kubehands.crd.resources import scale_resources
 
 _SHELL_CHARS = set("|&;<>()$`\\\"'*?[]#~=%\n")
+
+
+def parse_quantity(value: str) -> Decimal:
+    """The Kubernetes client's parser, typed (it has no annotations). ValueError when not a quantity."""
+    parsed: Decimal = _parse_quantity(value)  # type: ignore[no-untyped-call]
+    return parsed
 
 
 def parse_command(command: list[str] | str | None) -> list[str] | None:
@@ -43,10 +50,34 @@ def resources_for(settings: Settings, factor: int | None, ceiling: dict[str, str
         raise InvalidRequest(f"resource_factor must be one of {settings.resource_factors}, got {factor}")
     scaled = scale_resources(settings.base_resources, factor)
     for name, cap in ceiling.items():
+        try:  # keys.Profile validates ceilings; a Secret written otherwise must still not be a 500
+            limit = parse_quantity(cap)
+        except ValueError as exc:
+            raise InvalidRequest(
+                f"this key's resourceCeiling.{name} ({cap!r}) is not a quantity; an administrator must fix the key"
+            ) from exc
         for section, values in scaled.items():
-            if name in values and parse_quantity(values[name]) > parse_quantity(cap):
+            if name in values and parse_quantity(values[name]) > limit:
                 raise InvalidRequest(
                     f"resource_factor {factor} gives {section}.{name} = {values[name]}, above this key's "
                     f"ceiling of {cap}"
                 )
     return {section: values for section, values in scaled.items() if values}
+
+
+def runtime_class_for(settings: Settings, requested: str | None) -> str | None:
+    """`spec.runtimeClassName`: the requested class, else `default_runtime_class`.
+
+    With a runtime class map configured, a class that is not one of its keys is refused rather than silently
+    run under the cluster's default runtime (the operator drops unmapped classes); with
+    `require_runtime_class`, so is a request that ends up with no class at all.
+    """
+    chosen = requested or settings.default_runtime_class
+    offered = sorted(settings.runtime_class_map)
+    if chosen is None:
+        if settings.require_runtime_class:
+            raise InvalidRequest(f"a runtime_class is required here: one of {offered}")
+        return None
+    if offered and chosen not in settings.runtime_class_map:
+        raise InvalidRequest(f"runtime_class {chosen!r} is not offered here; use one of {offered}")
+    return chosen

@@ -188,6 +188,8 @@ app.kubernetes.io/component: {{ .component }}
 {{ include "kubehands.sharedSandboxEnv" . }}
 - name: KUBEHANDS_IDLE_TIMEOUT_SECONDS
   value: {{ .Values.sandbox.idleTimeoutSeconds | quote }}
+- name: KUBEHANDS_START_TIMEOUT_SECONDS
+  value: {{ .Values.sandbox.startTimeoutSeconds | quote }}
 - name: KUBEHANDS_PAUSED_TTL_SECONDS
   value: {{ .Values.sandbox.pausedTTLSeconds | quote }}
 - name: KUBEHANDS_NODE_SELECTOR

@@ -31,6 +31,9 @@ POD_FAILED = "PodFailed"  # terminal pod phase (e.g. evicted); the operator repl
 NODE_LOST = "NodeLost"
 SANDBOX_PAUSED = "SandboxPaused"
 INVALID_SPEC = "InvalidSpec"
+# Running wanted, not Ready within the operator's start deadline (e.g. never scheduled, Secret missing);
+# the message keeps the last problem observed.
+START_TIMEOUT = "StartTimeout"
 
 # Paused reasons.
 NOT_PAUSED = "NotPaused"
@@ -40,7 +43,7 @@ IDLE_TIMEOUT = "IdleTimeout"
 
 # Ready=False reasons that make the phase Failed (the OpenHands clients give up on these).
 FAILURE_REASONS = frozenset(
-    {INVALID_SPEC, IMAGE_PULL_ERROR, CRASH_LOOP_BACK_OFF, OOM_KILLED, POD_FAILED, NODE_LOST}
+    {INVALID_SPEC, IMAGE_PULL_ERROR, CRASH_LOOP_BACK_OFF, OOM_KILLED, POD_FAILED, NODE_LOST, START_TIMEOUT}
 )
 
 

@@ -34,6 +34,13 @@ ANNOTATION_SPEC_HASH = f"{GROUP}/spec-hash"  # on the Pod: hash of the pod-relev
 # write anything else (e.g. "gateway"). Only read while spec.state is Paused.
 ANNOTATION_PAUSED_BY = f"{GROUP}/paused-by"
 PAUSED_BY_IDLE_CULLER = "idle-culler"
+# On a Sandbox: when a client last asked for a fresh start (RFC 3339). The gateway sets it to restart a
+# session in error in place; it is part of the pod's spec hash, so the pod is replaced and the PVC kept,
+# and the start deadline counts from it.
+ANNOTATION_RESTARTED_AT = f"{GROUP}/restarted-at"
+# On a Sandbox: hex sha256 of its session API key, written by the gateway with the key (at /start, and
+# on /resume when the key rotates). The router checks a presented key against it, so it needs no Secrets.
+ANNOTATION_SESSION_KEY_SHA256 = f"{GROUP}/session-key-sha256"
 
 # kopf bookkeeping (progress, diff base) lives under this annotation prefix.
 KOPF_PREFIX = f"kopf.{GROUP}"

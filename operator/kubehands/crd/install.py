@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import yaml
 from kubernetes import client, config
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
 KIND = "CustomResourceDefinition"
@@ -27,11 +27,15 @@ POLL_INTERVAL = 0.2
 
 
 class CrdApi(Protocol):
-    """The part of `kubernetes.client.ApiextensionsV1Api` used here (a fake in the unit tests)."""
+    """The part of `kubernetes.client.ApiextensionsV1Api` used here (a fake in the unit tests).
+
+    `body` is a CRD as a plain JSON dict, which the client sends as it is; it is `Any` here because the
+    client's annotations name only its model class (`V1CustomResourceDefinition`).
+    """
 
     def read_custom_resource_definition(self, name: str) -> Any: ...
-    def create_custom_resource_definition(self, body: dict[str, Any]) -> Any: ...
-    def replace_custom_resource_definition(self, name: str, body: dict[str, Any]) -> Any: ...
+    def create_custom_resource_definition(self, body: Any) -> Any: ...
+    def replace_custom_resource_definition(self, name: str, body: Any) -> Any: ...
 
 
 def load_crds(files: Iterable[Path]) -> list[dict[str, Any]]:

@@ -17,7 +17,9 @@ from kubehands.crd.resources import QUANTITY_PATTERN
 
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 PORT_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"  # IANA service name, ≤15
-ENV_NAME_PATTERN = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
+# Kubernetes' IsEnvVarName: `[-._a-zA-Z][-._a-zA-Z0-9]*`, and not ".", ".." or anything starting with "..".
+# Written without lookahead: the API server's regex engine (RE2) has none.
+ENV_NAME_PATTERN = r"^([-_a-zA-Z][-._a-zA-Z0-9]*|\.[-_a-zA-Z0-9][-._a-zA-Z0-9]*)$"
 SECRET_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
 ABSOLUTE_PATH_PATTERN = r"^/"
 
@@ -69,14 +71,21 @@ class ResourceRequirements(_Object):
     limits: dict[str, Quantity] = Field(default_factory=dict, description="Maximum resources.")
 
 
+# Ids start at 1: a sandbox runs untrusted code, so root (0) is refused by the API server itself, and
+# the pod always says runAsNonRoot.
+MAX_ID = 2147483647
+
+
 class SecurityContext(_Object):
     run_as_user: int | None = Field(
-        None, ge=0, le=2147483647, description="Default: operator setting (10001)."
+        None, ge=1, le=MAX_ID, description="Default: operator setting (10001). Root (0) is refused."
     )
     run_as_group: int | None = Field(
-        None, ge=0, le=2147483647, description="Default: operator setting (10001)."
+        None, ge=1, le=MAX_ID, description="Default: operator setting (10001). Root (0) is refused."
     )
-    fs_group: int | None = Field(None, ge=0, le=2147483647, description="Default: operator setting (10001).")
+    fs_group: int | None = Field(
+        None, ge=1, le=MAX_ID, description="Default: operator setting (10001). Root (0) is refused."
+    )
 
 
 class ContainerPort(_Object):
@@ -280,6 +289,10 @@ class Sandbox(_Object):
     @property
     def labels(self) -> dict[str, str]:
         return dict(self.metadata.get("labels") or {})
+
+    @property
+    def annotations(self) -> dict[str, str]:
+        return dict(self.metadata.get("annotations") or {})
 
     @property
     def generation(self) -> int | None:

@@ -47,11 +47,22 @@ def child_metadata(sandbox: Sandbox, name: str, component: str, **annotations: s
     }
 
 
-def pod_spec_hash(spec: SandboxSpec) -> str:
-    """Hash of the spec fields that shape the Pod (not state, timeouts, session id or workspace size)."""
+def pod_spec_hash(spec: SandboxSpec, restarted_at: str | None = None) -> str:
+    """Hash of the spec fields that shape the Pod (not state, timeouts, session id or workspace size), and
+    of the `restarted-at` annotation when set: a restart request replaces the pod even with an unchanged spec.
+    """
     relevant = {k: v for k, v in spec.model_dump(by_alias=True, mode="json").items() if k not in _NOT_IN_POD}
     relevant["workspaceMountPath"] = spec.workspace.mount_path
+    if restarted_at:
+        # Only when present: the hash of every pod created before restarts existed stays the same, so an
+        # operator upgrade replaces no running pod.
+        relevant["restartedAt"] = restarted_at
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def sandbox_pod_hash(sandbox: Sandbox) -> str:
+    """The spec hash a pod of `sandbox` must carry to be current."""
+    return pod_spec_hash(sandbox.spec, sandbox.annotations.get(constants.ANNOTATION_RESTARTED_AT))
 
 
 def build_pvc(sandbox: Sandbox) -> dict[str, Any]:
@@ -99,11 +110,15 @@ def _pod_security_context(sandbox: Sandbox, config: OperatorConfig) -> dict[str,
     uid = wanted.run_as_user if wanted and wanted.run_as_user is not None else config.run_as_user
     gid = wanted.run_as_group if wanted and wanted.run_as_group is not None else config.run_as_group
     fs_group = wanted.fs_group if wanted and wanted.fs_group is not None else config.fs_group
-    context: dict[str, Any] = {"runAsUser": uid, "runAsGroup": gid, "fsGroup": fs_group}
-    if uid != 0:
-        context["runAsNonRoot"] = True
-    context["seccompProfile"] = {"type": "RuntimeDefault"}
-    return context
+    # Always non-root: the CRD and the settings refuse id 0, and the kubelet enforces this even for an image
+    # whose USER is root. Only the optional chown init container overrides it, for itself.
+    return {
+        "runAsUser": uid,
+        "runAsGroup": gid,
+        "fsGroup": fs_group,
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
 
 
 def _extra_volumes(sandbox: Sandbox) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -222,7 +237,7 @@ def build_pod(sandbox: Sandbox, config: OperatorConfig) -> dict[str, Any]:
             sandbox,
             names.pod_name(sandbox.name),
             constants.COMPONENT_SANDBOX,
-            **{constants.ANNOTATION_SPEC_HASH: pod_spec_hash(spec)},
+            **{constants.ANNOTATION_SPEC_HASH: sandbox_pod_hash(sandbox)},
         ),
         "spec": pod_spec,
     }

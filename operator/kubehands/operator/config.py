@@ -50,6 +50,16 @@ class OperatorConfig(BaseSettings):
         description='Requested runtimeClassName -> RuntimeClass to use, as JSON, e.g. {"sysbox-runc": "", '
         '"gvisor": "gvisor"}. Unmapped or empty: no runtimeClassName on the Pod.',
     )
+    default_runtime_class: str | None = Field(
+        None,
+        description="Requested runtime class of a Sandbox without spec.runtimeClassName (e.g. gvisor); it goes "
+        "through runtime_class_map like any request. Unset: none.",
+    )
+    require_runtime_class: bool = Field(
+        False,
+        description="Refuse (InvalidSpec) a Sandbox whose requested class, after the default, is missing or not a "
+        "key of runtime_class_map, so that no sandbox runs without the isolation mapped there.",
+    )
     node_selector: dict[str, str] = Field(
         default_factory=dict,
         description="nodeSelector for every sandbox pod, as JSON; a Sandbox's own spec.nodeSelector wins per key.",
@@ -65,9 +75,10 @@ class OperatorConfig(BaseSettings):
     allow_host_path: bool = Field(
         False, description="Allow hostPath volumes. Off by default: a hostPath mount can escape the sandbox."
     )
-    run_as_user: int = Field(10001, ge=0, description="Default securityContext.runAsUser.")
-    run_as_group: int = Field(10001, ge=0, description="Default securityContext.runAsGroup.")
-    fs_group: int = Field(10001, ge=0, description="Default securityContext.fsGroup.")
+    # Never root (0), like spec.securityContext: the pod always says runAsNonRoot.
+    run_as_user: int = Field(10001, ge=1, description="Default securityContext.runAsUser; not root.")
+    run_as_group: int = Field(10001, ge=1, description="Default securityContext.runAsGroup; not root.")
+    fs_group: int = Field(10001, ge=1, description="Default securityContext.fsGroup; not root.")
     termination_grace_period_seconds: int = Field(
         5, ge=0, description="Pod grace period; short, so that pause and delete are fast."
     )
@@ -82,6 +93,12 @@ class OperatorConfig(BaseSettings):
         gt=0,
         description="Upper bound of each Kubernetes API call the operator makes itself (kopf's watches have their "
         "own timeouts); a stalled API server then fails the call, and kopf retries, instead of hanging it.",
+    )
+    start_timeout_seconds: int = Field(
+        600,
+        ge=0,
+        description="A Sandbox that should run and is not Ready this long after its creation, resume, restart or "
+        "last loss of readiness becomes Failed (Ready=False, StartTimeout). 0: no deadline.",
     )
     workspace_chown: bool = Field(
         False,
@@ -106,8 +123,14 @@ class OperatorConfig(BaseSettings):
             allowed.discard("hostPath")  # the explicit switch wins over the list
         return allowed
 
+    def requested_runtime_class(self, requested: str | None) -> str | None:
+        """The Sandbox's own request, else the operator's default."""
+        return requested or self.default_runtime_class or None
+
     def runtime_class_for(self, requested: str | None) -> str | None:
-        if not requested:
+        """The RuntimeClass for a Sandbox's request (the default applies): mapped, else none."""
+        wanted = self.requested_runtime_class(requested)
+        if not wanted:
             return None
-        return self.runtime_class_map.get(requested) or None
+        return self.runtime_class_map.get(wanted) or None
 

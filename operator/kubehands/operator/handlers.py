@@ -12,42 +12,54 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
 import kopf
+from kubernetes_asyncio.client.exceptions import ApiException
 
 from kubehands.crd import constants
-from kubehands.kube import SANDBOXES
+from kubehands.kube import SANDBOXES, Obj
 from kubehands.operator import reconcile
 from kubehands.operator.culling import CullAction, cull_decision
-from kubehands.operator.plan import drifted
+from kubehands.operator.plan import drifted, start_deadline_passed
+from kubehands.operator.status import api_error_message
 
 log = logging.getLogger(__name__)
+# After a timed-out API call (a slow or unreachable API server), kopf retries the handler this much later.
+TIMEOUT_RETRY_SECONDS = 5
 SANDBOX_PODS = {
     constants.LABEL_MANAGED_BY: constants.MANAGED_BY,
     constants.LABEL_COMPONENT: constants.COMPONENT_SANDBOX,
 }
+# Both indexes: (namespace, Sandbox name) -> the bodies (Sandboxes, or their pods) as API JSON dicts.
+SandboxKey = tuple[str, str]
+SandboxIndex = kopf.Index[SandboxKey, Obj]
+
+
+def _namespaced(namespace: str | None) -> str:
+    """kopf passes `namespace=None` only for cluster-scoped objects; Sandboxes and pods are namespaced."""
+    assert namespace is not None, "Sandboxes and pods are namespaced"
+    return namespace
 
 
 @kopf.index(**SANDBOXES.coordinates())
-def sandbox_bodies(
-    namespace: str, name: str, body: kopf.Body, **_: Any
-) -> dict[tuple[str, str], dict[str, Any]]:
+def sandbox_bodies(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[SandboxKey, Obj]:
     """Latest body of every Sandbox, for the culling loop (indexes need no finalizer, unlike timers)."""
-    return {(namespace, name): dict(body)}
+    return {(_namespaced(namespace), name): dict(body)}
 
 
 @kopf.index("pods", labels=SANDBOX_PODS)
 def sandbox_pods(
-    namespace: str, annotations: kopf.Annotations, body: kopf.Body, **_: Any
-) -> dict[tuple[str, str], dict[str, Any]]:
+    namespace: str | None, annotations: kopf.Annotations, body: kopf.Body, **_: Any
+) -> dict[SandboxKey, Obj]:
     owner = annotations.get(constants.ANNOTATION_SANDBOX_NAME)
-    return {(namespace, owner): dict(body)} if owner else {}
+    return {(_namespaced(namespace), owner): dict(body)} if owner else {}
 
 
-def _indexed_pod(index: kopf.Index, namespace: str, name: str) -> Mapping[str, Any] | None:
+def _indexed_pod(index: SandboxIndex, namespace: str, name: str) -> Mapping[str, Any] | None:
     return next(iter(index.get((namespace, name), [])), None)
 
 
-async def _converge(memo: kopf.Memo, index: kopf.Index, namespace: str, name: str) -> list[str]:
+async def _converge(memo: kopf.Memo, index: SandboxIndex, namespace: str, name: str) -> list[str]:
     lock = memo.locks.get((namespace, name))
     if lock is None:
         lock = memo.locks[(namespace, name)] = asyncio.Lock()
@@ -57,42 +69,86 @@ async def _converge(memo: kopf.Memo, index: kopf.Index, namespace: str, name: st
         )
 
 
+def log_failure(action: str, namespace: str | None, name: str | None, error: BaseException) -> None:
+    """Log a failed check of one Sandbox. A timeout, a lost connection or an error answer of the API server
+    is expected and retried: one warning line, so an API server outage does not flood the log with a
+    traceback per Sandbox and interval. Anything else is a bug and keeps its traceback."""
+    if isinstance(error, TimeoutError):
+        log.warning("%s %s/%s: a Kubernetes API call timed out; retrying later", action, namespace, name)
+    elif isinstance(error, ApiException):
+        log.warning(
+            "%s %s/%s: the API server answered %s %s; retrying later",
+            action,
+            namespace,
+            name,
+            error.status,
+            api_error_message(error.body, error.reason),
+        )
+    elif isinstance(error, aiohttp.ClientError):
+        log.warning("%s %s/%s: %r; retrying later", action, namespace, name, error)
+    else:
+        log.error("%s %s/%s failed", action, namespace, name, exc_info=error)
+
+
+def retry_timeouts(error: BaseException) -> BaseException:
+    """The exception a kopf handler raises for `error`: a timeout becomes a TemporaryError, which kopf logs as
+    one line (no traceback) and retries after TIMEOUT_RETRY_SECONDS; anything else is raised as it is."""
+    if isinstance(error, TimeoutError):
+        return kopf.TemporaryError("a Kubernetes API call timed out", delay=TIMEOUT_RETRY_SECONDS)
+    return error
+
+
+# kopf passes indexes (`sandbox_pods`, ...) as keyword arguments by name, which its handler protocols cannot
+# declare: mypy sees an unexpected required argument.
 @kopf.on.resume(**SANDBOXES.coordinates())
 @kopf.on.create(**SANDBOXES.coordinates())
-@kopf.on.update(**SANDBOXES.coordinates())
+@kopf.on.update(**SANDBOXES.coordinates())  # type: ignore[arg-type]  # an index argument: see the comment above
 async def reconcile_sandbox(
-    namespace: str, name: str, memo: kopf.Memo, sandbox_pods: kopf.Index, **_: Any
+    namespace: str | None, name: str, memo: kopf.Memo, sandbox_pods: SandboxIndex, **_: Any
 ) -> None:
-    problems = await _converge(memo, sandbox_pods, namespace, name)
+    try:
+        problems = await _converge(memo, sandbox_pods, _namespaced(namespace), name)
+    except TimeoutError as e:
+        raise retry_timeouts(e) from e
     if problems:
         # Status already says Ready=False/InvalidSpec; retrying cannot help until the spec changes.
         raise kopf.PermanentError("invalid spec: " + "; ".join(problems))
 
 
-@kopf.on.event("pods", labels=SANDBOX_PODS)
+# kopf passes indexes (`sandbox_pods`, ...) as keyword arguments by name, which its handler protocols cannot
+# declare: mypy sees an unexpected required argument.
+@kopf.on.event("pods", labels=SANDBOX_PODS)  # type: ignore[arg-type]  # an index argument: see the comment above
 async def pod_changed(
-    namespace: str, annotations: kopf.Annotations, memo: kopf.Memo, sandbox_pods: kopf.Index, **_: Any
+    namespace: str | None, annotations: kopf.Annotations, memo: kopf.Memo, sandbox_pods: SandboxIndex, **_: Any
 ) -> None:
     owner = annotations.get(constants.ANNOTATION_SANDBOX_NAME)
     if owner and "kube" in memo:
-        await _converge(memo, sandbox_pods, namespace, owner)
+        try:
+            await _converge(memo, sandbox_pods, _namespaced(namespace), owner)
+        except TimeoutError as e:
+            # kopf never retries event handlers; the culling loop's resync heals a missed pod change.
+            log_failure("converging after a pod event", namespace, owner, e)
 
 
-async def cull_and_resync(memo: kopf.Memo, body: Mapping[str, Any], pods: kopf.Index) -> None:
-    """One Sandbox's periodic check: pause when idle, delete when paused too long, else heal drift."""
+async def cull_and_resync(memo: kopf.Memo, body: Mapping[str, Any], pods: SandboxIndex) -> None:
+    """One Sandbox's periodic check: pause when idle, delete when paused too long, else heal drift or
+    report a passed start deadline."""
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
-    decision = cull_decision(body, memo.config, datetime.now(UTC))
+    now = datetime.now(UTC)
+    decision = cull_decision(body, memo.config, now)
     if decision is not None and decision.action == CullAction.PAUSE:
         if await reconcile.pause_idle_sandbox(memo.kube, body):  # the update handler then deletes the pod
             log.info("paused idle sandbox %s/%s: %s", namespace, name, decision.message)
     elif decision is not None and decision.action == CullAction.DELETE:
         if await reconcile.delete_expired_sandbox(memo.kube, body):
             log.info("deleted sandbox %s/%s: %s", namespace, name, decision.message)
-    elif drifted(body, _indexed_pod(pods, namespace, name)):
+    elif drifted(body, _indexed_pod(pods, namespace, name)) or start_deadline_passed(
+        body, now, memo.config.start_timeout_seconds
+    ):
         await _converge(memo, pods, namespace, name)
 
 
-async def cull_forever(memo: kopf.Memo, sandboxes: kopf.Index, pods: kopf.Index) -> None:
+async def cull_forever(memo: kopf.Memo, sandboxes: SandboxIndex, pods: SandboxIndex) -> None:
     """The operator-wide culling loop, started at startup.
 
     Not a `@kopf.timer`: kopf puts a finalizer on every object that has a timer, and a finalizer would
@@ -104,9 +160,6 @@ async def cull_forever(memo: kopf.Memo, sandboxes: kopf.Index, pods: kopf.Index)
             for body in list(store):
                 try:
                     await cull_and_resync(memo, body, pods)
-                except Exception:  # noqa: BLE001 - one broken Sandbox must not stop culling for all
-                    log.exception(
-                        "culling %s/%s failed",
-                        body["metadata"].get("namespace"),
-                        body["metadata"].get("name"),
-                    )
+                except Exception as e:  # noqa: BLE001 - one broken Sandbox must not stop culling for all
+                    metadata = body.get("metadata") or {}
+                    log_failure("culling", metadata.get("namespace"), metadata.get("name"), e)

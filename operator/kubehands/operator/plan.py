@@ -7,19 +7,28 @@ out in order. Two decisions depend on facts only that I/O yields, so they are se
   creating it is idempotent (409 means it is there) and costs the round trip a read would, and a new
   claim's storage class, perhaps the cluster default, is only known once the API server created it. So
   this is decided when the step runs, from the claim as created or read and its class's binding mode.
-- `drifted`: whether the culling loop must converge a Sandbox whose pod event may have been lost.
+- `drifted` and `start_deadline_passed`: whether the culling loop must converge a Sandbox whose pod event
+  may have been lost, or whose start deadline passed while nothing happened (a pod that never schedules
+  gets no further events).
+- `refusal`: whether an API error means the child can never be created from this spec.
 """
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from kubehands.crd import conditions as c
 from kubehands.crd import constants
-from kubehands.crd.model import DesiredState, PodStatus, Sandbox
-from kubehands.operator.builders import pod_spec_hash
-from kubehands.operator.status import observe_pod
+from kubehands.crd.model import DesiredState, Phase, PodStatus, Sandbox
+from kubehands.operator.builders import sandbox_pod_hash
+from kubehands.operator.status import api_error_message, observe_pod, start_overdue
 from kubehands.operator.volumes import IMMEDIATE, is_bound
+
+# The API server refuses the object itself (validation, 422, or a malformed request, 400): retrying the same
+# spec cannot help. Quota or admission refusals (403) and server errors can pass later, so they are retried.
+REFUSED_STATUSES = frozenset({400, 422})
 
 
 class Step(StrEnum):
@@ -67,7 +76,16 @@ def plan(sandbox: Sandbox, pod: Mapping[str, Any] | None, *, bind_wait_seconds: 
 def outdated(sandbox: Sandbox, pod: Mapping[str, Any] | None) -> bool:
     """The pod was built from another spec than the Sandbox's current one."""
     annotations = ((pod or {}).get("metadata") or {}).get("annotations") or {}
-    return annotations.get(constants.ANNOTATION_SPEC_HASH) != pod_spec_hash(sandbox.spec)
+    return annotations.get(constants.ANNOTATION_SPEC_HASH) != sandbox_pod_hash(sandbox)
+
+
+def refusal(status: int | None, body: str | bytes | None, reason: str | None = None) -> str | None:
+    """The API server's message when it refused to create a child as invalid, else None (retry).
+
+    A refused pod (e.g. an env name or a nodeSelector the API server does not accept) is reported as
+    InvalidSpec, like the operator's own checks, instead of being retried forever.
+    """
+    return api_error_message(body, reason) if status in REFUSED_STATUSES else None
 
 
 def binding_wait(claim: Mapping[str, Any], binding_mode: str | None) -> bool:
@@ -85,9 +103,29 @@ def drifted(body: Mapping[str, Any], pod: Mapping[str, Any] | None) -> bool:
     Works on the raw body, so a Sandbox whose spec the model cannot parse is still checked.
     """
     running = (body.get("spec") or {}).get("state", DesiredState.RUNNING) == DesiredState.RUNNING
-    ready_reported = (body.get("status") or {}).get("podStatus") == PodStatus.READY
+    status = body.get("status") or {}
+    ready_reported = status.get("podStatus") == PodStatus.READY
     pod_ready = pod is not None and any(
-        c.get("type") == "Ready" and c.get("status") == "True"
-        for c in (pod.get("status") or {}).get("conditions") or []
+        x.get("type") == "Ready" and x.get("status") == "True"
+        for x in (pod.get("status") or {}).get("conditions") or []
     )
+    if running and pod is None and _invalid_for_current_generation(body):
+        return False  # no pod is the right state: only a new spec (an update event) can change that
     return (running and pod is None) or (not running and pod is not None) or (ready_reported != pod_ready)
+
+
+def _invalid_for_current_generation(body: Mapping[str, Any]) -> bool:
+    status = body.get("status") or {}
+    ready = c.find_condition(status.get("conditions") or [], c.READY) or {}
+    current = status.get("observedGeneration") == (body.get("metadata") or {}).get("generation")
+    return current and ready.get("reason") == c.INVALID_SPEC
+
+
+def start_deadline_passed(body: Mapping[str, Any], now: datetime, timeout_seconds: int) -> bool:
+    """The status still says Starting (or nothing yet) although the start deadline has passed.
+
+    Converging then reports StartTimeout (phase Failed), after which this is False again; without it a
+    pod stuck Unschedulable, which produces no further pod events, would stay Starting for ever.
+    """
+    phase = (body.get("status") or {}).get("phase")
+    return phase in (None, Phase.STARTING) and start_overdue(body, now, timeout_seconds)

@@ -7,19 +7,20 @@ restarted operator, or two triggers racing, can never create a second child: 409
 import logging
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import kopf
+from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from kubehands.crd import constants, names
 from kubehands.crd.model import DesiredState, Sandbox
-from kubehands.kube import CONFLICT, NOT_FOUND, STRATEGIC_MERGE_PATCH, Kube
+from kubehands.kube import CONFLICT, NOT_FOUND, STRATEGIC_MERGE_PATCH, Kube, json_body
 from kubehands.operator import builders, volumes
 from kubehands.operator.config import OperatorConfig
-from kubehands.operator.plan import Step, binding_wait, plan
-from kubehands.operator.status import compute_status, status_patch, transition_event
+from kubehands.operator.plan import Step, binding_wait, plan, refusal
+from kubehands.operator.status import api_error_message, compute_status, status_patch, transition_event
 from kubehands.operator.validation import validate_sandbox
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,9 @@ BINDING_MODES = volumes.BindingModes()  # StorageClasses do not change binding m
 async def ensure_pvc(kube: Kube, sandbox: Sandbox) -> dict[str, Any] | None:
     """Create the workspace PVC; the new claim, or None when it already existed."""
     try:
-        pvc = await kube.core.create_namespaced_persistent_volume_claim(sandbox.namespace, builders.build_pvc(sandbox))
+        pvc = await kube.core.create_namespaced_persistent_volume_claim(
+            sandbox.namespace, json_body(builders.build_pvc(sandbox), client.V1PersistentVolumeClaim)
+        )
     except ApiException as e:
         if e.status != CONFLICT:
             raise
@@ -57,7 +60,9 @@ async def await_binding(kube: Kube, sandbox: Sandbox, created: Mapping[str, Any]
 async def ensure_pod(kube: Kube, sandbox: Sandbox, config: OperatorConfig) -> dict[str, Any]:
     """Create the pod, or return the one that already exists under its name."""
     try:
-        pod = await kube.core.create_namespaced_pod(sandbox.namespace, builders.build_pod(sandbox, config))
+        pod = await kube.core.create_namespaced_pod(
+            sandbox.namespace, json_body(builders.build_pod(sandbox, config), client.V1Pod)
+        )
         log.info("created pod %s/%s", sandbox.namespace, sandbox.name)
     except ApiException as e:
         if e.status != CONFLICT:
@@ -100,7 +105,10 @@ async def adopt_session_secret(kube: Kube, sandbox: Sandbox) -> bool:
         }
     }
     await kube.core.patch_namespaced_secret(
-        secret_name, sandbox.namespace, patch, _content_type=STRATEGIC_MERGE_PATCH
+        secret_name,
+        sandbox.namespace,
+        patch,
+        _content_type=STRATEGIC_MERGE_PATCH,  # type: ignore[call-arg]  # the client accepts it; its stubs omit it
     )
     return True
 
@@ -163,21 +171,37 @@ async def converge(
     if sandbox is not None:
         problems = validate_sandbox(sandbox, config)
     pod = current_pod()
+    failed: StepFailed | None = None
     if sandbox is not None and not problems:
-        pod = await _converge_children(kube, config, sandbox, pod)
-    desired = compute_status(body, pod, problems, datetime.now(UTC))
+        try:
+            pod, problems = await _converge_children(kube, config, sandbox, pod)
+        except StepFailed as e:
+            # Still report: the status says what went wrong, and the start deadline keeps counting even
+            # when no pod can be created at all (e.g. a quota that refuses it).
+            failed = e
+    desired = compute_status(
+        body,
+        pod,
+        problems,
+        datetime.now(UTC),
+        start_timeout_seconds=config.start_timeout_seconds,
+        api_error=str(failed) if failed else None,
+    )
     patch = status_patch(body.get("status"), desired)
     if patch:
         await kube.patch_sandbox_status(namespace, name, patch)  # None: deleted meanwhile
         event = transition_event(body.get("status"), {**(body.get("status") or {}), **desired})
         if event:
             _post_event(body, *event)
+    if failed is not None:
+        raise failed.cause  # kopf retries; a timeout is turned into a quiet retry by the handler
     return problems
 
 
 def _post_event(body: Mapping[str, Any], kind: str, reason: str, message: str) -> None:
     try:
-        kopf.event(body, type=kind, reason=reason, message=message)
+        # kopf reads the object reference with `.get` only: any mapping of the API's JSON does.
+        kopf.event(cast(kopf.Body, body), type=kind, reason=reason, message=message)
     except LookupError:
         # kopf's event queue exists only inside handlers; the culling loop's resyncs just log.
         log.info(
@@ -185,23 +209,50 @@ def _post_event(body: Mapping[str, Any], kind: str, reason: str, message: str) -
         )
 
 
+class StepFailed(Exception):
+    """An API step of a converge failed; the message names the step and the API server's answer."""
+
+    def __init__(self, step: Step, cause: Exception) -> None:
+        if isinstance(cause, ApiException):
+            detail = f"{cause.status} {api_error_message(cause.body, cause.reason)}"
+        else:
+            detail = str(cause) or type(cause).__name__
+        super().__init__(f"{step} failed: {detail}")
+        self.cause = cause
+
+
+# Children whose creation the API server may refuse as invalid (see `plan.refusal`).
+_CREATES = {Step.CREATE_CLAIM: "workspace claim", Step.CREATE_POD: "pod"}
+
+
 async def _converge_children(
     kube: Kube, config: OperatorConfig, sandbox: Sandbox, pod: Mapping[str, Any] | None
-) -> Mapping[str, Any] | None:
-    """Carry out `plan`, step by step. Returns the pod as it now is."""
+) -> tuple[Mapping[str, Any] | None, list[str]]:
+    """Carry out `plan`, step by step. Returns the pod as it now is, and the problems the API server found
+    in the spec (a refused create stops the steps). Any other failure raises StepFailed."""
     decided = plan(sandbox, pod, bind_wait_seconds=config.volume_bind_wait_seconds)
     log.debug("sandbox %s/%s: %s (%s)", sandbox.namespace, sandbox.name, ", ".join(decided.steps), decided.reason)
     created_claim = None
     for step in decided.steps:
-        match step:
-            case Step.CREATE_CLAIM:
-                created_claim = await ensure_pvc(kube, sandbox)
-            case Step.ADOPT_SECRET:
-                await adopt_session_secret(kube, sandbox)
-            case Step.AWAIT_BINDING:
-                await await_binding(kube, sandbox, created_claim, config.volume_bind_wait_seconds)
-            case Step.CREATE_POD:
-                pod = await ensure_pod(kube, sandbox, config)
-            case Step.DELETE_POD:
-                pod = await delete_pod(kube, sandbox.namespace, sandbox.name, decided.reason)
-    return pod
+        try:
+            match step:
+                case Step.CREATE_CLAIM:
+                    created_claim = await ensure_pvc(kube, sandbox)
+                case Step.ADOPT_SECRET:
+                    await adopt_session_secret(kube, sandbox)
+                case Step.AWAIT_BINDING:
+                    await await_binding(kube, sandbox, created_claim, config.volume_bind_wait_seconds)
+                case Step.CREATE_POD:
+                    pod = await ensure_pod(kube, sandbox, config)
+                case Step.DELETE_POD:
+                    pod = await delete_pod(kube, sandbox.namespace, sandbox.name, decided.reason)
+        except ApiException as e:
+            refused = refusal(e.status, e.body, e.reason) if step in _CREATES else None
+            if refused is None:
+                raise StepFailed(step, e) from e
+            log.warning("sandbox %s/%s: the API server refused the %s: %s", sandbox.namespace, sandbox.name,
+                        _CREATES[step], refused)
+            return pod, [f"the API server refused the {_CREATES[step]}: {refused}"]
+        except TimeoutError as e:
+            raise StepFailed(step, e) from e
+    return pod, []

@@ -3,7 +3,6 @@ resources (configuration, API client, culling loop). The settings themselves liv
 
 import asyncio
 import contextlib
-import logging
 import weakref
 from datetime import UTC, datetime
 from typing import Any
@@ -16,13 +15,15 @@ from kubehands.operator import handlers
 from kubehands.operator.config import OperatorConfig
 
 
-@kopf.on.startup()
+# kopf passes indexes (`sandbox_bodies`, `sandbox_pods`) as keyword arguments by name, which its handler
+# protocols cannot declare: mypy sees an unexpected required argument.
+@kopf.on.startup()  # type: ignore[arg-type]  # an index argument: see the comment above
 async def configure(
     settings: kopf.OperatorSettings,
     memo: kopf.Memo,
-    logger: logging.Logger,
-    sandbox_bodies: kopf.Index,
-    sandbox_pods: kopf.Index,
+    logger: kopf.Logger,
+    sandbox_bodies: handlers.SandboxIndex,
+    sandbox_pods: handlers.SandboxIndex,
     **_: Any,
 ) -> None:
     # Storage is chosen on day one: changing it later makes kopf re-handle every existing object.
@@ -61,6 +62,7 @@ async def login(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInf
     the wrong file.
     """
     configuration = await load_configuration()
+    assert configuration.host is not None, "load_configuration always sets the API server's URL"
     # Also runs the configuration's refresh hook, so a rotated service-account token is picked up.
     header = await configuration.get_api_key_with_prefix("BearerToken", alias="authorization")
     parts = header.split(" ", 1) if header else []

@@ -4,9 +4,10 @@ Works on raw API dicts, so it also reports Sandboxes whose spec the model cannot
 Never produces `lastActivityTime`: that field belongs to the gateway.
 """
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from kubehands.crd import conditions as c
@@ -183,10 +184,65 @@ def observe_pod(pod: Mapping[str, Any] | None) -> PodObservation | None:
     return PodObservation(PodStatus.PENDING, c.POD_PENDING, "waiting to be scheduled", fields=fields)
 
 
+def api_error_message(body: str | bytes | None, reason: str | None = None) -> str:
+    """The API server's own words for a failed call: the `message` of its Status body, else the HTTP reason."""
+    try:
+        message = json.loads(body or "").get("message")
+    except (ValueError, AttributeError):  # not JSON, or JSON that is not a Status object
+        message = None
+    return str(message or reason or "unknown error")
+
+
+def start_since(sandbox: Mapping[str, Any]) -> datetime | None:
+    """When the current attempt to get the Sandbox Ready began: the latest of its creation, its resume (the
+    Paused condition's transition to False), the Ready condition's last transition (first report, or a loss of
+    readiness) and a restart request (the `restarted-at` annotation)."""
+    metadata = sandbox.get("metadata") or {}
+    conditions = (sandbox.get("status") or {}).get("conditions") or []
+    paused = c.find_condition(conditions, c.PAUSED) or {}
+    ready = c.find_condition(conditions, c.READY) or {}
+    candidates = [
+        metadata.get("creationTimestamp"),
+        paused.get("lastTransitionTime") if paused.get("status") == c.FALSE else None,
+        ready.get("lastTransitionTime"),
+        (metadata.get("annotations") or {}).get(constants.ANNOTATION_RESTARTED_AT),
+    ]
+    moments = []
+    for candidate in candidates:
+        try:
+            moment = parse_time(candidate)
+        except (TypeError, ValueError):  # the annotation is free text to the API server
+            continue
+        if moment is not None:
+            moments.append(moment)
+    return max(moments, default=None)
+
+
+def start_overdue(sandbox: Mapping[str, Any], now: datetime, timeout_seconds: int) -> bool:
+    """Running is wanted and the start deadline (`timeout_seconds` after `start_since`; 0 = none) has passed.
+
+    Says nothing about readiness: the caller knows whether the Sandbox is Ready.
+    """
+    if not timeout_seconds or (sandbox.get("spec") or {}).get("state") == DesiredState.PAUSED:
+        return False
+    since = start_since(sandbox)
+    return since is not None and now - since >= timedelta(seconds=timeout_seconds)
+
+
 def compute_status(
-    sandbox: Mapping[str, Any], pod: Mapping[str, Any] | None, problems: list[str], now: datetime
+    sandbox: Mapping[str, Any],
+    pod: Mapping[str, Any] | None,
+    problems: list[str],
+    now: datetime,
+    *,
+    start_timeout_seconds: int = 0,
+    api_error: str | None = None,
 ) -> dict[str, Any]:
-    """The operator-owned status fields for `sandbox` given its pod. Fields to clear are None."""
+    """The operator-owned status fields for `sandbox` given its pod. Fields to clear are None.
+
+    `start_timeout_seconds` is the start deadline (0 = none); `api_error` says why the last converge could not
+    finish its API steps, shown while there is no pod.
+    """
     metadata = sandbox.get("metadata", {})
     current = sandbox.get("status") or {}
     generation = metadata.get("generation")
@@ -201,7 +257,7 @@ def compute_status(
         # Outside the clients' "starting" mapping, so status and pod_status agree (docs/runtime-api.md §8.16).
         pod_status = PodStatus.NOT_FOUND
     elif observed is None:
-        ready = (c.FALSE, c.POD_MISSING, "creating the pod")
+        ready = (c.FALSE, c.POD_MISSING, f"creating the pod ({api_error})" if api_error else "creating the pod")
         pod_status = PodStatus.NOT_FOUND
     else:
         ready = (c.TRUE if observed.ready else c.FALSE, observed.reason, observed.message)
@@ -220,6 +276,18 @@ def compute_status(
 
     conditions = c.set_condition(current.get("conditions") or [], c.READY, *ready, now, generation)
     conditions = c.set_condition(conditions, c.PAUSED, *paused, now, generation)
+    # Judged on the new conditions: a resume moves the Paused transition to now, so an old creation time or
+    # an old loss of readiness never fails a Sandbox that was just resumed.
+    if (
+        ready[0] == c.FALSE
+        and ready[1] not in c.FAILURE_REASONS  # the more precise reason stays
+        and not pause_wanted
+        and start_overdue({**sandbox, "status": {"conditions": conditions}}, now, start_timeout_seconds)
+    ):
+        # Pods that never schedule, or wait forever for a Secret, would otherwise look "starting" for ever.
+        ready = (c.FALSE, c.START_TIMEOUT, f"not ready after {start_timeout_seconds}s: {ready[1]}: {ready[2]}")
+        pod_status = PodStatus.FAILED
+        conditions = c.set_condition(conditions, c.READY, *ready, now, generation)
 
     if problems or (ready[0] == c.FALSE and ready[1] in c.FAILURE_REASONS):
         phase = Phase.FAILED

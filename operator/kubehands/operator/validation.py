@@ -20,6 +20,14 @@ def validate_sandbox(sandbox: Sandbox, config: OperatorConfig) -> list[str]:
         problems.append(
             f"spec.ports must include a port named {constants.AGENT_PORT_NAME!r} (the readiness probe)"
         )
+    if config.require_runtime_class:
+        # The gateway refuses such a /start already; this catches Sandboxes written with kubectl.
+        requested = config.requested_runtime_class(spec.runtime_class_name)
+        mapped = ", ".join(sorted(config.runtime_class_map)) or "none"
+        if not requested:
+            problems.append(f"spec.runtimeClassName is required on this cluster (mapped classes: {mapped})")
+        elif requested not in config.runtime_class_map:
+            problems.append(f"runtime class {requested!r} is not available here (mapped classes: {mapped})")
     allowed = config.effective_allowed_volume_types()
     mount_paths = {spec.workspace.mount_path.rstrip("/") or "/": "the workspace"}
     for volume in spec.volumes:

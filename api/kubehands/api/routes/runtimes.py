@@ -13,8 +13,9 @@ from kubehands.api.schemas import (
     StartRequest,
     StopResponse,
 )
+from kubehands.api.strict_json import StrictJSONRoute
 
-router = APIRouter(tags=["runtimes"])
+router = APIRouter(tags=["runtimes"], route_class=StrictJSONRoute)
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "Missing or wrong X-API-Key"},
     404: {"description": "No such runtime for this key"},

@@ -20,13 +20,10 @@ async def batch(
 ) -> list[RuntimeObject]:
     """A bare JSON array with the runtime of each known session id (unknown ids are left out).
     Repeated `ids` and comma-separated values are both accepted."""
-    wanted: list[str] = []
-    for value in ids:
-        for session_id in value.split(","):
-            if session_id and session_id not in wanted:
-                wanted.append(session_id)
-    if len(wanted) > MAX_BATCH:
+    given = [session_id for value in ids for session_id in value.split(",") if session_id]
+    if len(given) > MAX_BATCH:  # before any other work on them: the count bounds everything below
         raise InvalidRequest(f"at most {MAX_BATCH} ids per request")
+    wanted = dict.fromkeys(given)  # de-duplicated in first-seen order, in linear time
     found = (gateway.sandboxes.find_session(caller, session_id) for session_id in wanted)
     return [runtime for runtime in found if runtime is not None]
 
