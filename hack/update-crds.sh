@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Regenerate crds/sandboxes.kubehands.dev.yaml from the pydantic model (kubehands.crd.model).
+# Regenerate crds/*.yaml (Sandbox, SandboxPool) from the pydantic models (kubehands.crd.model, .pool_model).
 #
-# Usage: hack/update-crds.sh            write the CRD
-#        hack/update-crds.sh --verify   fail with a diff when the committed CRD is stale
+# Usage: hack/update-crds.sh            write the CRDs
+#        hack/update-crds.sh --verify   fail with a diff when a committed CRD is stale
 set -o errexit -o nounset -o pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -20,4 +20,4 @@ case "${1:-}" in
 esac
 
 cd "${ROOT}"
-"${PYTHON}" -m kubehands.crd.generate --output crds/sandboxes.kubehands.dev.yaml "${mode[@]}"
+"${PYTHON}" -m kubehands.crd.generate --output-dir crds "${mode[@]}"

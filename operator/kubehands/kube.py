@@ -1,9 +1,9 @@
 """Kubernetes access shared by the operator, the gateway and the `kubehands` command.
 
 One way to log in (explicit kubeconfig, else in-cluster, else `$KUBECONFIG` read at call time), one
-spelling of the Sandbox's coordinates, and a timeout on every API call: kubernetes_asyncio waits
-forever by default, so a stalled API server or a dead pooled connection would hang a request or the
-operator's loops instead of failing fast. Timeouts surface as `TimeoutError` (the gateway answers 503).
+spelling of the custom resources' coordinates (Sandbox, SandboxPool), and a timeout on every API call:
+kubernetes_asyncio waits forever by default, so a stalled API server or a dead pooled connection would hang
+a request or the operator's loops instead of failing fast. Timeouts surface as `TimeoutError` (the gateway answers 503).
 """
 
 import os
@@ -20,7 +20,7 @@ from kubehands.crd import constants
 
 MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
-NOT_FOUND, CONFLICT = 404, 409
+NOT_FOUND, CONFLICT, UNPROCESSABLE = 404, 409, 422
 
 # Bounds a single API call. Watches pass their own, longer `_request_timeout`.
 DEFAULT_REQUEST_TIMEOUT_SECONDS = 10.0
@@ -50,6 +50,7 @@ class CustomResource:
 
 
 SANDBOXES = CustomResource(constants.GROUP, constants.VERSION, constants.PLURAL)
+SANDBOX_POOLS = CustomResource(constants.GROUP, constants.VERSION, constants.POOL_PLURAL)
 
 
 def owner_reference(owner: Mapping[str, Any], *, block_owner_deletion: bool = True) -> Obj:
@@ -130,7 +131,7 @@ async def load_configuration(kubeconfig: str | None = None) -> client.Configurat
 
 @dataclass
 class Kube:
-    """The API client and the calls both components make on Sandboxes, as plain JSON dicts."""
+    """The API client and the calls both components make on custom resources, as plain JSON dicts."""
 
     api: client.ApiClient
     core: client.CoreV1Api
@@ -153,19 +154,19 @@ class Kube:
     async def close(self) -> None:
         await self.api.close()
 
-    # ---- Sandboxes ------------------------------------------------------------------------------
+    # ---- Custom resources (Sandboxes, SandboxPools) ----------------------------------------------
 
-    async def create_sandbox(self, namespace: str, body: Mapping[str, Any]) -> Obj:
+    async def create_object(self, resource: CustomResource, namespace: str, body: Mapping[str, Any]) -> Obj:
         created = await self.custom.create_namespaced_custom_object(
-            namespace=namespace, body=dict(body), **SANDBOXES.coordinates()
+            namespace=namespace, body=dict(body), **resource.coordinates()
         )
         return dict(created)
 
-    async def get_sandbox(self, namespace: str, name: str) -> Obj | None:
-        """The Sandbox, or None when it does not exist."""
+    async def get_object(self, resource: CustomResource, namespace: str, name: str) -> Obj | None:
+        """The object, or None when it does not exist."""
         try:
             found = await self.custom.get_namespaced_custom_object(
-                namespace=namespace, name=name, **SANDBOXES.coordinates()
+                namespace=namespace, name=name, **resource.coordinates()
             )
         except ApiException as exc:
             if exc.status == NOT_FOUND:
@@ -173,32 +174,36 @@ class Kube:
             raise
         return dict(found)
 
-    async def list_sandboxes(self, namespace: str, **kwargs: Any) -> Any:
-        """The raw list call (the gateway's reflector passes watch and `_preload_content` options)."""
+    async def list_objects(self, resource: CustomResource, namespace: str, **kwargs: Any) -> Any:
+        """The raw list call (label selectors, watch and `_preload_content` options pass through)."""
         return await self.custom.list_namespaced_custom_object(
-            namespace=namespace, **SANDBOXES.coordinates(), **kwargs
+            namespace=namespace, **resource.coordinates(), **kwargs
         )
 
-    async def patch_sandbox(self, namespace: str, name: str, patch: Mapping[str, Any]) -> Obj:
-        """A JSON merge patch of the Sandbox (metadata and spec). Raises 404/409 as ApiException."""
+    async def patch_object(
+        self, resource: CustomResource, namespace: str, name: str, patch: Mapping[str, Any]
+    ) -> Obj:
+        """A JSON merge patch (metadata and spec). Raises 404/409 as ApiException."""
         patched = await self.custom.patch_namespaced_custom_object(
             namespace=namespace,
             name=name,
             body=dict(patch),
             _content_type=MERGE_PATCH,  # type: ignore[call-arg]  # the client accepts it; its stubs omit it
-            **SANDBOXES.coordinates(),
+            **resource.coordinates(),
         )
         return dict(patched)
 
-    async def patch_sandbox_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> Obj | None:
-        """A merge patch of the status subresource; None when the Sandbox is gone."""
+    async def patch_object_status(
+        self, resource: CustomResource, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> Obj | None:
+        """A merge patch of the status subresource; None when the object is gone."""
         try:
             patched = await self.custom.patch_namespaced_custom_object_status(
                 namespace=namespace,
                 name=name,
                 body={"status": dict(status)},
                 _content_type=MERGE_PATCH,  # type: ignore[call-arg]  # the client accepts it; its stubs omit it
-                **SANDBOXES.coordinates(),
+                **resource.coordinates(),
             )
         except ApiException as exc:
             if exc.status == NOT_FOUND:
@@ -206,10 +211,10 @@ class Kube:
             raise
         return dict(patched)
 
-    async def delete_sandbox(
-        self, namespace: str, name: str, *, resource_version: str | None = None
+    async def delete_object(
+        self, resource: CustomResource, namespace: str, name: str, *, resource_version: str | None = None
     ) -> Obj | None:
-        """Start deleting the Sandbox (its children go by garbage collection); None when it is gone.
+        """Start deleting the object (its children go by garbage collection); None when it is gone.
 
         With `resource_version`, only that version is deleted (409 when it changed meanwhile).
         """
@@ -221,10 +226,40 @@ class Kube:
                 namespace=namespace,
                 name=name,
                 body=json_body(options, client.V1DeleteOptions),
-                **SANDBOXES.coordinates(),
+                **resource.coordinates(),
             )
         except ApiException as exc:
             if exc.status == NOT_FOUND:
                 return None
             raise
         return dict(result) if isinstance(result, Mapping) else None
+
+    # ---- Sandboxes ------------------------------------------------------------------------------
+
+    async def create_sandbox(self, namespace: str, body: Mapping[str, Any]) -> Obj:
+        return await self.create_object(SANDBOXES, namespace, body)
+
+    async def get_sandbox(self, namespace: str, name: str) -> Obj | None:
+        """The Sandbox, or None when it does not exist."""
+        return await self.get_object(SANDBOXES, namespace, name)
+
+    async def list_sandboxes(self, namespace: str, **kwargs: Any) -> Any:
+        """The raw list call (the gateway's reflector passes watch and `_preload_content` options)."""
+        return await self.list_objects(SANDBOXES, namespace, **kwargs)
+
+    async def patch_sandbox(self, namespace: str, name: str, patch: Mapping[str, Any]) -> Obj:
+        """A JSON merge patch of the Sandbox (metadata and spec). Raises 404/409 as ApiException."""
+        return await self.patch_object(SANDBOXES, namespace, name, patch)
+
+    async def patch_sandbox_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> Obj | None:
+        """A merge patch of the status subresource; None when the Sandbox is gone."""
+        return await self.patch_object_status(SANDBOXES, namespace, name, status)
+
+    async def delete_sandbox(
+        self, namespace: str, name: str, *, resource_version: str | None = None
+    ) -> Obj | None:
+        """Start deleting the Sandbox (its children go by garbage collection); None when it is gone.
+
+        With `resource_version`, only that version is deleted (409 when it changed meanwhile).
+        """
+        return await self.delete_object(SANDBOXES, namespace, name, resource_version=resource_version)

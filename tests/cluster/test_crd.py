@@ -143,7 +143,7 @@ def test_install_replaces_an_existing_crd_and_waits_until_established(kubeconfig
     from kubehands.crd import constants, install
 
     files = sorted((ROOT / "crds").glob("*.yaml"))
-    assert install.apply_crds(kubeconfig, files) == [constants.CRD_NAME]
+    assert install.apply_crds(kubeconfig, files) == [constants.CRD_NAME, constants.POOL_CRD_NAME]
     with api_client(kubeconfig) as api:
         crd = client.ApiextensionsV1Api(api).read_custom_resource_definition(constants.CRD_NAME)
     assert install.is_established(crd)

@@ -48,9 +48,11 @@ def test_build_minimal_sandbox() -> None:
         "spec": {
             "image": "ghcr.io/openhands/agent-server:1.34.0-python",
             "env": [
-                {"name": "RUNTIME_URL", "value": f"https://rt.example.test/{RID}"},
-                {"name": "OH_VSCODE_BASE_PATH", "value": f"/{RID}/vscode"},
-                {"name": "OPENVSCODE_SERVER_BASE_PATH", "value": f"/{RID}/vscode"},
+                # the runtime id as a reference Kubernetes expands (RUNTIME_ID comes first in the pod), so the
+                # spec is the same whatever the sandbox's name: the form a warm pool's template has
+                {"name": "RUNTIME_URL", "value": "https://rt.example.test/$(RUNTIME_ID)"},
+                {"name": "OH_VSCODE_BASE_PATH", "value": "/$(RUNTIME_ID)/vscode"},
+                {"name": "OPENVSCODE_SERVER_BASE_PATH", "value": "/$(RUNTIME_ID)/vscode"},
             ],
             "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "3Gi"}},
             "workspace": {"size": "10Gi", "mountPath": "/workspace"},
@@ -89,7 +91,7 @@ def test_build_sandbox_with_every_option() -> None:
     env = {e["name"]: e["value"] for e in spec["env"]}
     assert env["LLM_MODEL"] == "admin-choice" and env["X"] == "1" and env["TEAM"] == "a"
     assert "SESSION_API_KEY" not in env and "OH_VSCODE_BASE_PATH" not in env
-    assert env["RUNTIME_URL"] == f"https://{RID}.d.test"
+    assert env["RUNTIME_URL"] == "https://$(RUNTIME_ID).d.test"
     assert spec["command"] == ["/usr/local/bin/openhands-agent-server", "--port", "60000"]
     assert spec["workingDir"] == "/"
     assert spec["runtimeClassName"] == "sysbox-runc"
@@ -111,7 +113,7 @@ def test_build_sandbox_with_every_option() -> None:
 def test_the_operators_environment_is_dropped_from_requests_and_profiles() -> None:
     caller = KeyRecord(name="team-a", digest="0" * 64, profile=Profile(env={"RUNTIME_ID": "admin", "TEAM": "a"}))
     request = _start(environment={"OH_SESSION_API_KEYS_0": "smuggled", "WORKER_1": "1", "X": "1"})
-    env = objects.build_environment(request, caller, Settings(inject_url_env=False), RID)
+    env = objects.build_environment(request, caller, Settings(inject_url_env=False))
     assert env == [{"name": "X", "value": "1"}, {"name": "TEAM", "value": "a"}]
 
 

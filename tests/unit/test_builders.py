@@ -93,6 +93,7 @@ def test_minimal_pod() -> None:
                     "env": [
                         {"name": "OH_SESSION_API_KEYS_0", "valueFrom": key},
                         {"name": "SESSION_API_KEY", "valueFrom": key},
+                        {"name": "OH_SECRET_KEY", "valueFrom": key},
                         {"name": "RUNTIME_ID", "value": "kh-abc"},
                         {"name": "VSCODE_PORT", "value": "60001"},
                         {"name": "OH_VSCODE_PORT", "value": "60001"},
@@ -169,6 +170,16 @@ def test_user_env_follows_managed_env_and_cannot_override_it() -> None:
     assert env[-1] == {"name": "LLM_MODEL", "value": "m"}
     assert [e["name"] for e in env].count("SESSION_API_KEY") == 1
     assert {"name": "WORKER_1", "value": "12000"} in env
+
+
+def test_the_secret_key_comes_from_the_session_secret_and_cannot_be_overridden() -> None:
+    """The agent server defaults OH_SECRET_KEY to the first session key: same value, and a pool member's init
+    key (which must equal it) is never in the pod spec."""
+    sandbox = make_sandbox(env=[{"name": "OH_SECRET_KEY", "value": "chosen"}])
+    env = _container(builders.build_pod(sandbox, config()))["env"]
+    assert [e for e in env if e["name"] == "OH_SECRET_KEY"] == [
+        {"name": "OH_SECRET_KEY", "valueFrom": {"secretKeyRef": {"name": "kh-abc-session", "key": "session-api-key"}}}
+    ]
 
 
 def test_custom_secret_key() -> None:

@@ -463,6 +463,31 @@ def test_operator_may_block_owner_deletion(rendered: dict[str, list[dict[str, An
             "resources": ["sandboxes/finalizers"],
             "verbs": ["update"],
         } in role["rules"], role["metadata"]
+        # Pool members carry a blocking controller reference to their SandboxPool.
+        assert {
+            "apiGroups": ["kubehands.dev"],
+            "resources": ["sandboxpools/finalizers"],
+            "verbs": ["update"],
+        } in role["rules"], role["metadata"]
+
+
+def _verbs(rules: list[dict[str, Any]], group: str, resource: str) -> set[str]:
+    return {v for r in rules if group in r["apiGroups"] and resource in r["resources"] for v in r["verbs"]}
+
+
+@pytest.mark.parametrize("case", [case_id(v) for v in VALUES_CASES])
+def test_warm_pool_rbac(rendered: dict[str, list[dict[str, Any]]], case: str) -> None:
+    """The operator keeps pools full (members are Sandboxes plus Secrets, the claimed pod is re-stamped); the
+    gateway reads pools to claim members; the router never sees pools."""
+    docs = rendered[case]
+    operator = [r for role in roles_bound_to(docs, "t-kubehands-operator") for r in role["rules"]]
+    assert _verbs(operator, "kubehands.dev", "sandboxpools") >= {"get", "list", "watch", "patch"}
+    assert "patch" in _verbs(operator, "kubehands.dev", "sandboxpools/status")
+    assert {"create", "delete"} <= _verbs(operator, "kubehands.dev", "sandboxes")
+    assert {"get", "list", "create", "delete"} <= _verbs(operator, "", "secrets")
+    assert "patch" in _verbs(operator, "", "pods")
+    gateway = [r for role in roles_bound_to(docs, "t-kubehands-gateway") for r in role["rules"]]
+    assert _verbs(gateway, "kubehands.dev", "sandboxpools") == {"get", "list", "watch"}
 
 
 def test_sandbox_network_policy(rendered: dict[str, list[dict[str, Any]]]) -> None:

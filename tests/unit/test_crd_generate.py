@@ -1,4 +1,4 @@
-"""The committed CRD is what the model generates, and it is a structural, 1.20-compatible schema."""
+"""The committed CRDs are what the models generate, and they are structural, 1.20-compatible schemas."""
 
 from pathlib import Path
 from typing import Any
@@ -8,10 +8,12 @@ import yaml
 
 from kubehands.crd import constants, generate
 from kubehands.crd.model import SandboxSpec, SandboxStatus
+from kubehands.crd.pool_model import TEMPLATE_FIELDS, PoolTemplate, SandboxPoolSpec, SandboxPoolStatus
 
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
 CRD_PATH = ROOT / "crds" / f"{constants.CRD_NAME}.yaml"
+POOL_CRD_PATH = ROOT / "crds" / f"{constants.POOL_CRD_NAME}.yaml"
 # Keys a structural schema may carry (no $ref, anyOf/nullable unions, titles or CEL).
 ALLOWED_KEYS = {
     "description",
@@ -35,20 +37,25 @@ ALLOWED_KEYS = {
 }
 
 
-def _schema() -> dict[str, Any]:
-    return yaml.safe_load(CRD_PATH.read_text())["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+def _schema(path: Path = CRD_PATH) -> dict[str, Any]:
+    return yaml.safe_load(path.read_text())["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
 
 
-def test_committed_crd_is_not_stale() -> None:
-    assert CRD_PATH.read_text() == generate.render(), "crds/ is stale: run hack/update-crds.sh"
+@pytest.mark.parametrize("path", [CRD_PATH, POOL_CRD_PATH], ids=lambda p: p.name)
+def test_committed_crd_is_not_stale(path: Path) -> None:
+    assert path.read_text() == generate.render(path.name), "crds/ is stale: run hack/update-crds.sh"
+
+
+def test_every_crd_file_is_generated() -> None:
+    assert sorted(p.name for p in (ROOT / "crds").glob("*.yaml")) == sorted(generate.CRDS)
 
 
 def test_check_mode_reports_a_stale_file(tmp_path: Path) -> None:
-    stale = tmp_path / "crd.yaml"
-    stale.write_text("old\n")
-    assert generate.main(["--check", "--output", str(stale)]) == 1
-    assert generate.main(["--output", str(stale)]) == 0
-    assert generate.main(["--check", "--output", str(stale)]) == 0
+    assert generate.main(["--check", "--output-dir", str(tmp_path)]) == 1  # missing
+    assert generate.main(["--output-dir", str(tmp_path)]) == 0
+    assert generate.main(["--check", "--output-dir", str(tmp_path)]) == 0
+    (tmp_path / POOL_CRD_PATH.name).write_text("old\n")
+    assert generate.main(["--check", "--output-dir", str(tmp_path)]) == 1
 
 
 def _walk(node: dict[str, Any], path: str = "") -> list[tuple[str, dict[str, Any]]]:
@@ -62,8 +69,9 @@ def _walk(node: dict[str, Any], path: str = "") -> list[tuple[str, dict[str, Any
     return found
 
 
-def test_schema_is_structural() -> None:
-    for path, node in _walk(_schema()):
+@pytest.mark.parametrize("crd_path", [CRD_PATH, POOL_CRD_PATH], ids=lambda p: p.name)
+def test_schema_is_structural(crd_path: Path) -> None:
+    for path, node in _walk(_schema(crd_path)):
         assert set(node) <= ALLOWED_KEYS, f"{path}: unexpected keys {set(node) - ALLOWED_KEYS}"
         assert "type" in node or node.get("x-kubernetes-preserve-unknown-fields"), f"{path}: no type"
         assert not ("properties" in node and "additionalProperties" in node), path
@@ -168,3 +176,76 @@ def test_sample_sandbox_round_trips_through_the_model() -> None:
     assert dumped["pausedTTLSeconds"] == 5 and dumped["sessionID"] == "Mixed Case/ID"
     assert set(dumped) <= set(_schema()["properties"]["spec"]["properties"])
     assert SandboxSpec.model_validate(dumped) == spec
+
+
+# ---- SandboxPool --------------------------------------------------------------------------------------------
+
+
+def test_pool_names_columns_and_subresources() -> None:
+    crd = yaml.safe_load(POOL_CRD_PATH.read_text())
+    assert crd["metadata"]["name"] == "sandboxpools.kubehands.dev"
+    assert crd["spec"]["names"] == {
+        "kind": "SandboxPool",
+        "listKind": "SandboxPoolList",
+        "plural": "sandboxpools",
+        "singular": "sandboxpool",
+        "shortNames": ["sbxpool"],
+    }
+    assert crd["spec"]["scope"] == "Namespaced"
+    version = crd["spec"]["versions"][0]
+    assert version["name"] == "v1alpha1"
+    assert version["subresources"] == {
+        "status": {},
+        "scale": {
+            "specReplicasPath": ".spec.size",
+            "statusReplicasPath": ".status.ready",
+            "labelSelectorPath": ".status.selector",
+        },
+    }
+    assert [(c["name"], c["jsonPath"]) for c in version["additionalPrinterColumns"]] == [
+        ("Ready", ".status.ready"),
+        ("Claimed", ".status.claimed"),
+        ("Desired", ".spec.size"),
+        ("Age", ".metadata.creationTimestamp"),
+    ]
+
+
+def test_pool_name_is_a_label_value() -> None:
+    """Every member carries the pool's name as the value of its `kubehands.dev/pool` label."""
+    name = _schema(POOL_CRD_PATH)["properties"]["metadata"]["properties"]["name"]
+    assert name["maxLength"] == 63 and name["pattern"] == "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+
+def test_pool_spec() -> None:
+    spec = _schema(POOL_CRD_PATH)["properties"]["spec"]
+    assert spec["required"] == ["template"]
+    assert spec["properties"]["size"] == {**spec["properties"]["size"], "type": "integer", "minimum": 0, "default": 0}
+    assert spec["properties"]["template"]["required"] == ["image"]
+    conditions = _schema(POOL_CRD_PATH)["properties"]["status"]["properties"]["conditions"]
+    assert conditions["items"]["properties"]["type"]["enum"] == ["Ready"]  # no `const`: not structural
+
+
+def test_the_template_is_the_pod_shaping_part_of_a_sandbox_spec() -> None:
+    """Each template field is validated exactly like the Sandbox field of the same name (descriptions aside)."""
+    sandbox = _schema()["properties"]["spec"]["properties"]
+    template = _schema(POOL_CRD_PATH)["properties"]["spec"]["properties"]["template"]["properties"]
+    aliases = [PoolTemplate.model_fields[f].alias for f in TEMPLATE_FIELDS]
+    assert list(template) == aliases
+    assert set(template) <= set(sandbox)
+
+    def undescribed(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: undescribed(v) for k, v in node.items() if k != "description"}
+        return node
+
+    for field in template:
+        assert undescribed(template[field]) == undescribed(sandbox[field]), field
+
+
+@pytest.mark.parametrize(("model", "section"), [(SandboxPoolSpec, "spec"), (SandboxPoolStatus, "status")])
+def test_pool_model_and_crd_agree_on_fields(model: type, section: str) -> None:
+    crd = _schema(POOL_CRD_PATH)["properties"][section]
+    aliases = {f.alias or n for n, f in model.model_fields.items()}  # type: ignore[attr-defined]
+    required = {f.alias or n for n, f in model.model_fields.items() if f.is_required()}  # type: ignore[attr-defined]
+    assert aliases == set(crd["properties"])
+    assert required == set(crd.get("required", []))

@@ -25,9 +25,9 @@ def test_load_crds_reads_every_document_in_order_and_skips_empty_ones(tmp_path: 
     assert [d["metadata"]["name"] for d in docs] == ["one.example.dev", "two.example.dev", "three.example.dev"]
 
 
-def test_load_crds_reads_the_projects_crd() -> None:
+def test_load_crds_reads_the_projects_crds() -> None:
     docs = install.load_crds(sorted((ROOT / "crds").glob("*.yaml")))
-    assert [d["metadata"]["name"] for d in docs] == [constants.CRD_NAME]
+    assert [d["metadata"]["name"] for d in docs] == [constants.CRD_NAME, constants.POOL_CRD_NAME]
 
 
 @pytest.mark.parametrize(

@@ -131,3 +131,16 @@ def test_a_start_timeout_within_the_idle_timeout_is_kept_for_a_look() -> None:
     recent = body(phase="Failed", podCreatedTime=ago(700))
     recent["status"]["conditions"] = [{"type": "Ready", "status": "False", "reason": "StartTimeout"}]
     assert cull_decision(recent, config, NOW) is None
+
+
+def test_a_dormant_pool_member_is_never_culled() -> None:
+    """A member is the pool's capacity; its claim removes the pool label, and from then on it is culled as usual."""
+    member = body(lastActivityTime=ago(90_000))
+    member["metadata"]["labels"] = {"kubehands.dev/pool": "warm", "kubehands.dev/pool-template": "abc"}
+    assert cull_decision(member, CONFIG, NOW) is None
+    member["status"]["phase"] = "Failed"  # the pool replaces failed members itself
+    assert cull_decision(member, CONFIG, NOW) is None
+    claimed = body(lastActivityTime=ago(90_000))
+    claimed["metadata"]["annotations"] = {"kubehands.dev/claimed-from": "warm"}
+    decision = cull_decision(claimed, CONFIG, NOW)
+    assert decision is not None and decision.action is CullAction.PAUSE

@@ -8,26 +8,49 @@ import pytest
 
 from kubehands.crd.model import Sandbox
 from kubehands.operator.builders import pod_spec_hash
-from kubehands.operator.plan import Step, binding_wait, drifted, outdated, plan, refusal, start_deadline_passed
+from kubehands.operator.plan import (
+    Step,
+    binding_wait,
+    claimed,
+    drifted,
+    outdated,
+    plan,
+    refusal,
+    start_deadline_passed,
+)
 
 pytestmark = pytest.mark.unit
 
-CLAIM, SECRET, AWAIT, CREATE, DELETE = (
+CLAIM, SECRET, AWAIT, CREATE, DELETE, RESTAMP = (
     Step.CREATE_CLAIM,
     Step.ADOPT_SECRET,
     Step.AWAIT_BINDING,
     Step.CREATE_POD,
     Step.DELETE_POD,
+    Step.RESTAMP_POD,
 )
+POD_UID = "pod-uid-1"
 
 
-def sandbox(state: str = "Running", **spec: Any) -> Sandbox:
+def sandbox(state: str = "Running", annotations: dict[str, str] | None = None, **spec: Any) -> Sandbox:
     return Sandbox.model_validate(
         {
-            "metadata": {"name": "kh-a", "namespace": "ns", "uid": "u-1", "generation": 1},
+            "metadata": {
+                "name": "kh-a",
+                "namespace": "ns",
+                "uid": "u-1",
+                "generation": 1,
+                "annotations": annotations or {},
+            },
             "spec": {"image": "agent:1", "sessionKeySecretRef": {"name": "s"}, "state": state, **spec},
         }
     )
+
+
+def claimed_sandbox(uid: str = POD_UID, state: str = "Running", **annotations: str) -> Sandbox:
+    """A claim replaced the member's spec (new env) and named the dormant pod it took over."""
+    marks = {"kubehands.dev/claimed-pod": uid, **annotations}
+    return sandbox(state, marks, env=[{"name": "LLM_MODEL", "value": "m"}])
 
 
 CURRENT_HASH = pod_spec_hash(sandbox().spec)
@@ -41,7 +64,7 @@ def pod(
     ready: bool = False,
     **status: Any,
 ) -> dict[str, Any]:
-    metadata: dict[str, Any] = {"name": "kh-a", "namespace": "ns", "annotations": {}}
+    metadata: dict[str, Any] = {"name": "kh-a", "namespace": "ns", "uid": POD_UID, "annotations": {}}
     if spec_hash is not None:
         metadata["annotations"]["kubehands.dev/spec-hash"] = spec_hash
     if terminating:
@@ -81,6 +104,26 @@ PLAN_CASES = [
     ("up-to-date ready pod: keep", sandbox(), pod(ready=True), 5, (CLAIM, SECRET)),
     ("crash-looping pod: keep, the kubelet restarts it", sandbox(), pod(**CRASH_LOOP), 5, (CLAIM, SECRET)),
     ("idle timeout changed: not in the pod, keep", sandbox(idleTimeoutSeconds=60), pod(), 5, (CLAIM, SECRET)),
+    # Warm pools: a claim replaces a member's spec and names the dormant pod it took over.
+    ("claimed dormant pod, outdated: keep, re-stamp", claimed_sandbox(), pod(ready=True), 5, (CLAIM, SECRET, RESTAMP)),
+    ("claimed pod not ready yet: re-stamp too", claimed_sandbox(), pod(), 5, (CLAIM, SECRET, RESTAMP)),
+    (
+        "claimed pod already re-stamped: nothing to do",
+        claimed_sandbox(),
+        pod(spec_hash=pod_spec_hash(claimed_sandbox().spec), ready=True),
+        5,
+        (CLAIM, SECRET),
+    ),
+    ("another pod than the claimed one (after a pause): replace", claimed_sandbox("other-uid"), pod(), 5,
+     (CLAIM, SECRET, DELETE)),
+    ("claimed pod, paused: delete it", claimed_sandbox(state="Paused"), pod(), 5, (SECRET, DELETE)),
+    ("claimed pod that stopped: replace", claimed_sandbox(), pod("Failed"), 5, (CLAIM, SECRET, DELETE)),
+    ("claimed pod terminating: wait", claimed_sandbox(), pod(terminating=True), 5, (CLAIM, SECRET)),
+    ("claim annotation removed (a restart request): replace", sandbox(env=[{"name": "LLM_MODEL", "value": "m"}]),
+     pod(), 5, (CLAIM, SECRET, DELETE)),
+    ("claimed pod with a restart request still marked: re-stamp (the gateway removes the mark)",
+     claimed_sandbox(**{"kubehands.dev/restarted-at": "2026-01-02T03:04:05Z"}), pod(), 5, (CLAIM, SECRET, RESTAMP)),
+    ("empty claimed-pod never matches a pod without uid", claimed_sandbox(""), pod(), 5, (CLAIM, SECRET, DELETE)),
 ]
 
 
@@ -95,7 +138,7 @@ def test_plan(box: Sandbox, current: dict[str, Any] | None, bind_wait: float, st
 
 def test_steps_run_in_the_order_of_the_api_calls() -> None:
     """Claim, then Secret, then the bind wait, then the pod: a pod never waits for a claim not yet asked for."""
-    assert list(Step) == [CLAIM, SECRET, AWAIT, CREATE, DELETE]
+    assert list(Step) == [CLAIM, SECRET, AWAIT, CREATE, DELETE, RESTAMP]
     for _, box, current, bind_wait, _ in PLAN_CASES:
         steps = plan(box, current, bind_wait_seconds=bind_wait).steps
         assert list(steps) == sorted(steps, key=list(Step).index)
@@ -105,6 +148,16 @@ def test_outdated_compares_the_pod_spec_hash() -> None:
     assert not outdated(sandbox(), pod())
     assert outdated(sandbox(image="agent:2"), pod())
     assert outdated(sandbox(), None)
+
+
+def test_claimed_compares_the_pod_uid() -> None:
+    assert claimed(claimed_sandbox(), pod())
+    assert not claimed(claimed_sandbox("other-uid"), pod())
+    assert not claimed(sandbox(), pod())
+    assert not claimed(claimed_sandbox(), None)
+    unnamed = pod()
+    del unnamed["metadata"]["uid"]
+    assert not claimed(claimed_sandbox(""), unnamed)
 
 
 def claim(phase: str | None = None, storage_class: str | None = "standard") -> dict[str, Any]:
@@ -228,6 +281,13 @@ DEADLINE_CASES = [
     ("already Failed (e.g. StartTimeout): nothing more to report", reported("Failed", 700), 600, False),
     ("Running: ready, no deadline", reported("Running", 700), 600, False),
     ("Paused", reported("Paused", 700, state="Paused"), 600, False),
+    (
+        "a pool member is held to the deadline too (it is then replaced)",
+        {**reported("Starting", 700), "metadata": {**reported("Starting", 700)["metadata"],
+                                                    "labels": {"kubehands.dev/pool": "warm"}}},
+        600,
+        True,
+    ),
 ]
 
 

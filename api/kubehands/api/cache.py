@@ -20,8 +20,10 @@ from kubehands.api.constants import (
     LABEL_SESSION_KEY,
 )
 from kubehands.api.keys import KeyRecord, record_from_secret
+from kubehands.api.pools import claimable
 from kubehands.api.runtime import secret_session_key
-from kubehands.kube import Kube, labels
+from kubehands.crd.constants import LABEL_POOL
+from kubehands.kube import SANDBOX_POOLS, Kube, labels
 
 log = logging.getLogger(__name__)
 
@@ -194,15 +196,22 @@ class Reflector:
 
 
 class Caches:
-    """The gateway's three caches and the lookups the endpoints need.
+    """The gateway's caches and the lookups the endpoints need.
 
     With `secrets=False` (a router without the control API) only Sandboxes are watched: such a router has
     no RBAC on Secrets, and checks session keys against the Sandbox's sha256 annotation instead. The two
     Secret caches then stay empty and are never started, so they never fail nor hold up readiness.
+
+    SandboxPools are watched with the control API (only /start claims), but never hold up readiness: a cluster
+    without the pool CRD, or a gateway without RBAC on pools, serves every /start cold (docs/gateway.md).
     """
 
     def __init__(self, kube: Kube, namespace: str, keys_namespace: str, *, secrets: bool = True) -> None:
+        async def list_pools(namespace: str, **kwargs: Any) -> Any:
+            return await kube.list_objects(SANDBOX_POOLS, namespace, **kwargs)
+
         self.sandboxes = Reflector("sandboxes", kube.list_sandboxes, namespace)
+        self.pools = Reflector("pools", list_pools, namespace)
         self.session_keys = Reflector(
             "session-keys", kube.core.list_namespaced_secret, namespace, f"{LABEL_SESSION_KEY}=true"
         )
@@ -211,7 +220,9 @@ class Caches:
         )
         self.secrets = secrets
         self._all = (self.sandboxes, self.session_keys, self.api_keys) if secrets else (self.sandboxes,)
+        self._optional = (self.pools,) if secrets else ()
         self._by_owner = LabelIndex(self.sandboxes, lambda s: _label_key(s, LABEL_OWNER))
+        self._members = LabelIndex(self.sandboxes, lambda s: _label_key(s, LABEL_POOL))
         self._by_session = LabelIndex(self.sandboxes, lambda s: _label_key(s, LABEL_OWNER, LABEL_SESSION))
         self._claims_by_runtime = LabelIndex(self.session_keys, lambda s: _label_key(s, LABEL_RUNTIME_ID))
         self._key_records: list[KeyRecord] | None = None
@@ -223,11 +234,11 @@ class Caches:
         self._key_by_name = None
 
     def start(self) -> None:
-        for reflector in self._all:
+        for reflector in (*self._all, *self._optional):
             reflector.start()
 
     async def stop(self) -> None:
-        await asyncio.gather(*(r.stop() for r in self._all))
+        await asyncio.gather(*(r.stop() for r in (*self._all, *self._optional)))
 
     @property
     def synced(self) -> bool:
@@ -272,6 +283,14 @@ class Caches:
     def claim_for_runtime(self, runtime_id: str) -> Obj | None:
         claims = self._claims_by_runtime.get(runtime_id)
         return claims[0] if claims else None
+
+    def pool_list(self) -> list[Obj]:
+        """The SandboxPools, by name (empty while their watch has not synced or cannot run)."""
+        return [self.pools.items[name] for name in sorted(self.pools.items)]
+
+    def claimable_members(self, pool: Obj) -> list[Obj]:
+        """The pool's members a /start may claim now (`pools.claimable`)."""
+        return [m for m in self._members.get(str(pool["metadata"]["name"])) if claimable(m, pool)]
 
     def session_key(self, sandbox: Obj) -> str | None:
         """The sandbox's session key from the Secret cache; None when unknown (or Secrets are not watched)."""

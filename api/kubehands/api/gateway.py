@@ -9,6 +9,7 @@ from kubehands.api.activity import ActivityRecorder
 from kubehands.api.alive import AliveTracker
 from kubehands.api.cache import Caches
 from kubehands.api.images import ImageCatalog
+from kubehands.api.recovery import ClaimRecovery
 from kubehands.api.sandboxes import SandboxService
 from kubehands.api.settings import Settings
 from kubehands.api.upstream import Upstream
@@ -23,19 +24,21 @@ FIRST_SYNC_TIMEOUT = 30.0
 class Gateway:
     settings: Settings
     kube: Kube
-    http: httpx.AsyncClient  # the gateway's own calls to sandboxes (/alive)
+    http: httpx.AsyncClient  # the gateway's own calls to sandboxes (/alive, a claimed member's /api/init)
     upstream: Upstream  # the router's proxied traffic
     caches: Caches
     alive: AliveTracker
     activity: ActivityRecorder
     sandboxes: SandboxService
     images: ImageCatalog
+    recovery: ClaimRecovery
 
     @classmethod
     def assemble(cls, settings: Settings, kube: Kube, http: httpx.AsyncClient) -> "Gateway":
         """Wire the parts together; nothing is started (open() starts the watches)."""
         caches = Caches(kube, settings.namespace, settings.key_namespace, secrets=settings.enable_control_api)
         alive = AliveTracker(settings, caches, http)
+        sandboxes = SandboxService(settings, caches, kube, alive, http)
         return cls(
             settings=settings,
             kube=kube,
@@ -44,8 +47,9 @@ class Gateway:
             caches=caches,
             alive=alive,
             activity=ActivityRecorder(settings, caches, kube),
-            sandboxes=SandboxService(settings, caches, kube, alive),
+            sandboxes=sandboxes,
             images=ImageCatalog(settings, kube),
+            recovery=ClaimRecovery(caches, sandboxes),
         )
 
     @classmethod
@@ -61,6 +65,8 @@ class Gateway:
         )
         gateway = cls.assemble(settings, kube, http)
         gateway.caches.start()
+        if settings.enable_control_api:  # a router alone never claims; the control API's replicas recover claims
+            gateway.recovery.start()
         if not await gateway.caches.wait_synced(FIRST_SYNC_TIMEOUT):
             log.warning(
                 "caches not synced after %.0fs; /health reports it and keeps trying", FIRST_SYNC_TIMEOUT
@@ -68,6 +74,7 @@ class Gateway:
         return gateway
 
     async def close(self) -> None:
+        await self.recovery.stop()
         await self.activity.stop()
         await self.alive.stop()
         await self.caches.stop()

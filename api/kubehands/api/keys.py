@@ -74,6 +74,10 @@ class Profile(BaseModel):
         description="Upper bound for scaled requests and limits.",
     )
     max_running: int | None = Field(None, ge=0, alias="maxRunning", description="Running-sandbox limit.")
+    pools: list[str] = Field(
+        default_factory=list,
+        description="The SandboxPools (names) whose members the key's /start may claim; empty = every pool.",
+    )
 
     @field_validator("env")
     @classmethod

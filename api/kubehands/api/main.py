@@ -13,7 +13,7 @@ from kubehands.api.errors import install_exception_handlers
 from kubehands.api.gateway import Gateway
 from kubehands.api.middleware import BodyLimitMiddleware, HeaderLimitMiddleware, MetricsMiddleware
 from kubehands.api.router import RouterMiddleware
-from kubehands.api.routes import images, runtimes, sessions, system
+from kubehands.api.routes import images, pools, runtimes, sessions, system
 from kubehands.api.settings import Settings, get_settings
 
 
@@ -46,6 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(runtimes.router)
         app.include_router(sessions.router)
         app.include_router(images.router)
+        app.include_router(pools.router)
     app.add_middleware(MetricsMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RouterMiddleware)  # sandbox traffic never meets the body limit

@@ -2,6 +2,8 @@
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from kubehands.api.pools import MISS_REASONS
+
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 API_REQUESTS = Counter(
@@ -20,7 +22,9 @@ PROXY_REQUESTS = Counter(
     registry=REGISTRY,
 )
 SANDBOXES_STARTED = Counter(
-    "kubehands_sandboxes_started_total", "Sandboxes created by /start.", registry=REGISTRY
+    "kubehands_sandboxes_started_total",
+    "Sandboxes started by /start: created (cold) or claimed from a warm pool.",
+    registry=REGISTRY,
 )
 WAKES = Counter(
     "kubehands_wakes_total", "Paused sandboxes resumed by a router request.", ["outcome"], registry=REGISTRY
@@ -28,4 +32,25 @@ WAKES = Counter(
 CACHED = Gauge("kubehands_cached_objects", "Objects in the watch caches.", ["cache"], registry=REGISTRY)
 ACTIVITY_WRITES = Counter(
     "kubehands_activity_writes_total", "lastActivityTime status patches.", ["outcome"], registry=REGISTRY
+)
+POOL_CLAIMS = Counter(
+    "kubehands_pool_claims_total", "/start calls that claimed a warm-pool member, by pool.", ["pool"], registry=REGISTRY
+)
+POOL_MISSES = Counter(
+    "kubehands_pool_misses_total",
+    "/start calls not served warm, by reason: no_pool, not_allowed, empty, conflict, init_failed.",
+    ["reason"],
+    registry=REGISTRY,
+)
+for _reason in MISS_REASONS:  # every reason is exported from the start, at 0
+    POOL_MISSES.labels(_reason)
+POOL_READY = Gauge(
+    "kubehands_pool_ready", "Claimable members of each warm pool, as this gateway's cache sees them.", ["pool"],
+    registry=REGISTRY,
+)
+POOL_INIT_SECONDS = Histogram(
+    "kubehands_pool_init_seconds",
+    "Duration of a claimed member's POST /api/init (successful ones).",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+    registry=REGISTRY,
 )

@@ -34,12 +34,19 @@ from kubehands.api.keys import KeyRecord
 from kubehands.api.schemas import StartRequest
 from kubehands.api.settings import Settings
 from kubehands.api.start_request import parse_command, resources_for, runtime_class_for
-from kubehands.crd.constants import ANNOTATION_RESTARTED_AT, ANNOTATION_SESSION_KEY_SHA256, MANAGED_ENV
+from kubehands.crd.constants import (
+    ANNOTATION_RESTARTED_AT,
+    ANNOTATION_SESSION_KEY_SHA256,
+    ENV_RUNTIME_ID,
+    MANAGED_ENV,
+)
 from kubehands.crd.model import DesiredState
 from kubehands.crd.names import session_label
 from kubehands.crd.times import rfc3339
 
 _BASE36 = string.digits + string.ascii_lowercase
+# How an env value names the runtime id: Kubernetes replaces it with RUNTIME_ID, which the operator defines first.
+RUNTIME_ID_REFERENCE = f"$({ENV_RUNTIME_ID})"
 # The spec a re-/start takes from its request; a field the new request leaves out is removed (null in the
 # merge patch), so the restarted sandbox is what the request asks for. The session (sessionID,
 # sessionKeySecretRef) and the workspace stay: the point of restarting in place is to keep them.
@@ -90,15 +97,16 @@ def claim_name(tenant: str, session_id: str) -> str:
 # ---- objects ----------------------------------------------------------------------------------
 
 
-def build_environment(
-    req: StartRequest, caller: KeyRecord, settings: Settings, runtime_id: str
-) -> list[dict[str, str]]:
+def build_environment(req: StartRequest, caller: KeyRecord, settings: Settings) -> list[dict[str, str]]:
+    """The Sandbox's `spec.env`. The runtime id appears only as `$(RUNTIME_ID)`, which Kubernetes expands in the
+    pod (the operator puts RUNTIME_ID before these), so every sandbox of one request has the same spec whatever
+    its name: the form a warm pool's template has, and what lets a pool member be claimed under its own name."""
     env: dict[str, str] = {}
     if settings.inject_url_env:  # RUNTIME_ID, VSCODE_PORT, OH_VSCODE_PORT, WORKER_1/2: the operator sets them
-        env["RUNTIME_URL"] = urls.sandbox_url(settings, runtime_id)
+        env["RUNTIME_URL"] = urls.sandbox_url(settings, RUNTIME_ID_REFERENCE)
         if settings.routing_mode == "path":
-            env["OH_VSCODE_BASE_PATH"] = urls.vscode_base_path(runtime_id)
-            env["OPENVSCODE_SERVER_BASE_PATH"] = urls.vscode_base_path(runtime_id)
+            env["OH_VSCODE_BASE_PATH"] = urls.vscode_base_path(RUNTIME_ID_REFERENCE)
+            env["OPENVSCODE_SERVER_BASE_PATH"] = urls.vscode_base_path(RUNTIME_ID_REFERENCE)
     env.update(req.environment or {})
     env.update(caller.profile.env)  # the administrator's profile wins over the client
     # The operator's own variables would be ignored in spec.env; they are dropped here already.
@@ -121,7 +129,7 @@ def build_sandbox(
     """
     spec: dict[str, Any] = {
         "image": req.image,
-        "env": build_environment(req, caller, settings, runtime_id),
+        "env": build_environment(req, caller, settings),
         "resources": resources_for(settings, req.resource_factor, caller.profile.resource_ceiling),
         "workspace": {"size": settings.workspace_size, "mountPath": settings.workspace_mount_path},
         "sessionKeySecretRef": {"name": secret, "key": SESSION_KEY_SECRET_KEY},

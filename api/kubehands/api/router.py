@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from kubehands.api import metrics, proxy, urls
 from kubehands.api.errors import GatewayError, kube_error
+from kubehands.api.runtime import is_pool_member
 from kubehands.api.session_keys import carries_session_key
 from kubehands.crd.model import DesiredState
 
@@ -87,6 +88,9 @@ async def _route(
     settings = gateway.settings
     caches = gateway.caches
     sandbox = caches.sandbox(target.runtime_id)
+    if is_pool_member(sandbox):  # an unclaimed warm-pool member serves no session: it does not exist for clients
+        await _deny(scope, send, 404, f"no sandbox {target.runtime_id}")
+        return "not_found"
     if sandbox is None or sandbox["metadata"].get("deletionTimestamp"):
         if sandbox is None and caches.claim_for_runtime(target.runtime_id) is not None:
             await _deny(scope, send, 503, "the sandbox is starting", [("retry-after", "2")])

@@ -10,6 +10,7 @@ from kubehands.api import urls
 from kubehands.api.constants import SESSION_KEY_SECRET_KEY
 from kubehands.api.schemas import RuntimeObject, RuntimeStatus
 from kubehands.api.settings import Settings
+from kubehands.crd.constants import ANNOTATION_CLAIMED_POD, ANNOTATION_INIT, INIT_READY, LABEL_POOL
 from kubehands.crd.model import DesiredState, Phase, PodStatus
 
 Obj = dict[str, Any]
@@ -22,18 +23,18 @@ def sandbox_session_id(sandbox: Obj) -> str:
     return str((sandbox.get("spec") or {}).get("sessionID") or "")
 
 
-def secret_session_key(secret: Obj | None) -> str | None:
+def secret_session_key(secret: Obj | None, key: str = SESSION_KEY_SECRET_KEY) -> str | None:
     """The session API key in a session-key Secret: `data` as the API returns it, or `stringData` as
     the gateway wrote it."""
     if not secret:
         return None
-    value = (secret.get("data") or {}).get(SESSION_KEY_SECRET_KEY)
+    value = (secret.get("data") or {}).get(key)
     if value:
         try:
             return base64.b64decode(value).decode("utf-8")
         except (ValueError, UnicodeDecodeError):
             return None
-    return (secret.get("stringData") or {}).get(SESSION_KEY_SECRET_KEY)
+    return (secret.get("stringData") or {}).get(key)
 
 
 def status_is_current(sandbox: Obj) -> bool:
@@ -50,10 +51,27 @@ def _pod_status(status: Obj) -> str:
     return str(status.get("podStatus") or "").lower()
 
 
+def is_pool_member(sandbox: Obj | None) -> bool:
+    """An unclaimed warm-pool member: no session's sandbox, invisible to every client (a claim removes the label)."""
+    return LABEL_POOL in (((sandbox or {}).get("metadata") or {}).get("labels") or {})
+
+
+def awaiting_init(sandbox: Obj) -> bool:
+    """A claimed sandbox whose dormant pod has not been given the session yet (POST /api/init): it answers no
+    session request, so it is `starting`, and never routed to, until the gateway marks the init done. Only while
+    that pod is the current one: a later pod (after a pause, or a cold restart) boots with the session's spec."""
+    annotations = (sandbox.get("metadata") or {}).get("annotations") or {}
+    claimed = annotations.get(ANNOTATION_CLAIMED_POD)
+    if not claimed or annotations.get(ANNOTATION_INIT) == INIT_READY:
+        return False
+    pod_uid = (sandbox.get("status") or {}).get("podUID")
+    return not pod_uid or pod_uid == claimed
+
+
 def pod_identity(sandbox: Obj) -> tuple[str, str] | None:
-    """(podName, podIP) of a ready pod; the key of the cached /alive result."""
+    """(podName, podIP) of a ready pod a session may use; the key of the cached /alive result."""
     status = sandbox.get("status") or {}
-    if not status_is_current(sandbox):
+    if not status_is_current(sandbox) or is_pool_member(sandbox) or awaiting_init(sandbox):
         return None
     if _pod_status(status) != PodStatus.READY or not status.get("podIP"):
         return None
@@ -77,6 +95,9 @@ def runtime_status(sandbox: Obj | None, alive: bool) -> tuple[RuntimeStatus, Pod
     if phase == Phase.FAILED or pod_status in _BROKEN:
         crash_looping = pod_status == PodStatus.CRASH_LOOP_BACK_OFF
         return RuntimeStatus.ERROR, PodStatus.CRASH_LOOP_BACK_OFF if crash_looping else PodStatus.FAILED
+    if awaiting_init(sandbox):
+        booted = pod_status in (PodStatus.READY, PodStatus.RUNNING)
+        return RuntimeStatus.STARTING, PodStatus.RUNNING if booted else PodStatus.PENDING
     if pod_status == PodStatus.READY and phase != Phase.PAUSED:
         if alive:
             return RuntimeStatus.RUNNING, PodStatus.READY

@@ -14,6 +14,16 @@ died between the two creates).
 A session whose Sandbox failed (`error`) is restarted in place by /start: same Sandbox, runtime_id, session
 key and workspace PVC (a transient failure, like a lost node, must not lose the user's files).
 
+Warm pools
+----------
+Before a cold start, /start looks for a ready member of a pool whose template matches the request
+(`pools.candidates`). It creates the session's claim Secret as for a cold start, naming the member as the
+runtime, then claims the member with one merge patch that carries the member's resourceVersion (`pools.claim_patch`;
+a 409 means another start took it: the next member is tried, and after `MAX_CLAIM_TRIES` the claim Secret is
+released and the start goes cold). The member becomes the session's Sandbox, keeping its dormant pod, which then
+gets the session through POST /api/init. Any failure after the claim restarts the sandbox cold in place (the pod
+is never reused); `recovery.py` does the same for a claim whose gateway died mid-init.
+
 Running limit
 -------------
 A key may hold `maxRunning` sandboxes that have a pod or are getting one: starting, running and in error
@@ -23,14 +33,17 @@ failed session adds nothing and is allowed.
 """
 
 import logging
+import random
+import time
 from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
+import httpx
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from kubehands.api import metrics, objects
+from kubehands.api import metrics, objects, pools
 from kubehands.api.alive import AliveTracker
 from kubehands.api.cache import Caches
 from kubehands.api.constants import (
@@ -49,10 +62,17 @@ from kubehands.api.errors import (
     api_exception_detail,
 )
 from kubehands.api.keys import KeyRecord
-from kubehands.api.runtime import runtime_object, runtime_status, sandbox_session_id, secret_session_key
+from kubehands.api.runtime import (
+    is_pool_member,
+    runtime_object,
+    runtime_status,
+    sandbox_session_id,
+    secret_session_key,
+)
 from kubehands.api.schemas import RuntimeObject, RuntimeStatus, StartRequest
 from kubehands.api.settings import Settings
-from kubehands.crd.constants import ANNOTATION_SESSION_KEY_SHA256
+from kubehands.api.urls import service_port, upstream_base
+from kubehands.crd.constants import AGENT_PORT_NAME, ANNOTATION_SESSION_KEY_SHA256
 from kubehands.crd.model import DesiredState
 from kubehands.crd.names import session_label
 from kubehands.crd.times import parse_time
@@ -61,6 +81,10 @@ from kubehands.kube import CONFLICT, NOT_FOUND, Kube, json_body, labels, owner_r
 log = logging.getLogger(__name__)
 
 CLAIM_GRACE_SECONDS = 30.0
+# Members one warm /start tries to claim before it starts cold; each try is one GET and one PATCH.
+MAX_CLAIM_TRIES = 3
+INIT_PATH = "/api/init"
+INIT_KEY_HEADER = "X-Init-API-Key"
 Obj = dict[str, Any]
 _LIVE = (RuntimeStatus.STARTING, RuntimeStatus.RUNNING)
 # What counts against the running limit: everything that holds a pod or is getting one (paused and
@@ -105,13 +129,28 @@ def _annotations(obj: Obj) -> dict[str, str]:
     return dict((obj.get("metadata") or {}).get("annotations") or {})
 
 
+def _belongs(sandbox: Obj, tenant: str, claim_name: str) -> bool:
+    """`sandbox` is the one the session's claim Secret was made for: the tenant's, and using that Secret. (While a
+    warm start is under way, the claim names a pool member that may still be unclaimed, or claimed by another.)"""
+    ref = (sandbox.get("spec") or {}).get("sessionKeySecretRef") or {}
+    return labels(sandbox).get(LABEL_OWNER) == tenant and ref.get("name") == claim_name
+
+
 class SandboxService:
-    def __init__(self, settings: Settings, caches: Caches, kube: Kube, alive: AliveTracker) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        caches: Caches,
+        kube: Kube,
+        alive: AliveTracker,
+        http: httpx.AsyncClient,
+    ) -> None:
         self.settings = settings
         self.caches = caches
         self.alive = alive
         self._kube = kube
         self._core = kube.core
+        self._http = http  # POST /api/init of claimed pool members
 
     # ---- reads (cache only) -------------------------------------------------------------------
 
@@ -141,7 +180,7 @@ class SandboxService:
 
     def get_runtime(self, caller: KeyRecord, runtime_id: str) -> RuntimeObject:
         sandbox = self.caches.sandbox(runtime_id)
-        if sandbox is None:
+        if sandbox is None or is_pool_member(sandbox):  # a member: answer from the claim of a warm start under way
             claim = self.caches.claim_for_runtime(runtime_id)
             if claim is not None and _fresh_claim(claim) and labels(claim).get(LABEL_OWNER) == caller.name:
                 return self._claim_runtime(claim)
@@ -216,6 +255,9 @@ class SandboxService:
             if restarted is not None:
                 return restarted
         self._check_limit(caller.name, objects.running_limit(caller, self.settings))
+        warm = await self._start_warm(caller, req, claim_name)
+        if warm is not None:
+            return warm
         for _ in range(5):
             runtime_id = objects.mint_runtime_id()
             session_key = objects.mint_session_key()
@@ -236,6 +278,194 @@ class SandboxService:
             return await self._create_sandbox(caller, req, runtime_id, session_key, created_secret)
         raise SandboxConflict("could not claim the session; retry")
 
+    # ---- /start from a warm pool ----------------------------------------------------------------
+
+    async def _start_warm(self, caller: KeyRecord, req: StartRequest, claim_name: str) -> RuntimeObject | None:
+        """The session started on a claimed pool member; None when no member could be claimed (start cold).
+
+        Raises only what a cold start would raise as well (e.g. the API server refusing the spec)."""
+        if not self.caches.secrets:
+            return None
+        spec = objects.build_sandbox(req, caller, self.settings, objects.mint_runtime_id(), claim_name)["spec"]
+        found, miss = pools.candidates(
+            self.caches.pool_list(), self.caches.claimable_members, caller.profile.pools, spec
+        )
+        if not found:
+            metrics.POOL_MISSES.labels(miss).inc()
+            if miss == pools.MISS_NO_POOL and log.isEnabledFor(logging.DEBUG):
+                for unmatched in self.caches.pool_list():
+                    field = pools.difference(pools.pool_template(unmatched), spec)
+                    log.debug("pool %s does not serve this /start: %s differs", unmatched["metadata"]["name"], field)
+            return None
+        # Replicas and concurrent starts pick in different orders, so that they rarely race for one member.
+        tries = random.sample(found, min(len(found), MAX_CLAIM_TRIES))
+        ns = self.settings.namespace
+        session_key = objects.mint_session_key()
+        body = objects.build_session_secret(
+            claim_name, ns, caller.name, req.session_id, tries[0][1]["metadata"]["name"], session_key
+        )
+        try:
+            secret = await self._core.create_namespaced_secret(ns, json_body(body, client.V1Secret))
+        except ApiException as exc:
+            if exc.status == CONFLICT:
+                return None  # another call holds the session's claim: the cold path resolves it
+            raise
+        claimed: tuple[Obj, str] | None = None
+        try:
+            for attempt, (pool, member) in enumerate(tries):
+                name = member["metadata"]["name"]
+                if attempt:  # losers of the session's claim read the runtime id from it
+                    await self._core.patch_namespaced_secret(
+                        secret.metadata.name, ns, {"metadata": {"labels": {LABEL_RUNTIME_ID: name}}}
+                    )
+                claimed = await self._claim_member(caller, req, claim_name, session_key, pool, member)
+                if claimed is not None:
+                    break
+        except BaseException:  # nothing claimed: the session's claim goes, and nothing half-made remains
+            await self._release(secret.metadata.name, secret.metadata.uid)
+            raise
+        if claimed is None:
+            metrics.POOL_MISSES.labels(pools.MISS_CONFLICT).inc()
+            await self._release(secret.metadata.name, secret.metadata.uid)
+            return None
+        return await self._finish_claim(caller, req, secret.metadata.name, session_key, pool, *claimed)
+
+    async def _claim_member(
+        self, caller: KeyRecord, req: StartRequest, claim_name: str, session_key: str, pool: str, member: Obj
+    ) -> tuple[Obj, str] | None:
+        """(the claimed Sandbox, the member's init key); None when the member is gone or another start took it."""
+        ns = self.settings.namespace
+        name = member["metadata"]["name"]
+        init_key = await self._init_key(member)
+        if init_key is None:
+            log.info("pool %s member %s has no readable init key; skipping it", pool, name)
+            return None
+        fresh = objects.build_sandbox(
+            req,
+            caller,
+            self.settings,
+            name,
+            claim_name,
+            session_key_sha256=objects.session_key_digest(session_key),
+        )
+        try:
+            patch = pools.claim_patch(member, fresh, pool, datetime.now(UTC))
+            claimed = await self._kube.patch_sandbox(ns, name, patch)
+        except ApiException as exc:
+            if exc.status in (CONFLICT, NOT_FOUND):
+                log.info("pool %s member %s was taken or removed meanwhile (%s)", pool, name, exc.status)
+                return None
+            if exc.status in (400, 422):
+                raise InvalidRequest(api_exception_detail(exc)) from exc
+            raise
+        return claimed, init_key
+
+    async def _init_key(self, member: Obj) -> str | None:
+        """The member's init key: its throw-away session key, read once from its Secret (the gateway caches
+        only session-key Secrets)."""
+        ref = (member.get("spec") or {}).get("sessionKeySecretRef") or {}
+        try:
+            secret = await _json_of(
+                await self._core.read_namespaced_secret(
+                    str(ref.get("name") or ""), self.settings.namespace, _preload_content=False
+                )
+            )
+        except ApiException as exc:  # gone with its member, or unreadable: this member cannot be claimed
+            if exc.status != NOT_FOUND:
+                log.warning("could not read the init key of pool member %s: %s", member["metadata"]["name"], exc.status)
+            return None
+        return secret_session_key(secret, str(ref.get("key") or SESSION_KEY_SECRET_KEY))
+
+    async def _finish_claim(
+        self,
+        caller: KeyRecord,
+        req: StartRequest,
+        secret_name: str,
+        session_key: str,
+        pool: str,
+        claimed: Obj,
+        init_key: str,
+    ) -> RuntimeObject:
+        """After the claim: own the Secret, hand the dormant server its session, and mark the init done. Never
+        raises for the init: on any failure the sandbox restarts cold in place, and is answered `starting`."""
+        name = claimed["metadata"]["name"]
+        self.caches.sandboxes.upsert(claimed)
+        metrics.POOL_CLAIMS.labels(pool).inc()
+        metrics.SANDBOXES_STARTED.inc()
+        await self._own_secret(secret_name, claimed)
+        env = pools.pod_environment(claimed.get("spec") or {}, name, session_key)
+        began = time.monotonic()
+        problem = await self._post_init(claimed, init_key, pools.init_request(session_key, env))
+        sandbox: Obj | None = claimed
+        if problem is None:
+            metrics.POOL_INIT_SECONDS.observe(time.monotonic() - began)
+            try:
+                sandbox = await self._kube.patch_sandbox(self.settings.namespace, name, pools.init_done_patch())
+                self.caches.sandboxes.upsert(sandbox)
+            except (ApiException, OSError, aiohttp.ClientError, TimeoutError) as exc:
+                # The session works; without the mark it reads `starting`, and is restarted cold after the grace.
+                log.warning("could not mark the init of claimed sandbox %s done: %s", name, exc)
+            log.info("started sandbox %s for key %s from pool %s (warm)", name, caller.name, pool)
+        else:
+            metrics.POOL_MISSES.labels(pools.MISS_INIT_FAILED).inc()
+            log.warning("init of sandbox %s claimed from pool %s failed (%s); starting it cold", name, pool, problem)
+            try:
+                sandbox = await self.restart_claimed_cold(name, f"its init failed: {problem}") or claimed
+            except (ApiException, OSError, aiohttp.ClientError, TimeoutError) as exc:
+                # Still `starting` (the init is not done); recovery.py restarts it cold once the grace is over.
+                log.warning("could not restart claimed sandbox %s cold: %s", name, exc)
+        return runtime_object(
+            self.settings, name, req.session_id, sandbox, session_key, self.alive.is_alive(sandbox)
+        )
+
+    async def _post_init(self, sandbox: Obj, init_key: str, body: Obj) -> str | None:
+        """POST /api/init to the claimed pod; None when the server answered that it is ready, else why not."""
+        status = sandbox.get("status") or {}
+        url = upstream_base(str(status.get("podIP") or ""), service_port(sandbox, AGENT_PORT_NAME)) + INIT_PATH
+        try:
+            response = await self._http.post(
+                url,
+                json=body,
+                headers={INIT_KEY_HEADER: init_key},
+                timeout=self.settings.pool_init_timeout_seconds,
+            )
+        except httpx.HTTPError as exc:
+            return f"{type(exc).__name__}: {exc}"
+        if response.status_code != 200:
+            return f"HTTP {response.status_code}: {response.text[:300]}"
+        try:
+            state = response.json().get("state")
+        except (ValueError, AttributeError):
+            state = None
+        return None if state == "ready" else f"the server answered state {state!r}"
+
+    async def restart_claimed_cold(self, name: str, reason: str, resource_version: str | None = None) -> Obj | None:
+        """Give up a claimed sandbox's dormant pod: the operator replaces it, and the session starts cold on the
+        same Sandbox (`pools.cold_restart_patch`). None when the Sandbox is gone; with `resource_version`, a 409
+        when it changed since (another replica acted first) propagates."""
+        ns = self.settings.namespace
+        try:
+            patch = pools.cold_restart_patch(datetime.now(UTC), resource_version)
+            patched = await self._kube.patch_sandbox(ns, name, patch)
+        except ApiException as exc:
+            if exc.status == NOT_FOUND:
+                self.caches.sandboxes.discard(name)
+                return None
+            raise
+        # As after a re-/start of a failed sandbox: the status still describes the pod being replaced (the patch
+        # changes no generation), so it is marked as describing none, which reads `starting` until the operator
+        # reports on the new pod.
+        try:
+            cleared = await self._kube.patch_sandbox_status(ns, name, {"observedGeneration": None})
+        except (ApiException, OSError, aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("could not mark the status of sandbox %s as outdated: %s", name, exc)
+            cleared = None
+        if cleared is None:
+            cleared = {**patched, "status": {**(patched.get("status") or {}), "observedGeneration": None}}
+        self.caches.sandboxes.upsert(cleared)
+        log.info("restarting claimed sandbox %s cold: %s", name, reason)
+        return cleared
+
     async def _resolve_claim(self, caller: KeyRecord, claim_name: str, req: StartRequest) -> RuntimeObject | None:
         """Another call holds the claim. Its runtime if still usable (resumed when paused, restarted in place
         when failed); else delete the stale claim."""
@@ -248,6 +478,8 @@ class SandboxService:
             raise
         runtime_id = labels(claim).get(LABEL_RUNTIME_ID, "")
         sandbox = await self._kube.get_sandbox(ns, runtime_id)
+        if sandbox is not None and not _belongs(sandbox, caller.name, claim_name):
+            sandbox = None  # a pool member a warm start has not claimed (yet): never another session's sandbox
         owned = bool((claim.get("metadata") or {}).get("ownerReferences"))
         if sandbox is not None and is_live(sandbox):
             self.caches.sandboxes.upsert(sandbox)
@@ -296,20 +528,24 @@ class SandboxService:
         except BaseException:
             await self._release(secret.metadata.name, secret.metadata.uid)
             raise
-        # Not blocking the Sandbox's deletion: that would need `update` on sandboxes/finalizers, which
-        # the gateway's RBAC does not grant.
-        patch = {"metadata": {"ownerReferences": [owner_reference(created, block_owner_deletion=False)]}}
-        try:
-            owned_secret = await self._core.patch_namespaced_secret(
-                secret.metadata.name, ns, patch, _preload_content=False
-            )
-            self.caches.session_keys.upsert(await _json_of(owned_secret))
-        except ApiException as exc:  # the claim still works; only GC on stop is affected
-            log.warning("could not make session secret of %s owned: %s", runtime_id, exc.status)
+        await self._own_secret(secret.metadata.name, created)
         self.caches.sandboxes.upsert(created)
         metrics.SANDBOXES_STARTED.inc()
         log.info("started sandbox %s for key %s", runtime_id, caller.name)
         return runtime_object(self.settings, runtime_id, req.session_id, created, session_key, alive=False)
+
+    async def _own_secret(self, name: str, sandbox: Obj) -> None:
+        """Make the session's claim Secret owned by its Sandbox, so it is garbage-collected with it."""
+        # Not blocking the Sandbox's deletion: that would need `update` on sandboxes/finalizers, which
+        # the gateway's RBAC does not grant.
+        patch = {"metadata": {"ownerReferences": [owner_reference(sandbox, block_owner_deletion=False)]}}
+        try:
+            owned_secret = await self._core.patch_namespaced_secret(
+                name, self.settings.namespace, patch, _preload_content=False
+            )
+            self.caches.session_keys.upsert(await _json_of(owned_secret))
+        except ApiException as exc:  # the claim still works; only GC on stop is affected
+            log.warning("could not make session secret of %s owned: %s", sandbox["metadata"]["name"], exc.status)
 
     async def _release(self, name: str, uid: str) -> None:
         try:

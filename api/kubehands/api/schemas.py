@@ -181,3 +181,22 @@ class ImageExists(BaseModel):
 class Health(BaseModel):
     status: str
     cache_synced: bool
+
+
+class WarmRuntimeConfig(BaseModel):
+    """A warm pool as the OpenHands app's dynamic sandbox-spec service reads it (`GET /api/warm-runtime-configs`).
+
+    A /start with exactly these values (and any further environment) is served from the pool."""
+
+    name: str = Field(description="The SandboxPool's name.")
+    image: str
+    command: list[str] | None = Field(description="null: the image's entrypoint.")
+    environment: dict[str, str] = Field(description="The pool's boot environment (may use $(RUNTIME_ID)).")
+    working_dir: str
+    run_as_user: int | None = Field(None, description="Only present when the pool's template sets it.")
+    run_as_group: int | None = Field(None, description="Only present when the pool's template sets it.")
+    fs_group: int | None = Field(None, description="Only present when the pool's template sets it.")
+
+
+class WarmRuntimeConfigs(BaseModel):
+    configs: list[WarmRuntimeConfig]

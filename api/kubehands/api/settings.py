@@ -110,6 +110,14 @@ class Settings(BaseSettings):
     alive_timeout_seconds: float = Field(5.0, description="Timeout of one /alive readiness check.")
     alive_retry_seconds: float = Field(1.0, description="Pause between /alive checks of a ready pod.")
 
+    # --- Warm pools ---------------------------------------------------------------------------
+    pool_init_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="Timeout of the POST /api/init that hands a claimed warm-pool member its session; on a timeout "
+        "the session starts cold on the same sandbox.",
+    )
+
     # --- Control API --------------------------------------------------------------------------
     max_body_bytes: int = Field(1_048_576, description="Largest control-API request body (413 above).")
     max_header_bytes: int = Field(

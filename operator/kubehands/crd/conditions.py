@@ -1,4 +1,4 @@
-"""Condition types and reasons of a Sandbox, and pure helpers over them.
+"""Condition types and reasons of a Sandbox and a SandboxPool, and pure helpers over them.
 
 `Ready` is the authoritative signal; `Paused` says whether the pod is gone because of a pause.
 Reasons are stable CamelCase API: clients and dashboards may match on them.
@@ -34,6 +34,11 @@ INVALID_SPEC = "InvalidSpec"
 # Running wanted, not Ready within the operator's start deadline (e.g. never scheduled, Secret missing);
 # the message keeps the last problem observed.
 START_TIMEOUT = "StartTimeout"
+
+# Ready reasons of a SandboxPool (docs/design/0010-warm-pools.md); InvalidSpec is shared with the Sandbox.
+POOL_READY = "PoolReady"  # True: as many ready members as spec.size
+POOL_FILLING = "Filling"  # members are being created or are starting
+MEMBER_FAILED = "MemberFailed"  # a member failed (e.g. ImagePullError); it is replaced
 
 # Paused reasons.
 NOT_PAUSED = "NotPaused"

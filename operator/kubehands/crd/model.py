@@ -254,6 +254,12 @@ class SandboxStatus(_Object):
     phase: Phase | None = None
     pod_status: PodStatus | None = None
     pod_name: str | None = None
+    pod_uid: str | None = Field(
+        None,
+        alias="podUID",
+        validation_alias=AliasChoices("podUID", "pod_uid"),
+        description="uid of the current pod; a warm-pool claim names the pod it took over by it.",
+    )
     pod_ip: str | None = Field(None, alias="podIP", validation_alias=AliasChoices("podIP", "pod_ip"))
     restart_count: int | None = Field(None, ge=0)
     restart_reasons: list[str] = Field(default_factory=list)

@@ -87,7 +87,8 @@ def _env(sandbox: Sandbox) -> list[dict[str, Any]]:
     ref = sandbox.spec.session_key_secret_ref
     secret = {"secretKeyRef": {"name": ref.name, "key": ref.key}}
     ports = {p.name: p.container_port for p in sandbox.spec.ports}
-    managed: list[dict[str, Any]] = [{"name": n, "valueFrom": secret} for n in constants.ENV_SESSION_KEYS]
+    from_secret = (*constants.ENV_SESSION_KEYS, constants.ENV_SECRET_KEY)
+    managed: list[dict[str, Any]] = [{"name": n, "valueFrom": secret} for n in from_secret]
     managed.append({"name": constants.ENV_RUNTIME_ID, "value": sandbox.name})
     managed += [
         {"name": var, "value": str(ports[port])} for var, port in constants.ENV_PORTS.items() if port in ports

@@ -1,4 +1,4 @@
-"""Pure idle-culling decisions: pause idle Running Sandboxes, delete long-Paused ones."""
+"""Pure idle-culling decisions: pause idle Running Sandboxes, delete long-Paused ones (never a pool member)."""
 
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -7,6 +7,7 @@ from enum import StrEnum
 from typing import Any
 
 from kubehands.crd import conditions as c
+from kubehands.crd import constants
 from kubehands.crd.model import DesiredState, Phase
 from kubehands.crd.times import parse_time
 from kubehands.operator.config import OperatorConfig
@@ -50,6 +51,8 @@ def last_activity(sandbox: Mapping[str, Any]) -> datetime | None:
 def cull_decision(sandbox: Mapping[str, Any], config: OperatorConfig, now: datetime) -> CullDecision | None:
     spec = sandbox.get("spec") or {}
     status = sandbox.get("status") or {}
+    if constants.LABEL_POOL in ((sandbox.get("metadata") or {}).get("labels") or {}):
+        return None  # a dormant pool member is the pool's capacity, never idle (its claim removes the label)
     if status.get("observedGeneration") != (sandbox.get("metadata") or {}).get("generation"):
         return None  # the operator has not acted on the latest spec yet (e.g. a resume in flight)
     if spec.get("state", DesiredState.RUNNING) == DesiredState.RUNNING:

@@ -1,9 +1,13 @@
-"""kopf handlers: thin wrappers that find the Sandbox and its pod, then call `reconcile.converge`.
+"""kopf handlers: thin wrappers that find the Sandbox and its pod, then call `reconcile.converge`, or find the
+SandboxPool, then call `pool_reconcile.converge_pool`.
 
 Triggers, all level-based (each one recomputes everything from current state):
 - Sandbox resume/create/update: the spec changed, or the operator (re)started;
 - any event of a kubehands pod: the pod progressed, crashed, or vanished;
-- the culling loop (`cull_forever`): idle culling, paused TTL, and a safety net for missed pod events.
+- SandboxPool resume/create/update (spec.size, also through `/scale`, or the template changed);
+- any event of a pool member: it progressed, failed, was claimed (its pool label is gone) or deleted;
+- the culling loop (`cull_forever`): idle culling, paused TTL, a safety net for missed pod events, and a resync
+  of every pool (failed members past their grace, orphan member Secrets, missed member events).
 """
 
 import asyncio
@@ -17,8 +21,8 @@ import kopf
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from kubehands.crd import constants
-from kubehands.kube import SANDBOXES, Obj
-from kubehands.operator import reconcile
+from kubehands.kube import SANDBOX_POOLS, SANDBOXES, Obj
+from kubehands.operator import pool_reconcile, pools, reconcile
 from kubehands.operator.culling import CullAction, cull_decision
 from kubehands.operator.plan import drifted, start_deadline_passed
 from kubehands.operator.status import api_error_message
@@ -33,6 +37,10 @@ SANDBOX_PODS = {
 # Both indexes: (namespace, Sandbox name) -> the bodies (Sandboxes, or their pods) as API JSON dicts.
 SandboxKey = tuple[str, str]
 SandboxIndex = kopf.Index[SandboxKey, Obj]
+# (namespace, pool name) -> the pool's bodies; and -> the names of the Sandboxes claimed from it.
+PoolKey = tuple[str, str]
+PoolIndex = kopf.Index[PoolKey, Obj]
+ClaimIndex = kopf.Index[PoolKey, str]
 
 
 def _namespaced(namespace: str | None) -> str:
@@ -148,8 +156,10 @@ async def cull_and_resync(memo: kopf.Memo, body: Mapping[str, Any], pods: Sandbo
         await _converge(memo, pods, namespace, name)
 
 
-async def cull_forever(memo: kopf.Memo, sandboxes: SandboxIndex, pods: SandboxIndex) -> None:
-    """The operator-wide culling loop, started at startup.
+async def cull_forever(
+    memo: kopf.Memo, sandboxes: SandboxIndex, pods: SandboxIndex, pools_index: PoolIndex, claims: ClaimIndex
+) -> None:
+    """The operator-wide culling loop, started at startup: every Sandbox, then every pool.
 
     Not a `@kopf.timer`: kopf puts a finalizer on every object that has a timer, and a finalizer would
     make Sandboxes undeletable whenever the operator is down or uninstalled.
@@ -163,3 +173,130 @@ async def cull_forever(memo: kopf.Memo, sandboxes: SandboxIndex, pods: SandboxIn
                 except Exception as e:  # noqa: BLE001 - one broken Sandbox must not stop culling for all
                     metadata = body.get("metadata") or {}
                     log_failure("culling", metadata.get("namespace"), metadata.get("name"), e)
+        await resync_pools(memo, pools_index, claims)
+
+
+# ---- Warm pools (docs/design/0010-warm-pools.md) -------------------------------------------------------------
+
+
+@kopf.index(**SANDBOX_POOLS.coordinates())
+def pool_bodies(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[PoolKey, Obj]:
+    """Latest body of every SandboxPool, for the periodic resync."""
+    return {(_namespaced(namespace), name): dict(body)}
+
+
+@kopf.index(**SANDBOXES.coordinates())
+def pool_claims(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[PoolKey, str]:
+    """The Sandboxes claimed from each pool (annotation `claimed-from`): the pool's `status.claimed`."""
+    pool = pools.claimed_from(body)
+    return {(_namespaced(namespace), pool): name} if pool else {}
+
+
+class PoolGate:
+    """Serialises the converges of one pool. A trigger that arrives while one runs does not queue up behind it:
+    it asks the running one for one more round, which reads everything afresh, so a burst of member events
+    costs two converges, not one each."""
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.again = False
+
+
+async def _converge_pool(
+    memo: kopf.Memo, claims: ClaimIndex, namespace: str, name: str, *, sweep: bool = False
+) -> list[str]:
+    """Converge the pool (see PoolGate); returns its spec problems, or [] when the running converge takes over."""
+    key = (namespace, name)
+    gate = memo.pool_gates.get(key)
+    if gate is None:
+        gate = memo.pool_gates[key] = PoolGate()
+    if gate.lock.locked():
+        gate.again = True
+        return []
+    async with gate.lock:  # `gate` stays referenced while held, so the weak dict keeps it
+        while True:
+            gate.again = False
+            converged = await pool_reconcile.converge_pool(
+                memo.kube, memo.config, namespace, name, lambda: len(claims.get(key, [])), sweep=sweep
+            )
+            _remember_members(memo, namespace, name, converged.members)
+            if not gate.again:
+                return converged.problems
+
+
+def _remember_members(memo: kopf.Memo, namespace: str, pool: str, members: set[str]) -> None:
+    """Which pool each unclaimed member belongs to: a member event without the pool label (a claim) then still
+    names the pool that must refill."""
+    known: dict[SandboxKey, str] = memo.pool_members
+    for key in [k for k, p in known.items() if p == pool and k[0] == namespace and k[1] not in members]:
+        del known[key]
+    known.update({(namespace, member): pool for member in members})
+
+
+# kopf passes indexes (`pool_claims`, ...) as keyword arguments by name, which its handler protocols cannot
+# declare: mypy sees an unexpected required argument.
+@kopf.on.resume(**SANDBOX_POOLS.coordinates())
+@kopf.on.create(**SANDBOX_POOLS.coordinates())
+@kopf.on.update(**SANDBOX_POOLS.coordinates())  # type: ignore[arg-type]  # an index argument: see the comment above
+async def reconcile_pool(
+    namespace: str | None, name: str, memo: kopf.Memo, pool_claims: ClaimIndex, **_: Any
+) -> None:
+    try:
+        problems = await _converge_pool(memo, pool_claims, _namespaced(namespace), name)
+    except TimeoutError as e:
+        raise retry_timeouts(e) from e
+    if problems:
+        # Status already says Ready=False/InvalidSpec; retrying cannot help until the spec changes.
+        raise kopf.PermanentError("invalid spec: " + "; ".join(problems))
+
+
+# kopf passes indexes (`pool_claims`, ...) as keyword arguments by name, which its handler protocols cannot
+# declare: mypy sees an unexpected required argument.
+@kopf.on.event(**SANDBOXES.coordinates())  # type: ignore[arg-type]  # an index argument: see the comment above
+async def member_changed(
+    event: kopf.RawEvent,
+    namespace: str | None,
+    name: str,
+    body: kopf.Body,
+    memo: kopf.Memo,
+    pool_claims: ClaimIndex,
+    **_: Any,
+) -> None:
+    """Refill a pool at once when a member is claimed or deleted, and keep its ready count current."""
+    if "kube" not in memo:
+        return
+    namespace = _namespaced(namespace)
+    deleted = event.get("type") == "DELETED"
+    pool = pools.pool_of(body)
+    former = memo.pool_members.pop((namespace, name), None)
+    if pool and not deleted:
+        memo.pool_members[(namespace, name)] = pool
+    affected = {p for p in (pool, former) if p}
+    claimed_from = pools.claimed_from(body)
+    if deleted and claimed_from:
+        affected.add(claimed_from)  # its claimed count drops
+    for target in sorted(affected):
+        # In the background: kopf handles this Sandbox's own changes (e.g. the claim's new spec) only after its
+        # event handlers, and they must not wait for its former pool.
+        task = asyncio.create_task(_converge_pool_logged(memo, pool_claims, namespace, target))
+        memo.pool_tasks.add(task)
+        task.add_done_callback(memo.pool_tasks.discard)
+
+
+async def _converge_pool_logged(memo: kopf.Memo, claims: ClaimIndex, namespace: str, name: str) -> None:
+    try:
+        await _converge_pool(memo, claims, namespace, name)
+    except Exception as e:  # noqa: BLE001 - nothing retries a background converge; the resync heals
+        log_failure("converging pool after a member event", namespace, name, e)
+
+
+async def resync_pools(memo: kopf.Memo, pools_index: PoolIndex, claims: ClaimIndex) -> None:
+    """Every pool, once per culling round: replaces members failed past their grace, deletes orphan member
+    Secrets, and heals a missed member event."""
+    for store in list(pools_index.values()):
+        for body in list(store):
+            metadata = body.get("metadata") or {}
+            try:
+                await _converge_pool(memo, claims, metadata["namespace"], metadata["name"], sweep=True)
+            except Exception as e:  # noqa: BLE001 - one broken pool must not stop the others
+                log_failure("resyncing pool", metadata.get("namespace"), metadata.get("name"), e)

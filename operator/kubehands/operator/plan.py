@@ -39,6 +39,7 @@ class Step(StrEnum):
     AWAIT_BINDING = "await binding"  # before a new pod; waits only when `binding_wait` says so
     CREATE_POD = "create pod"
     DELETE_POD = "delete pod"  # pause, or replace; the pod's DELETED event triggers the next converge
+    RESTAMP_POD = "restamp pod"  # a claimed dormant pod: keep it, and stamp it with the current spec hash
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,8 @@ def plan(sandbox: Sandbox, pod: Mapping[str, Any] | None, *, bind_wait_seconds: 
     if observed.terminal:  # restartPolicy cannot restart a Failed or Succeeded pod
         return Plan((*prepare, Step.DELETE_POD), "the pod stopped; replacing it")
     if outdated(sandbox, pod):
+        if claimed(sandbox, pod):
+            return Plan((*prepare, Step.RESTAMP_POD), "a claim took over this dormant pod; keeping it")
         return Plan((*prepare, Step.DELETE_POD), "the pod spec changed; replacing it")
     return Plan(prepare, "the pod is up to date")
 
@@ -77,6 +80,16 @@ def outdated(sandbox: Sandbox, pod: Mapping[str, Any] | None) -> bool:
     """The pod was built from another spec than the Sandbox's current one."""
     annotations = ((pod or {}).get("metadata") or {}).get("annotations") or {}
     return annotations.get(constants.ANNOTATION_SPEC_HASH) != sandbox_pod_hash(sandbox)
+
+
+def claimed(sandbox: Sandbox, pod: Mapping[str, Any] | None) -> bool:
+    """`pod` is the dormant pool pod a claim took over (annotation `claimed-pod` = its uid).
+
+    The claim replaced the spec, so the pod looks outdated; it is kept, and only this pod: any later one (after a
+    pause, or a restart request, which removes the annotation) is built from the new spec.
+    """
+    uid = ((pod or {}).get("metadata") or {}).get("uid")
+    return bool(uid) and sandbox.annotations.get(constants.ANNOTATION_CLAIMED_POD) == uid
 
 
 def refusal(status: int | None, body: str | bytes | None, reason: str | None = None) -> str | None:

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from kubehands.crd import constants, names
 from kubehands.crd.model import DesiredState, Sandbox
-from kubehands.kube import CONFLICT, NOT_FOUND, STRATEGIC_MERGE_PATCH, Kube, json_body
+from kubehands.kube import CONFLICT, MERGE_PATCH, NOT_FOUND, STRATEGIC_MERGE_PATCH, UNPROCESSABLE, Kube, json_body
 from kubehands.operator import builders, volumes
 from kubehands.operator.config import OperatorConfig
 from kubehands.operator.plan import Step, binding_wait, plan, refusal
@@ -82,6 +82,37 @@ async def delete_pod(kube: Kube, namespace: str, name: str, reason: str) -> dict
         raise
     result = kube.to_dict(pod)
     return result if result.get("kind") == "Pod" else None  # a Status object means it is already gone
+
+
+async def restamp_pod(kube: Kube, sandbox: Sandbox, pod: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Stamp the claimed pod with the Sandbox's current spec hash, so it counts as current (`plan.claimed`), and
+    with the labels a pod of the claimed Sandbox carries (its tenant and session).
+
+    The patch names the pod's uid: should another pod have taken the name meanwhile, the API server refuses it
+    (422: a uid is immutable), and the new pod's own event converges the Sandbox again. Returns the pod as
+    patched, or None when it is gone or was replaced.
+    """
+    metadata = pod["metadata"]
+    patch = {
+        "metadata": {
+            "uid": metadata["uid"],
+            "labels": builders.child_labels(sandbox, constants.COMPONENT_SANDBOX),
+            "annotations": {constants.ANNOTATION_SPEC_HASH: builders.sandbox_pod_hash(sandbox)},
+        }
+    }
+    try:
+        patched = await kube.core.patch_namespaced_pod(
+            metadata["name"],
+            sandbox.namespace,
+            patch,
+            _content_type=MERGE_PATCH,  # type: ignore[call-arg]  # the client accepts it; its stubs omit it
+        )
+    except ApiException as e:
+        if e.status in (NOT_FOUND, CONFLICT, UNPROCESSABLE):
+            return None
+        raise
+    log.info("kept claimed pod %s/%s (uid %s) for the claimed spec", sandbox.namespace, sandbox.name, metadata["uid"])
+    return kube.to_dict(patched)
 
 
 async def adopt_session_secret(kube: Kube, sandbox: Sandbox) -> bool:
@@ -246,6 +277,9 @@ async def _converge_children(
                     pod = await ensure_pod(kube, sandbox, config)
                 case Step.DELETE_POD:
                     pod = await delete_pod(kube, sandbox.namespace, sandbox.name, decided.reason)
+                case Step.RESTAMP_POD:
+                    assert pod is not None  # `plan` restamps only a pod it observed
+                    pod = await restamp_pod(kube, sandbox, pod)
         except ApiException as e:
             refused = refusal(e.status, e.body, e.reason) if step in _CREATES else None
             if refused is None:

@@ -15,7 +15,7 @@ from kubehands.operator import handlers
 from kubehands.operator.config import OperatorConfig
 
 
-# kopf passes indexes (`sandbox_bodies`, `sandbox_pods`) as keyword arguments by name, which its handler
+# kopf passes indexes (`sandbox_bodies`, `sandbox_pods`, ...) as keyword arguments by name, which its handler
 # protocols cannot declare: mypy sees an unexpected required argument.
 @kopf.on.startup()  # type: ignore[arg-type]  # an index argument: see the comment above
 async def configure(
@@ -24,6 +24,8 @@ async def configure(
     logger: kopf.Logger,
     sandbox_bodies: handlers.SandboxIndex,
     sandbox_pods: handlers.SandboxIndex,
+    pool_bodies: handlers.PoolIndex,
+    pool_claims: handlers.ClaimIndex,
     **_: Any,
 ) -> None:
     # Storage is chosen on day one: changing it later makes kopf re-handle every existing object.
@@ -46,9 +48,13 @@ async def configure(
     memo.kube = await Kube.connect(request_timeout=memo.config.kube_request_timeout_seconds)
     # One lock per Sandbox serialises handlers, pod events and timers touching it; unused locks vanish.
     memo.locks = weakref.WeakValueDictionary()
+    # The same per pool (handlers.PoolGate), and the pool of every unclaimed member seen.
+    memo.pool_gates = weakref.WeakValueDictionary()
+    memo.pool_members = {}
+    memo.pool_tasks = set()  # converges started by member events, referenced until done
     # Indexes are live views, filled as kopf lists and watches; the loop reads them every interval.
     memo.culler = asyncio.create_task(
-        handlers.cull_forever(memo, sandbox_bodies, sandbox_pods), name="culler"
+        handlers.cull_forever(memo, sandbox_bodies, sandbox_pods, pool_bodies, pool_claims), name="culler"
     )
     logger.info("kubehands operator configured: %s", memo.config.model_dump(exclude={"base_resources"}))
 
@@ -84,10 +90,13 @@ async def login(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInf
 
 @kopf.on.cleanup()
 async def close(memo: kopf.Memo, **_: Any) -> None:
-    if "culler" in memo:
-        memo.culler.cancel()
+    tasks = [memo.culler] if "culler" in memo else []
+    tasks += list(memo.get("pool_tasks", ()))
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
         with contextlib.suppress(asyncio.CancelledError):
-            await memo.culler
+            await task
     if "kube" in memo:
         await memo.kube.close()
 

@@ -25,6 +25,7 @@ MAX_RESTART_REASONS = 10
 # Fields this module owns in `status`; anything else (lastActivityTime) is left alone.
 POD_FIELDS = (
     "podName",
+    "podUID",
     "podIP",
     "restartCount",
     "restartReasons",
@@ -88,6 +89,7 @@ def _pod_fields(pod: Mapping[str, Any]) -> dict[str, Any]:
     reasons = [r for r in (_termination(cs) for cs in statuses) if r]
     return {
         "podName": pod.get("metadata", {}).get("name"),
+        "podUID": pod.get("metadata", {}).get("uid"),
         "podIP": pod.get("status", {}).get("podIP") or None,
         "restartCount": sum(int(cs.get("restartCount") or 0) for cs in statuses),
         "restartReasons": reasons[-MAX_RESTART_REASONS:],

@@ -25,6 +25,10 @@ async def prometheus(gateway: GatewayDep) -> Response:
         ("sandboxes", gateway.caches.sandboxes),
         ("session_keys", gateway.caches.session_keys),
         ("api_keys", gateway.caches.api_keys),
+        ("pools", gateway.caches.pools),
     ):
         metrics.CACHED.labels(name).set(len(reflector.items))
+    metrics.POOL_READY.clear()  # pools deleted since the last scrape disappear
+    for pool in gateway.caches.pool_list():
+        metrics.POOL_READY.labels(pool["metadata"]["name"]).set(len(gateway.caches.claimable_members(pool)))
     return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)

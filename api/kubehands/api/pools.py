@@ -1,0 +1,511 @@
+"""Warm pools, the gateway's part (docs/design/0010-warm-pools.md, docs/gateway.md "Warm pools").
+
+Pure functions over API JSON dicts; `sandboxes.py` (the claim) and `recovery.py` do the I/O.
+
+- `difference` / `matches`: whether a pool's template boots the pod a cold /start would get;
+- `claimable`, `candidates`: the members a /start may claim, or why there is none (the miss reason);
+- `claim_patch`, `init_done_patch`, `cold_restart_patch`: what the claim writes on the member Sandbox;
+- `pod_environment`, `init_request`: the environment a cold pod would see, and the same as the body of the
+  dormant agent server's `POST /api/init`;
+- `cold_restart_reason`: when a claimed sandbox can no longer become a warm start and must start cold;
+- `warm_config`: a pool as `GET /api/warm-runtime-configs` lists it.
+"""
+
+import json
+import re
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from kubehands.api.runtime import status_is_current
+from kubehands.crd.constants import (
+    ANNOTATION_CLAIMED_AT,
+    ANNOTATION_CLAIMED_FROM,
+    ANNOTATION_CLAIMED_POD,
+    ANNOTATION_CLAIMED_RESTARTS,
+    ANNOTATION_INIT,
+    ANNOTATION_RESTARTED_AT,
+    DEFAULT_PORTS,
+    DEFAULT_WORKSPACE_MOUNT_PATH,
+    DEFAULT_WORKSPACE_SIZE,
+    ENV_DEFERRED_INIT,
+    ENV_FIXED,
+    ENV_PORTS,
+    ENV_RUNTIME_ID,
+    ENV_SECRET_KEY,
+    ENV_SESSION_KEYS,
+    INIT_READY,
+    LABEL_POOL,
+    LABEL_POOL_TEMPLATE,
+    MANAGED_ENV,
+)
+from kubehands.crd.model import DesiredState, Phase, PodStatus
+from kubehands.crd.times import parse_time, rfc3339
+
+Obj = dict[str, Any]
+
+# Why a /start was not served from a pool: the `reason` label of kubehands_pool_misses_total (a fixed set).
+MISS_NO_POOL = "no_pool"  # no pool's template matches the request
+MISS_NOT_ALLOWED = "not_allowed"  # pools match, but the key's profile allows none of them
+MISS_EMPTY = "empty"  # the matching pools the key may use have no ready member
+MISS_CONFLICT = "conflict"  # other starts claimed every member tried first
+MISS_INIT_FAILED = "init_failed"  # claimed, but POST /api/init failed: the session starts cold in place
+MISS_REASONS = (MISS_NO_POOL, MISS_NOT_ALLOWED, MISS_EMPTY, MISS_CONFLICT, MISS_INIT_FAILED)
+
+# A claimed sandbox whose init is not done this long after the claim lost its gateway mid-init (the claiming
+# gateway gives up after its init timeout and restarts it cold itself): any replica restarts it cold.
+INIT_GRACE = timedelta(seconds=30)
+
+# The variables a dormant member can only have been booted with. The image's entrypoint (VNC, VS Code) and the
+# agent server read them at start, so POST /api/init cannot change them: a request must want the template's value.
+BOOT_ONLY_ENV = frozenset(
+    (
+        "OH_ENABLE_VNC",
+        "OPENVSCODE_SERVER_ROOT",
+        "OH_VSCODE_BASE_PATH",
+        "OPENVSCODE_SERVER_BASE_PATH",
+        "OH_PRELOAD_TOOLS",
+    )
+)
+# The agent server reads its whole configuration from `OH_*` variables once, at boot. Of those, POST /api/init
+# carries only the ones below; any other `OH_*` variable is boot-only as well.
+AGENT_SERVER_PREFIX = "OH_"
+ENV_CONVERSATIONS_PATH = "OH_CONVERSATIONS_PATH"
+ENV_BASH_EVENTS_DIR = "OH_BASH_EVENTS_DIR"
+_WEBHOOKS = "OH_WEBHOOKS"
+_CORS_ORIGINS = "OH_ALLOW_CORS_ORIGINS"
+# The agent server's WebhookSpec fields as its environment parser reads them (`OH_WEBHOOKS_<n>_<FIELD>`), with
+# the type it parses each value to (openhands-agent-server 1.58.2, `config.WebhookSpec`).
+WEBHOOK_FIELDS: dict[str, type] = {
+    "BASE_URL": str,
+    "EVENT_BUFFER_SIZE": int,
+    "HEADERS": dict,
+    "FLUSH_DELAY": float,
+    "NUM_RETRIES": int,
+    "RETRY_DELAY": int,
+    "MAX_QUEUE_SIZE": int,
+    "MAX_BATCH_BYTES": int,
+    "MAX_QUEUE_BYTES": int,
+}
+_INDEXED_WEBHOOK = re.compile(rf"^{_WEBHOOKS}_(0|[1-9][0-9]*)_([A-Z_]+)$")
+_INDEXED_ORIGIN = re.compile(rf"^{_CORS_ORIGINS}_(0|[1-9][0-9]*)$")
+
+# The pod-shaping fields of a Sandbox spec that a pool template carries, in the order they are compared.
+TEMPLATE_FIELDS = (
+    "image",
+    "command",
+    "workingDir",
+    "resources",
+    "runtimeClassName",
+    "securityContext",
+    "imagePullPolicy",
+    "workspace",
+    "nodeSelector",
+    "tolerations",
+)
+
+
+# ---- matching ---------------------------------------------------------------------------------------------
+
+
+def init_carried(name: str) -> bool:
+    """A variable POST /api/init delivers itself (rather than through its `env`)."""
+    if name in (ENV_CONVERSATIONS_PATH, ENV_BASH_EVENTS_DIR) or _INDEXED_ORIGIN.match(name):
+        return True
+    webhook = _INDEXED_WEBHOOK.match(name)
+    return webhook is not None and webhook.group(2) in WEBHOOK_FIELDS
+
+
+def boot_only(name: str) -> bool:
+    """A variable a warm member cannot take on after boot (`BOOT_ONLY_ENV`, or agent-server configuration that
+    POST /api/init does not carry)."""
+    return name in BOOT_ONLY_ENV or (name.startswith(AGENT_SERVER_PREFIX) and not init_carried(name))
+
+
+_BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+_DECIMAL_SUFFIX = {"n": -9, "u": -6, "m": -3, "": 0, "k": 3, "M": 6, "G": 9, "T": 12, "P": 15, "E": 18}
+_NUMBER = re.compile(r"^(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))")
+
+
+def quantity_value(quantity: Any) -> Decimal | str:
+    """A Kubernetes quantity as its value (`1Gi` and `1024Mi` are equal); anything unreadable stays as given."""
+    text = str(quantity)
+    number = _NUMBER.match(text)
+    if number is None:
+        return text
+    value, suffix = Decimal(number.group(0)), text[number.end() :]
+    if suffix in _BINARY:
+        return value * _BINARY[suffix]
+    if suffix in _DECIMAL_SUFFIX:
+        return value.scaleb(_DECIMAL_SUFFIX[suffix])
+    if suffix[:1] in ("e", "E"):
+        try:
+            return value.scaleb(int(suffix[1:]))
+        except ValueError:
+            return text
+    return text
+
+
+def _resources(value: Any) -> dict[str, dict[str, Decimal | str]]:
+    sections = value if isinstance(value, Mapping) else {}
+    return {
+        section: {name: quantity_value(q) for name, q in (entries or {}).items()}
+        for section, entries in sections.items()
+        if entries
+    }
+
+
+def _workspace(value: Any) -> dict[str, Any]:
+    workspace = value if isinstance(value, Mapping) else {}
+    return {
+        "size": quantity_value(workspace.get("size") or DEFAULT_WORKSPACE_SIZE),
+        "mountPath": workspace.get("mountPath") or DEFAULT_WORKSPACE_MOUNT_PATH,
+        "storageClassName": workspace.get("storageClassName") or None,
+    }
+
+
+def _without_nulls(value: Any) -> dict[str, Any]:
+    return {k: v for k, v in (value or {}).items() if v is not None} if isinstance(value, Mapping) else {}
+
+
+def _normalised(field: str, value: Any) -> Any:
+    """A field's value with the spellings that mean the same pod made equal (unset, empty, defaulted)."""
+    if field == "resources":
+        return _resources(value)
+    if field == "workspace":
+        return _workspace(value)
+    if field in ("securityContext", "nodeSelector"):
+        return _without_nulls(value)
+    if field == "tolerations":
+        return [_without_nulls(t) for t in value or []]
+    return value or None  # image, command, workingDir, runtimeClassName, imagePullPolicy
+
+
+def env_map(env: Any) -> dict[str, str]:
+    """`spec.env` as a dict, without the operator's own variables (it ignores them in a spec)."""
+    return {
+        str(e["name"]): str(e.get("value") or "")
+        for e in env or []
+        if isinstance(e, Mapping) and e.get("name") and e["name"] not in MANAGED_ENV
+    }
+
+
+def difference(template: Mapping[str, Any], spec: Mapping[str, Any]) -> str | None:
+    """The first field in which a member booted from `template` differs from the pod a cold start of `spec` (the
+    Sandbox spec /start derives, runtime id written as `$(RUNTIME_ID)`) would get; None when they match.
+
+    Every pod-shaping field must be equal; every template variable must be in the spec with the same value (the
+    spec may add variables: POST /api/init delivers them), except boot-only ones (`boot_only`), which the spec may
+    not add or change. A spec with extra volumes never matches (a member has none).
+    """
+    for field in TEMPLATE_FIELDS:
+        if _normalised(field, template.get(field)) != _normalised(field, spec.get(field)):
+            return field
+    if spec.get("volumes"):
+        return "volumes"
+    booted = env_map(template.get("env"))
+    booted.pop(ENV_DEFERRED_INIT, None)  # the operator adds it to every member; never part of a request
+    wanted = env_map(spec.get("env"))
+    for name, value in booted.items():
+        if wanted.get(name) != value:
+            return f"env.{name}"
+    for name in wanted:
+        if name not in booted and boot_only(name):
+            return f"env.{name}"
+    return None
+
+
+def matches(template: Mapping[str, Any], spec: Mapping[str, Any]) -> bool:
+    return difference(template, spec) is None
+
+
+def template_from_spec(spec: Mapping[str, Any]) -> Obj:
+    """The pool template whose members serve /starts that derive `spec` (what `difference` compares)."""
+    return {field: spec[field] for field in (*TEMPLATE_FIELDS, "env") if spec.get(field) is not None}
+
+
+# ---- members ----------------------------------------------------------------------------------------------
+
+
+def _metadata(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    return obj.get("metadata") or {}
+
+
+def _name(obj: Mapping[str, Any]) -> str:
+    return str(_metadata(obj).get("name") or "")
+
+
+def _annotations(obj: Mapping[str, Any]) -> Mapping[str, str]:
+    return _metadata(obj).get("annotations") or {}
+
+
+def pool_template(pool: Mapping[str, Any]) -> Mapping[str, Any]:
+    return (pool.get("spec") or {}).get("template") or {}
+
+
+def claimable(member: Mapping[str, Any], pool: Mapping[str, Any]) -> bool:
+    """An unclaimed member of `pool`, built from its current template, whose dormant pod is ready now."""
+    metadata = _metadata(member)
+    labels = metadata.get("labels") or {}
+    status = member.get("status") or {}
+    current_template = (pool.get("status") or {}).get("templateHash")
+    return (
+        labels.get(LABEL_POOL) == _name(pool)
+        and not metadata.get("deletionTimestamp")
+        and bool(metadata.get("resourceVersion"))
+        and (not current_template or labels.get(LABEL_POOL_TEMPLATE) == current_template)
+        and (member.get("spec") or {}).get("state", DesiredState.RUNNING) == DesiredState.RUNNING
+        and status_is_current(dict(member))
+        and status.get("phase") == Phase.RUNNING
+        and status.get("podStatus") == PodStatus.READY
+        and bool(status.get("podIP"))
+        and bool(status.get("podUID"))  # the claim names the pod it keeps
+    )
+
+
+def allowed(pool_name: str, permitted: Sequence[str]) -> bool:
+    """Whether a key whose profile lists `permitted` pools may use this one (an empty list allows every pool)."""
+    return not permitted or pool_name in permitted
+
+
+def candidates(
+    pools: Sequence[Obj],
+    members: Callable[[Obj], Sequence[Obj]],
+    permitted: Sequence[str],
+    spec: Mapping[str, Any],
+) -> tuple[list[tuple[str, Obj]], str | None]:
+    """The (pool name, member) pairs a /start of `spec` may claim, and else the miss reason.
+
+    `members(pool)` gives a pool's claimable members (`claimable`)."""
+    matching = [p for p in pools if not _metadata(p).get("deletionTimestamp") and matches(pool_template(p), spec)]
+    if not matching:
+        return [], MISS_NO_POOL
+    usable = [p for p in matching if allowed(_name(p), permitted)]
+    if not usable:
+        return [], MISS_NOT_ALLOWED
+    found = [(_name(p), m) for p in usable for m in members(p)]
+    return found, (None if found else MISS_EMPTY)
+
+
+# ---- the claim --------------------------------------------------------------------------------------------
+
+
+def _replacing(old: Mapping[str, Any], new: Mapping[str, Any]) -> Obj:
+    """A merge patch that turns the map `old` into `new`: keys only `old` has are removed (null)."""
+    patch: Obj = dict(new)
+    for key, value in old.items():
+        if key not in new:
+            patch[key] = None
+        elif isinstance(value, Mapping) and isinstance(new[key], Mapping):
+            patch[key] = _replacing(value, new[key])
+    return patch
+
+
+def claim_patch(member: Mapping[str, Any], sandbox: Mapping[str, Any], pool: str, now: datetime) -> Obj:
+    """The one merge patch that makes `member` the session's sandbox; `sandbox` is `objects.build_sandbox` of the
+    /start for the member's name.
+
+    It carries the member's resourceVersion, so of two claims of the same member only one succeeds (the other
+    gets 409). It removes the pool labels (the pool stops counting it and makes a new member) and the pool's owner
+    reference (deleting the pool must not delete a user's session), adds the tenant and session labels and
+    annotations, names the dormant pod the operator must keep (`claimed-pod`), and replaces the spec with the
+    session's: any later pod of this Sandbox starts cold from it.
+    """
+    metadata = _metadata(member)
+    status = member.get("status") or {}
+    fresh = sandbox["metadata"]
+    annotations = {
+        **fresh.get("annotations", {}),
+        ANNOTATION_CLAIMED_POD: str(status["podUID"]),
+        ANNOTATION_CLAIMED_FROM: pool,
+        ANNOTATION_CLAIMED_AT: rfc3339(now),
+        ANNOTATION_CLAIMED_RESTARTS: str(int(status.get("restartCount") or 0)),
+        ANNOTATION_INIT: None,
+    }
+    return {
+        "metadata": {
+            "resourceVersion": metadata["resourceVersion"],
+            "labels": {LABEL_POOL: None, LABEL_POOL_TEMPLATE: None, **fresh.get("labels", {})},
+            "ownerReferences": None,
+            "annotations": annotations,
+        },
+        "spec": _replacing(member.get("spec") or {}, sandbox["spec"]),
+    }
+
+
+def init_done_patch() -> Obj:
+    """After POST /api/init succeeded: the sandbox may now be reported running."""
+    return {"metadata": {"annotations": {ANNOTATION_INIT: INIT_READY}}}
+
+
+def cold_restart_patch(now: datetime, resource_version: str | None = None) -> Obj:
+    """Give up the claimed pod: without `claimed-pod` the operator no longer keeps it, and `restarted-at` (part of
+    the pod's spec hash) replaces it. The session starts cold on the same Sandbox, PVC and key. With
+    `resource_version`, only the version the caller decided on is patched (so one replica acts)."""
+    metadata: Obj = {"annotations": {ANNOTATION_CLAIMED_POD: None, ANNOTATION_RESTARTED_AT: rfc3339(now)}}
+    if resource_version:
+        metadata["resourceVersion"] = resource_version
+    return {"metadata": metadata}
+
+
+def cold_restart_reason(sandbox: Mapping[str, Any], now: datetime, grace: timedelta = INIT_GRACE) -> str | None:
+    """Why a claimed sandbox must give up its claimed pod and start cold, or None.
+
+    - its init is not done `grace` after the claim: the gateway that claimed it stopped mid-init;
+    - its init is done, but the claimed pod's container restarted since the claim: a restarted container boots
+      dormant again (the pod's environment says so) and would answer no session request.
+    Neither applies once another pod than the claimed one runs (a later pod starts cold from the spec).
+    """
+    metadata = _metadata(sandbox)
+    if metadata.get("deletionTimestamp") or (sandbox.get("spec") or {}).get("state") == DesiredState.PAUSED:
+        return None
+    annotations = _annotations(sandbox)
+    claimed = annotations.get(ANNOTATION_CLAIMED_POD)
+    if not claimed:
+        return None
+    status = sandbox.get("status") or {}
+    pod_uid = status.get("podUID")
+    if pod_uid and pod_uid != claimed:
+        return None
+    if annotations.get(ANNOTATION_INIT) != INIT_READY:
+        try:
+            claimed_at = parse_time(annotations.get(ANNOTATION_CLAIMED_AT))
+        except ValueError:
+            claimed_at = None
+        if claimed_at is None or now - claimed_at >= grace:
+            return f"its warm start did not finish within {grace.total_seconds():.0f}s of the claim"
+        return None
+    try:
+        restarts_then = int(annotations.get(ANNOTATION_CLAIMED_RESTARTS) or 0)
+    except ValueError:
+        restarts_then = 0
+    if pod_uid == claimed and int(status.get("restartCount") or 0) > restarts_then:
+        return "the claimed pod's container restarted, and a restarted container boots dormant"
+    return None
+
+
+# ---- the dormant server's init ----------------------------------------------------------------------------
+
+
+def expand(value: str, defined: Mapping[str, str]) -> str:
+    """Kubernetes' expansion of an env value: `$(NAME)` of a variable defined before it becomes its value, `$$`
+    becomes `$`, anything else stays (k8s.io/kubernetes third_party/forked/golang/expansion)."""
+    out: list[str] = []
+    i, checkpoint = 0, 0
+    while i < len(value):
+        if value[i] == "$" and i + 1 < len(value):
+            out.append(value[checkpoint:i])
+            following = value[i + 1]
+            advance = 1
+            if following == "$":
+                out.append("$")
+            elif following == "(":
+                close = value.find(")", i + 2)
+                if close == -1:
+                    out.append("$(")
+                else:
+                    name = value[i + 2 : close]
+                    out.append(defined[name] if name in defined else f"$({name})")
+                    advance = close - i
+            else:
+                out.append("$" + following)
+            i += advance
+            checkpoint = i + 1
+        i += 1
+    return "".join(out) + value[checkpoint:]
+
+
+def pod_environment(spec: Mapping[str, Any], runtime_id: str, session_key: str) -> dict[str, str]:
+    """The environment the operator would give a cold pod of `spec` named `runtime_id`, expanded as Kubernetes
+    does: its own variables first (the session key, the runtime id, the ports), then `spec.env` in order."""
+    ports = {
+        str(p.get("name")): p.get("containerPort")
+        for p in spec.get("ports") or [{"name": n, "containerPort": p} for n, p in DEFAULT_PORTS]
+    }
+    defined: dict[str, str] = dict.fromkeys((*ENV_SESSION_KEYS, ENV_SECRET_KEY), session_key)
+    defined[ENV_RUNTIME_ID] = runtime_id
+    defined |= {var: str(ports[port]) for var, port in ENV_PORTS.items() if ports.get(port) is not None}
+    defined |= ENV_FIXED
+    for entry in spec.get("env") or []:
+        name = str(entry.get("name") or "")
+        if name and name not in MANAGED_ENV:
+            defined[name] = expand(str(entry.get("value") or ""), defined)
+    return defined
+
+
+def _typed(kind: type, raw: str) -> Any:
+    """A webhook field parsed as the agent server's environment parser would; unparsable values are passed as
+    they are, for the server to refuse (as it would refuse them at a cold boot)."""
+    try:
+        if kind is int:
+            return int(raw)
+        if kind is float:
+            return float(raw)
+        if kind is dict:
+            return json.loads(raw)
+    except ValueError:
+        return raw
+    return raw
+
+
+def init_request(session_key: str, env: Mapping[str, str]) -> Obj:
+    """The body of the dormant agent server's POST /api/init for a session: its key (as the session key and as the
+    server's secret key, as a cold pod gets it) and the pod environment a cold start would have (`pod_environment`).
+
+    The agent server's own list settings are read as its environment parser reads them at boot, by index from 0
+    until the first missing one: `OH_WEBHOOKS_<n>_<FIELD>` become `webhooks`, `OH_ALLOW_CORS_ORIGINS_<n>`
+    `allow_cors_origins`; `OH_CONVERSATIONS_PATH` and `OH_BASH_EVENTS_DIR` their fields. Everything else goes to
+    `env` (the server's `os.environ.update`, so the tools and shells it starts see it), the session key variables
+    included: the dormant process still has the member's throw-away key in them.
+    """
+    rest = dict(env)
+    body: Obj = {"session_api_keys": [session_key], "secret_key": session_key}
+    webhooks: list[Obj] = []
+    while True:
+        prefix = f"{_WEBHOOKS}_{len(webhooks)}_"
+        fields = {f: rest.pop(prefix + f) for f in WEBHOOK_FIELDS if prefix + f in rest}
+        if not fields:
+            break
+        webhooks.append({f.lower(): _typed(WEBHOOK_FIELDS[f], raw) for f, raw in fields.items()})
+    if webhooks:
+        body["webhooks"] = webhooks
+    origins: list[str] = []
+    while f"{_CORS_ORIGINS}_{len(origins)}" in rest:
+        origins.append(rest.pop(f"{_CORS_ORIGINS}_{len(origins)}"))
+    if origins:
+        body["allow_cors_origins"] = origins
+    if ENV_CONVERSATIONS_PATH in rest:
+        body["conversations_path"] = rest.pop(ENV_CONVERSATIONS_PATH)
+    if ENV_BASH_EVENTS_DIR in rest:
+        body["bash_events_dir"] = rest.pop(ENV_BASH_EVENTS_DIR)
+    rest |= dict.fromkeys((*ENV_SESSION_KEYS, ENV_SECRET_KEY), session_key)
+    body["env"] = rest
+    return body
+
+
+# ---- GET /api/warm-runtime-configs ------------------------------------------------------------------------
+
+
+_SECURITY = (("runAsUser", "run_as_user"), ("runAsGroup", "run_as_group"), ("fsGroup", "fs_group"))
+
+
+def warm_config(pool: Mapping[str, Any]) -> Obj | None:
+    """A pool as the OpenHands app's dynamic spec service reads it (it starts sandboxes with exactly these
+    values, so its /start matches the pool). None for a pool without `workingDir`: the app needs one, and
+    sends it back in /start, where it would never match such a template."""
+    template = pool_template(pool)
+    if not template.get("workingDir") or not template.get("image"):
+        return None
+    environment = env_map(template.get("env"))
+    environment.pop(ENV_DEFERRED_INIT, None)
+    config: Obj = {
+        "name": _name(pool),
+        "image": template["image"],
+        "command": list(template["command"]) if template.get("command") else None,
+        "environment": environment,
+        "working_dir": template["workingDir"],
+    }
+    security = template.get("securityContext") or {}
+    config |= {theirs: security[ours] for ours, theirs in _SECURITY if security.get(ours) is not None}
+    return config

@@ -1,0 +1,29 @@
+"""GET /api/warm-runtime-configs: the warm pools a key may start sandboxes from (docs/gateway.md "Warm pools")."""
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from kubehands.api import pools
+from kubehands.api.deps import CallerDep, GatewayDep
+from kubehands.api.schemas import WarmRuntimeConfigs
+
+router = APIRouter(tags=["pools"])
+
+
+@router.get(
+    "/api/warm-runtime-configs",
+    response_model=WarmRuntimeConfigs,
+    responses={401: {"description": "Missing or wrong X-API-Key"}},
+)
+async def warm_runtime_configs(caller: CallerDep, gateway: GatewayDep) -> JSONResponse:
+    """The pools the key's profile allows (every pool when it names none), with a working directory set.
+
+    Built as JSON directly: `command` is always present (null for the image's entrypoint), while `run_as_*` are
+    present only when the pool sets them (the app falls back to its own defaults for missing ones)."""
+    configs = [
+        config
+        for pool in gateway.caches.pool_list()
+        if pools.allowed(pool["metadata"]["name"], caller.profile.pools)
+        and (config := pools.warm_config(pool)) is not None
+    ]
+    return JSONResponse({"configs": configs})

@@ -1,0 +1,333 @@
+"""The claim of a warm-pool member, as pure decisions and patch bodies: which members may be claimed, why a
+/start was not served warm, what the one claim patch makes of the member, what a claimed sandbox reads as
+while its init is pending, when any gateway restarts a claimed sandbox cold, and the pools a key is shown."""
+
+import copy
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from kubehands.api import objects, pools, runtime
+from kubehands.api.keys import KeyRecord
+from kubehands.api.schemas import StartRequest
+from kubehands.api.settings import Settings
+from kubehands.crd.model import Sandbox
+
+pytestmark = pytest.mark.unit
+
+NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
+MEMBER = "kh-member000001"
+CALLER = KeyRecord(name="team-a", digest="0" * 64)
+SETTINGS = Settings(public_url="https://gw.test")
+REQUEST = StartRequest.model_validate(
+    {"image": "ghcr.io/openhands/agent-server:1.58.2-python", "session_id": "S1", "environment": {"X": "1"}}
+)
+COLD = objects.build_sandbox(REQUEST, CALLER, SETTINGS, MEMBER, "kh-session-abc", session_key_sha256="ab" * 32)
+TEMPLATE = pools.template_from_spec(COLD["spec"])
+
+
+def make_pool(name: str = "p", template: dict[str, Any] | None = None, template_hash: str | None = "h1") -> dict:
+    pool: dict[str, Any] = {
+        "metadata": {"name": name, "uid": f"uid-{name}"},
+        "spec": {"size": 2, "template": template or TEMPLATE},
+        "status": {},
+    }
+    if template_hash:
+        pool["status"]["templateHash"] = template_hash
+    return pool
+
+
+def make_member(name: str = MEMBER, pool: str = "p", template_hash: str = "h1", **status: Any) -> dict[str, Any]:
+    """A member as the operator leaves it once its dormant pod is ready (docs/design/0010-warm-pools.md)."""
+    return {
+        "apiVersion": "kubehands.dev/v1alpha1",
+        "kind": "Sandbox",
+        "metadata": {
+            "name": name,
+            "uid": f"uid-{name}",
+            "resourceVersion": "41",
+            "generation": 1,
+            "labels": {"kubehands.dev/pool": pool, "kubehands.dev/pool-template": template_hash},
+            "ownerReferences": [
+                {
+                    "apiVersion": "kubehands.dev/v1alpha1",
+                    "kind": "SandboxPool",
+                    "name": pool,
+                    "uid": f"uid-{pool}",
+                    "controller": True,
+                }
+            ],
+        },
+        "spec": {
+            **copy.deepcopy(TEMPLATE),
+            "env": [*TEMPLATE["env"], {"name": "OH_DEFERRED_INIT", "value": "true"}],
+            "state": "Running",
+            "sessionKeySecretRef": {"name": f"{name}-init", "key": "session-api-key"},
+            "ports": [{"name": "agent", "containerPort": 60000}],
+        },
+        "status": {
+            "phase": "Running",
+            "podStatus": "ready",
+            "podName": name,
+            "podUID": f"pod-uid-{name}",
+            "podIP": "10.0.0.7",
+            "observedGeneration": 1,
+            "restartCount": 0,
+            **status,
+        },
+    }
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386, as the API server applies a merge patch."""
+    if not isinstance(patch, dict):
+        return patch
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
+
+
+# ---- claimable members and miss reasons ----------------------------------------------------------------
+
+
+def _changed(member: dict[str, Any], path: str | tuple[str, ...], value: Any) -> dict[str, Any]:
+    """A copy with the field at `path` (dotted, or a tuple of keys) set, or removed when `value` is None."""
+    changed = copy.deepcopy(member)
+    *parents, last = path.split(".") if isinstance(path, str) else path
+    node = changed
+    for part in parents:
+        node = node[part]
+    if value is None:
+        node.pop(last, None)
+    else:
+        node[last] = value
+    return changed
+
+
+CLAIMABLE: list[tuple[str, dict[str, Any], dict[str, Any], bool]] = [
+    ("ready member", make_member(), make_pool(), True),
+    ("the pool has no template hash yet", make_member(), make_pool(template_hash=None), True),
+    ("built from an older template", make_member(template_hash="h0"), make_pool(), False),
+    ("another pool's", make_member(pool="q"), make_pool(), False),
+    ("claimed: no pool label", _changed(make_member(), "metadata.labels", {}), make_pool(), False),
+    (
+        "being deleted",
+        _changed(make_member(), "metadata.deletionTimestamp", "2026-01-01T00:00:00Z"),
+        make_pool(),
+        False,
+    ),
+    ("pod not ready", make_member(podStatus="running"), make_pool(), False),
+    ("phase starting", make_member(phase="Starting"), make_pool(), False),
+    ("status of an older generation", make_member(observedGeneration=0), make_pool(), False),
+    ("no pod uid to name in the claim", _changed(make_member(), "status.podUID", None), make_pool(), False),
+    ("no pod IP to initialise", _changed(make_member(), "status.podIP", None), make_pool(), False),
+    ("paused", _changed(make_member(), "spec.state", "Paused"), make_pool(), False),
+]
+
+
+@pytest.mark.parametrize(("member", "pool", "expected"), [c[1:] for c in CLAIMABLE], ids=[c[0] for c in CLAIMABLE])
+def test_claimable(member: dict[str, Any], pool: dict[str, Any], expected: bool) -> None:
+    assert pools.claimable(member, pool) is expected
+
+
+OTHER = {**TEMPLATE, "image": "ghcr.io/openhands/agent-server:1.0.0-python"}
+
+CANDIDATES: list[
+    tuple[str, list[dict[str, Any]], dict[str, list[str]], list[str], list[tuple[str, str]], str | None]
+] = [
+    ("no pools", [], {}, [], [], "no_pool"),
+    ("no pool matches", [make_pool("p", OTHER)], {"p": ["m1"]}, [], [], "no_pool"),
+    ("matches, but the key may not use it", [make_pool("p")], {"p": ["m1"]}, ["q"], [], "not_allowed"),
+    ("matches, no ready member", [make_pool("p")], {"p": []}, [], [], "empty"),
+    (
+        "every member of every matching pool the key may use",
+        [make_pool("p"), make_pool("q"), make_pool("r", OTHER)],
+        {"p": ["m1"], "q": ["m2", "m3"], "r": ["m4"]},
+        [],
+        [("p", "m1"), ("q", "m2"), ("q", "m3")],
+        None,
+    ),
+    (
+        "only the allowed pools",
+        [make_pool("p"), make_pool("q")],
+        {"p": ["m1"], "q": ["m2"]},
+        ["q"],
+        [("q", "m2")],
+        None,
+    ),
+    (
+        "a pool being deleted",
+        [_changed(make_pool("p"), "metadata.deletionTimestamp", "x")],
+        {"p": ["m1"]},
+        [],
+        [],
+        "no_pool",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("pool_list", "members", "permitted", "expected", "miss"),
+    [c[1:] for c in CANDIDATES],
+    ids=[c[0] for c in CANDIDATES],
+)
+def test_candidates_and_miss_reasons(
+    pool_list: list[dict[str, Any]],
+    members: dict[str, list[str]],
+    permitted: list[str],
+    expected: list[tuple[str, str]],
+    miss: str | None,
+) -> None:
+    def of(pool: dict[str, Any]) -> list[dict[str, Any]]:
+        return [make_member(n, pool["metadata"]["name"]) for n in members.get(pool["metadata"]["name"], [])]
+
+    found, reason = pools.candidates(pool_list, of, permitted, COLD["spec"])
+    assert [(p, m["metadata"]["name"]) for p, m in found] == expected
+    assert reason == miss
+    assert reason is None or reason in pools.MISS_REASONS
+
+
+# ---- the claim patch ----------------------------------------------------------------------------------
+
+
+def test_the_claim_patch_makes_the_member_the_sessions_sandbox() -> None:
+    member = make_member(restartCount=2)
+    patch = pools.claim_patch(member, COLD, "p", NOW)
+    # one patch, only valid on the version of the member the gateway chose: a second claim gets 409
+    assert patch["metadata"]["resourceVersion"] == "41"
+    claimed = merge_patch(member, patch)
+    meta = claimed["metadata"]
+    assert meta["labels"] == COLD["metadata"]["labels"]  # the pool's labels are gone: it no longer counts it
+    assert "ownerReferences" not in meta  # deleting the pool must not delete a user's session
+    assert meta["annotations"] == {
+        **COLD["metadata"]["annotations"],
+        "kubehands.dev/claimed-pod": f"pod-uid-{MEMBER}",  # the operator keeps this pod despite the new spec
+        "kubehands.dev/claimed-from": "p",
+        "kubehands.dev/claimed-at": "2026-03-01T12:00:00Z",
+        "kubehands.dev/claimed-restarts": "2",
+    }
+    # the spec is the session's cold spec, nothing of the member's left (the API server defaults `ports` again)
+    assert claimed["spec"] == COLD["spec"]
+    assert claimed["spec"]["sessionKeySecretRef"] == {"name": "kh-session-abc", "key": "session-api-key"}
+    assert "OH_DEFERRED_INIT" not in {e["name"] for e in claimed["spec"]["env"]}
+    Sandbox.model_validate(claimed)
+    # as the runtime it is now: starting (never routed to) until the init is done
+    assert runtime.awaiting_init(claimed)
+    assert runtime.pod_identity(claimed) is None
+    assert not runtime.is_pool_member(claimed)
+
+
+def test_after_the_init_the_claimed_sandbox_is_an_ordinary_one() -> None:
+    claimed = merge_patch(make_member(), pools.claim_patch(make_member(), COLD, "p", NOW))
+    claimed["metadata"]["generation"] = claimed["status"]["observedGeneration"] = 2  # the operator re-stamped
+    assert runtime.runtime_status(claimed, alive=True) == ("starting", "running")
+    done = merge_patch(claimed, pools.init_done_patch())
+    assert not runtime.awaiting_init(done)
+    assert runtime.pod_identity(done) == (MEMBER, "10.0.0.7")
+    assert runtime.runtime_status(done, alive=True) == ("running", "ready")
+
+
+def test_the_cold_restart_patch_gives_up_the_claimed_pod() -> None:
+    claimed = merge_patch(make_member(), pools.claim_patch(make_member(), COLD, "p", NOW))
+    patch = pools.cold_restart_patch(NOW + timedelta(seconds=5), resource_version="57")
+    assert patch == {
+        "metadata": {
+            "resourceVersion": "57",
+            "annotations": {"kubehands.dev/claimed-pod": None, "kubehands.dev/restarted-at": "2026-03-01T12:00:05Z"},
+        }
+    }
+    restarted = merge_patch(claimed, patch)
+    assert not runtime.awaiting_init(restarted)  # an ordinary sandbox, starting cold on a new pod
+    assert "resourceVersion" not in pools.cold_restart_patch(NOW)["metadata"]
+
+
+def test_a_member_is_never_a_sessions_runtime() -> None:
+    member = make_member()
+    assert runtime.is_pool_member(member)
+    assert runtime.pod_identity(member) is None  # never probed, never routed to
+
+
+# ---- when a claimed sandbox restarts cold -------------------------------------------------------------
+
+
+def _claimed() -> dict[str, Any]:
+    return merge_patch(make_member(), pools.claim_patch(make_member(), COLD, "p", NOW))
+
+
+def _annotation(name: str) -> tuple[str, ...]:
+    return ("metadata", "annotations", f"kubehands.dev/{name}")
+
+
+RECOVERY: list[tuple[str, dict[str, Any], float, bool]] = [
+    ("init pending, within the grace", _claimed(), 10, False),
+    ("init pending past the grace: its gateway died mid-init", _claimed(), 31, True),
+    ("init done", merge_patch(_claimed(), pools.init_done_patch()), 3600, False),
+    (
+        "init done, the claimed pod's container restarted",
+        merge_patch(_changed(_claimed(), "status.restartCount", 1), pools.init_done_patch()),
+        60,
+        True,
+    ),
+    (
+        "init done, restarts from before the claim",
+        merge_patch(
+            _changed(_changed(_claimed(), "status.restartCount", 2), _annotation("claimed-restarts"), "2"),
+            pools.init_done_patch(),
+        ),
+        60,
+        False,
+    ),
+    ("a later pod runs (started cold)", _changed(_claimed(), "status.podUID", "another-pod"), 3600, False),
+    ("no pod reported, init pending past the grace", _changed(_claimed(), "status.podUID", None), 31, True),
+    ("already restarted cold", merge_patch(_claimed(), pools.cold_restart_patch(NOW)), 3600, False),
+    ("paused", _changed(_claimed(), "spec.state", "Paused"), 3600, False),
+    ("being deleted", _changed(_claimed(), "metadata.deletionTimestamp", "x"), 3600, False),
+    ("never claimed", make_member(), 3600, False),
+    ("no claim time", _changed(_claimed(), _annotation("claimed-at"), None), 0, True),
+]
+
+
+@pytest.mark.parametrize(("sandbox", "after", "restart"), [c[1:] for c in RECOVERY], ids=[c[0] for c in RECOVERY])
+def test_cold_restart_reason(sandbox: dict[str, Any], after: float, restart: bool) -> None:
+    reason = pools.cold_restart_reason(sandbox, NOW + timedelta(seconds=after))
+    assert (reason is not None) is restart, reason
+
+
+# ---- GET /api/warm-runtime-configs --------------------------------------------------------------------
+
+
+def test_a_pool_as_the_app_reads_it() -> None:
+    template = {
+        **TEMPLATE,
+        "command": ["/usr/local/bin/openhands-agent-server", "--port", "60000"],
+        "workingDir": "/workspace/project",
+        "securityContext": {"runAsUser": 10001, "fsGroup": 10001},
+        "env": [*TEMPLATE["env"], {"name": "OH_DEFERRED_INIT", "value": "true"}, {"name": "LOG_JSON", "value": "1"}],
+    }
+    assert pools.warm_config(make_pool("python", template)) == {
+        "name": "python",
+        "image": TEMPLATE["image"],
+        "command": ["/usr/local/bin/openhands-agent-server", "--port", "60000"],
+        "environment": {
+            "RUNTIME_URL": "https://gw.test/$(RUNTIME_ID)",
+            "OH_VSCODE_BASE_PATH": "/$(RUNTIME_ID)/vscode",
+            "OPENVSCODE_SERVER_BASE_PATH": "/$(RUNTIME_ID)/vscode",
+            "X": "1",
+            "LOG_JSON": "1",
+        },
+        "working_dir": "/workspace/project",
+        "run_as_user": 10001,
+        "fs_group": 10001,
+    }
+    without_command = pools.warm_config(make_pool("p", {**template, "command": None}))
+    assert without_command is not None and without_command["command"] is None
+
+
+def test_a_pool_without_a_working_dir_is_not_listed() -> None:
+    # the app needs a working dir and sends it back in /start, where it would never match this template
+    assert pools.warm_config(make_pool("p", TEMPLATE)) is None
