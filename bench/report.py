@@ -12,6 +12,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 TITLES = {
     "start": "1. Start latency",
+    "warm": "1b. Warm start (warm pools)",
     "api": "2. Control API",
     "router": "3. Router",
     "router_local": "3b. Router without a cluster (the proxy's own cost, `python -m bench.router_local`)",
@@ -155,6 +156,15 @@ def headline(results: dict[str, dict[str, Any]]) -> list[str]:
 
     add("start, sequential (POST /start → running + /alive)", "start", "ours_sequential", "start_sequential")
     add("start, concurrent", "start", "ours_concurrent", "start_concurrent")
+    warm = results.get("warm")
+    burst = f"burst of {warm['sizes']['burst']} against a pool of {warm['sizes']['pool']}" if warm else ""
+    add("warm start, sequential (POST /start from a full pool → running + /alive)", "warm", "warm_sequential",
+        "start_sequential")
+    add(f"warm start, {burst}", "warm", "warm_burst", "start_burst")
+    add("warm pool refill after the burst (members per second)", "warm", "refill_members_per_second", "refill_rate")
+    add("dormant pool member's memory (RSS)", "warm", "dormant_pod_rss", "dormant_rss")
+    if warm and "dormant_pod_rss" not in warm["figures"]:  # no cgroup files on the host that ran it
+        add("dormant pool member's memory (working set)", "warm", "dormant_pod_working_set", "dormant_working_set")
     for c in (1, 10, 50):
         add(f"GET /sessions/{{id}}, {c} clients", "api", f"get_session_c{c}", f"get_session_c{c}")
         add(f"GET /sessions/batch (50 ids), {c} clients", "api", f"batch_50_c{c}", f"batch_50_c{c}")
@@ -209,6 +219,12 @@ def render(results: dict[str, dict[str, Any]], images: dict[str, Path], out: Pat
             lines += [f"![{name}]({os.path.relpath(images[name], out.parent)})", ""]
         lines += ["Comparisons:", ""] + comparisons_table(r["comparisons"], r["figures"])
         lines += ["Figures:", ""] + figures_table(r["figures"])
+        if r.get("targets"):
+            lines += ["Targets:", ""] + table(
+                ["figure", "median ≤", "p99 ≤", "n ≥", "median", "p99", "n", "met"],
+                [[f"`{k}`", fmt(t["median_max"], "ms"), fmt(t["p99_max"], "ms"), str(t["min_n"]),
+                  fmt(r["figures"][k]["median"], "ms"), fmt(r["figures"][k]["p99"], "ms"), str(r["figures"][k]["n"]),
+                  "yes" if t["met"] else "no"] for k, t in r["targets"].items()])
         for key, stages in (r.get("breakdowns") or {}).items():
             lines += [f"Breakdown `{key}`:", ""] + breakdown_table(stages)
         for key, profile in (r.get("profile") or {}).items():

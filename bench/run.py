@@ -20,12 +20,13 @@ from typing import Any
 from bench import report, stats
 from bench.system import ROOT, System, cluster_env, machine_info, versions
 
-# start first: it wants a quiet node; scale before router, so the gateway's memory is measured before
-# bulk transfers have grown its heap; api and polling reuse scale's Paused Sandboxes
-ORDER = ("start", "scale", "api", "polling", "router")
+# start first and warm right after it: both want a quiet node; scale before router, so the gateway's memory is
+# measured before bulk transfers have grown its heap; api and polling reuse scale's Paused Sandboxes
+ORDER = ("start", "warm", "scale", "api", "polling", "router")
 
 FULL: dict[str, Any] = {
     "start_sequential": 20, "start_concurrent": 20,
+    "warm_sequential": 20, "warm_burst": 10,  # the burst runs against a pool of warm_burst members
     "router_concurrency": [1, 50], "router_small": 500, "router_bulk": 10, "router_ws": 500,
     "router_max_seconds": 30,
     "scale_paused": 1000, "scale_step": 100, "scale_running": 20,
@@ -34,6 +35,7 @@ FULL: dict[str, Any] = {
 }
 QUICK: dict[str, Any] = {
     "start_sequential": 1, "start_concurrent": 2, "start_warmup": False,
+    "warm_sequential": 2, "warm_burst": 2,
     "router_concurrency": [1, 5], "router_small": 20, "router_bulk": 1, "router_ws": 20,
     "router_max_seconds": 10,
     "scale_paused": 20, "scale_step": 10, "scale_running": 1,

@@ -79,10 +79,11 @@ def bare_pod(name: str, image: str) -> dict[str, Any]:
     }
 
 
-async def start_ours(system: System, http: aiohttp.ClientSession, session_id: str) -> dict[str, Any]:
+async def start_ours(system: System, http: aiohttp.ClientSession, session_id: str, **extra: Any) -> dict[str, Any]:
+    """POST /start (`system.start_body(session_id, **extra)`) → polled `running` → GET {url}/alive; the sample."""
     gw = system.gateway.url  # type: ignore[union-attr]
     sample: dict[str, Any] = {"session_id": session_id, "t0": time.time()}
-    async with http.post(f"{gw}/start", json=system.start_body(session_id), headers=system.headers) as r:
+    async with http.post(f"{gw}/start", json=system.start_body(session_id, **extra), headers=system.headers) as r:
         body = await r.json()
         if r.status != 200:
             raise RuntimeError(f"/start: {r.status} {body}")

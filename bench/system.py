@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -284,27 +285,45 @@ class System:
 
     def stop_and_settle(self, runtime_ids: list[str]) -> None:
         """Stop these sandboxes through the API and delete bare pods, then wait for a quiet node, so no
-        measurement pays for the previous one's teardown.
+        measurement pays for the previous one's teardown (`stop`, `clear_pods`, `wait_quiet`)."""
+        self.stop(runtime_ids)
+        self.clear_pods()
+        self.wait_quiet()
 
-        Pods are force-deleted once deleting: the agent server exits within ~3 s of SIGTERM, but the
-        kubelet takes another 10 s or more to remove the object (volume teardown, status sync) and does not
-        reliably report the stopped container meanwhile. What matters to the next sample is the node's CPU."""
+    def stop(self, runtime_ids: list[str]) -> None:
+        """POST /stop for each runtime."""
         for rid in runtime_ids:
             httpx.post(f"{self.gateway.url}/stop", json={"runtime_id": rid}, headers=self.headers,  # type: ignore[union-attr]
                        timeout=30)
 
+    def clear_pods(self, keep: Callable[[], set[str]] | None = None) -> None:
+        """Delete bare pods and wait until every pod is gone, except the pods (not being deleted) of the
+        Sandboxes named by `keep()` (asked again at every look: a warm pool's members).
+
+        Pods are force-deleted once deleting: the agent server exits within ~3 s of SIGTERM, but the
+        kubelet takes another 10 s or more to remove the object (volume teardown, status sync) and does not
+        reliably report the stopped container meanwhile. What matters to the next sample is the node's CPU."""
+
         def force_delete_all() -> bool:
-            pods = self.core.list_namespaced_pod(self.namespace).items
-            for pod in pods:
+            kept = keep() if keep is not None else set()
+            left = []
+            for pod in self.core.list_namespaced_pod(self.namespace).items:
+                owner = (pod.metadata.annotations or {}).get(constants.ANNOTATION_SANDBOX_NAME)
+                if not pod.metadata.deletion_timestamp and owner in kept:
+                    continue
+                left.append(pod)
                 if pod.metadata.deletion_timestamp or (pod.metadata.labels or {}).get("bench") == "bare":
                     try:
                         self.core.delete_namespaced_pod(pod.metadata.name, self.namespace, grace_period_seconds=0)
                     except ApiException as e:
                         if e.status != 404:
                             raise
-            return not pods
+            return not left
 
         self.wait(force_delete_all, 180, "every pod gone", 0.25)
+
+    def wait_quiet(self) -> None:
+        """Wait (up to 30 s) for the node's CPU to fall below QUIET_BUSY."""
         try:
             self.wait(lambda: procstat.machine_busy() < QUIET_BUSY, 30, "a quiet node", 0)
         except TimeoutError:
@@ -356,6 +375,12 @@ class System:
             if line.startswith(f'kubehands_cached_objects{{cache="{cache}"}}'):
                 return float(line.rsplit(" ", 1)[1])
         return 0.0
+
+    def kubelet_summary(self, node: str) -> dict[str, Any]:
+        """The kubelet's summary API (per-pod and per-container CPU and memory), through the API server's node
+        proxy: `/api/v1/nodes/<node>/proxy/stats/summary`."""
+        response = self.core.connect_get_node_proxy_with_path(node, "stats/summary", _preload_content=False)
+        return dict(json.loads(response.data))
 
     def apiserver_metrics(self) -> str:
         """The API server's /metrics (Prometheus text), with the admin kubeconfig's credentials."""

@@ -49,13 +49,24 @@ class Watcher:
             self._mark(self.pods, name, "ready", now)
 
     def _on_sandbox(self, sandbox: dict[str, Any], now: float) -> None:
-        name = sandbox["metadata"]["name"]
+        meta = sandbox["metadata"]
+        name = meta["name"]
         self._mark(self.sandboxes, name, "added", now)
         status = sandbox.get("status") or {}
         if status.get("phase"):
             self._mark(self.sandboxes, name, f"phase:{status['phase']}", now)
-        if (status.get("podStatus") or "").lower() == "ready":
+        ready = (status.get("podStatus") or "").lower() == "ready"
+        if ready:
             self._mark(self.sandboxes, name, "ready", now)
+        # a warm start (docs/gateway.md "Warm pools"): the claim, the init marked done, and the operator's first
+        # status of the claimed spec (the claim replaced the spec, so the generation moved)
+        annotations = meta.get("annotations") or {}
+        if annotations.get(constants.ANNOTATION_CLAIMED_POD):
+            self._mark(self.sandboxes, name, "claimed", now)
+            if ready and status.get("observedGeneration") == meta.get("generation"):
+                self._mark(self.sandboxes, name, "claimed_current", now)
+        if annotations.get(constants.ANNOTATION_INIT) == constants.INIT_READY:
+            self._mark(self.sandboxes, name, "init_ready", now)
 
     def _run(self, kind: str) -> None:
         api = config.new_client_from_config(config_file=self.kubeconfig)
@@ -104,6 +115,19 @@ class Watcher:
             if owner == sandbox:
                 return dict(self.pods.get(pod, {}))
         return {}
+
+    def seen(self, table: str, name: str, events: tuple[str, ...], timeout: float) -> bool:
+        """Wait until every one of `events` was seen for `name` in `table` ("pods" or "sandboxes"); False on
+        timeout (a watch restarted meanwhile can miss one)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                got = getattr(self, table).get(name, {})
+                if all(e in got for e in events):
+                    return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
 
     def wait_pod(self, name: str, event: str, timeout: float) -> float:
         deadline = time.monotonic() + timeout

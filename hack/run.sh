@@ -3,8 +3,12 @@
 # then the environment that points OpenHands at them, one NAME=value per line. Ctrl-C stops
 # the operator and gateway it started (and the cluster, if this run started it).
 #
+# It also declares a warm pool (docs/pools.md) for the /start the OpenHands app server sends by default with
+# AGENT_SERVER_IMAGE_REPOSITORY/TAG naming the printed SANDBOX_IMAGE, so the first sandboxes start warm.
+#
 # Knobs: KUBEHANDS_GATEWAY_PORT (default 8080), KUBEHANDS_NAMESPACE (default kubehands-sandboxes),
-#        KUBEHANDS_KEY_NAME (default dev; its key is created once and kept in the cluster state dir).
+#        KUBEHANDS_KEY_NAME (default dev; its key is created once and kept in the cluster state dir),
+#        KUBEHANDS_POOL_SIZE (default 2: dormant agent servers in the warm pool; 0 deletes the pool).
 set -o errexit -o nounset -o pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 cd "$ROOT"
@@ -12,15 +16,35 @@ cd "$ROOT"
 PORT="${KUBEHANDS_GATEWAY_PORT:-8080}"
 NAMESPACE="${KUBEHANDS_NAMESPACE:-kubehands-sandboxes}"
 KEY_NAME="${KUBEHANDS_KEY_NAME:-dev}"
+POOL_SIZE="${KUBEHANDS_POOL_SIZE:-2}"
+POOL_NAME="openhands-app"
 BIN="$ROOT/.venv/bin"
 KUBECTL_BIN="${KUBECTL:-/usr/lib/google-cloud-sdk/bin/kubectl.1.27}"
 RUN_DIR="$KUBEHANDS_STATE/run"
+[[ $POOL_SIZE =~ ^[0-9]+$ ]] || kh::die "KUBEHANDS_POOL_SIZE must be a number (0 disables the warm pool), got '$POOL_SIZE'"
 
 was_running=0
 hack/cluster.sh status >/dev/null 2>&1 && was_running=1
 cluster_env=$(hack/cluster.sh up)
 eval "export $(echo "$cluster_env" | grep -E '^(KUBECONFIG|SANDBOX_IMAGE)=' | tr '\n' ' ')"
 hack/build-images.sh import >/dev/null
+
+# The body of the /start the OpenHands app server (1.11) sends by default, with AGENT_SERVER_IMAGE_REPOSITORY
+# and AGENT_SERVER_IMAGE_TAG naming $SANDBOX_IMAGE (docs/runtime-api.md §4.2). The warm pool is derived from it
+# by the gateway's own code (hack/pool-manifest.py); tests/unit/test_chart.py reads it from here.
+app_start_body() {
+  cat <<EOF
+{"image": "$SANDBOX_IMAGE",
+ "command": ["/usr/local/bin/openhands-agent-server", "--port", "60000"],
+ "working_dir": "/workspace",
+ "environment": {"OPENVSCODE_SERVER_ROOT": "/openhands/.openvscode-server", "LOG_JSON": "true",
+   "OH_ENABLE_VNC": "0", "OH_CONVERSATIONS_PATH": "/workspace/conversations",
+   "OH_BASH_EVENTS_DIR": "/workspace/bash_events", "OH_VSCODE_PORT": "60001",
+   "WORKER_1": "12000", "WORKER_2": "12001"},
+ "session_id": "pool-template", "resource_factor": 1,
+ "run_as_user": 10001, "run_as_group": 10001, "fs_group": 10001}
+EOF
+}
 
 pids=()
 cleanup() {
@@ -43,6 +67,16 @@ export KUBEHANDS_PUBLIC_URL="http://127.0.0.1:${PORT}"
 "$BIN/kubehands" operator > "$RUN_DIR/operator.log" 2>&1 &
 pids+=($!)
 kh::log "operator started (log: $RUN_DIR/operator.log)"
+
+# The warm pool, with the gateway's settings (the KUBEHANDS_* exported above), so that it matches the app's /start.
+if (( POOL_SIZE > 0 )); then
+  app_start_body | "$BIN/python" hack/pool-manifest.py --name "$POOL_NAME" --size "$POOL_SIZE" --apply
+  kh::log "warm pool $POOL_NAME: $POOL_SIZE agent servers of $SANDBOX_IMAGE warming; the OpenHands app's first" \
+    "sandboxes start warm (kubectl get sbxpool -n $NAMESPACE; KUBEHANDS_POOL_SIZE=0 disables)"
+else
+  "$BIN/python" hack/pool-manifest.py --name "$POOL_NAME" --delete
+  kh::log "warm pool disabled (KUBEHANDS_POOL_SIZE=0): every sandbox starts cold"
+fi
 
 # One key per cluster, created on first run; the raw key is only ever shown at creation.
 key_file="$RUN_DIR/api-key-$KEY_NAME"

@@ -1,10 +1,12 @@
 """The benchmark harness's pure parts: statistics, ratios, result shape, parsing and rendering."""
 
 import math
+from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
-from bench import stats
+from bench import stats, warm
 from bench.polling import parse_request_totals, request_delta
 from bench.profiles import categorize
 from bench.report import render
@@ -138,3 +140,84 @@ def test_report_renders_every_section_present(tmp_path) -> None:
     text = render({"api": result}, {}, tmp_path / "benchmarks.md")
     assert "## 2. Control API" in text and "a note" in text and "×2.50" in text
     assert "## 1. Start latency" not in text
+
+
+def test_metric_value_reads_one_labelled_sample() -> None:
+    text = (
+        "# HELP kubehands_pool_ready x\n"
+        'kubehands_pool_ready{pool="a"} 2.0\n'
+        'kubehands_pool_ready{pool="ab"} 7.0\n'
+    )
+    assert warm.metric_value(text, "kubehands_pool_ready", {"pool": "a"}) == 2.0
+    assert warm.metric_value(text, "kubehands_pool_ready", {"pool": "ab"}) == 7.0
+    assert warm.metric_value(text, "kubehands_pool_ready", {"pool": "b"}) is None
+
+
+def _summary_pod(name: str, namespace: str, at: str, rss: int | None = None) -> dict:
+    memory = {"time": at, "workingSetBytes": 300, **({"rssBytes": rss} if rss is not None else {})}
+    return {"podRef": {"name": name, "namespace": namespace},
+            "containers": [{"name": "sandbox", "memory": memory, "cpu": {"usageNanoCores": 4_000_000}}]}
+
+
+def test_pod_memory_keeps_only_fresh_figures_of_the_pods_asked_for() -> None:
+    summary = {"pods": [_summary_pod("a", "ns", "2026-01-01T00:00:10Z", rss=200),
+                        _summary_pod("b", "ns", "2026-01-01T00:00:01Z"),  # taken before `since`
+                        _summary_pod("a", "other", "2026-01-01T00:00:10Z"),
+                        _summary_pod("c", "ns", "2026-01-01T00:00:10Z")]}
+    since = datetime(2026, 1, 1, 0, 0, 5, tzinfo=UTC).timestamp()
+    found = warm.pod_memory(summary, "ns", ["a", "b"], since)
+    assert found == {"a": {"rss": 200.0, "working_set": 300.0, "nano_cores": 4_000_000.0}}
+    # the kubelet's summary through CRI has no rssBytes: None, not 0
+    assert warm.pod_memory({"pods": [_summary_pod("b", "ns", "2026-01-01T00:00:10Z")]}, "ns", ["b"], since)["b"][
+        "rss"] is None
+
+
+def test_cgroup_paths_and_memory_stat() -> None:
+    paths = warm.cgroup_memory_stat_paths(Path("/sys/fs/cgroup"), "1-2", "Burstable", "abc")
+    assert Path("/sys/fs/cgroup/memory/kubepods/burstable/pod1-2/abc/memory.stat") in paths  # v1, cgroupfs
+    assert Path("/sys/fs/cgroup/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1_2.slice/"
+                "cri-containerd-abc.scope/memory.stat") in paths  # v2, systemd
+    assert Path("/sys/fs/cgroup/memory/kubepods/pod1-2/abc/memory.stat") in warm.cgroup_memory_stat_paths(
+        Path("/sys/fs/cgroup"), "1-2", "Guaranteed", "abc")
+    v1 = "cache 10\nrss 20\ntotal_cache 100\ntotal_rss 200\n"
+    assert warm.parse_memory_stat(v1) == {"rss": 200.0, "cache": 100.0}
+    assert warm.parse_memory_stat("anon 300\nfile 400\n") == {"rss": 300.0, "cache": 400.0}
+    assert warm.parse_memory_stat("") == {"rss": None, "cache": None}
+
+
+def test_target_check() -> None:
+    figure = stats.summarize([100.0] * 19 + [900.0])
+    assert warm.target_check(figure, 300, 1000, 20)["met"]
+    missed = warm.target_check(figure, 300, 500, 21)
+    assert not missed["met"] and len(missed["problems"]) == 2
+    assert warm.target_check(stats.summarize([]), None, 2000, 1)["problems"] == ["n 0 < 1", "p99 – ms > 2000 ms"]
+
+
+def _start_sample(t0: float, total: float, **checkpoints: float) -> dict:
+    return {"t0": t0, "api_answered": t0 + 0.05, "alive_ok": t0 + total / 1000, "total_ms": total,
+            "runtime_id": "kh-x", **checkpoints}
+
+
+def test_warm_result_has_the_shape_and_renders() -> None:
+    claimed = {"claimed_at": 100.01, "init_ready": 100.04, "claimed_current": 100.06, "reported_running": 100.15}
+    warm_samples = {"sequential": [_start_sample(100.0, 160, **claimed)] * 2,
+                    "burst": [_start_sample(100.0, 300, **claimed)] * 2}
+    cold_samples = {"sequential": [_start_sample(100.0, 6000)] * 2, "burst": [_start_sample(100.0, 9000)] * 2}
+    pod = {"rss": 300e6, "working_set": 313e6, "cache": 1e5, "nano_cores": 4e6}
+    memory = {"dormant": [pod, pod], "claimed": [pod], "cold": [pod | {"nano_cores": None}]}
+    timing = {"fill_seconds": 8.0, "refill_seconds": 10.0, "refilled": 2, "cold_burst_seconds": 9.0}
+    refill = [{"t0": 100.0, "sandbox_added": 100.2, "pod_added": 100.4, "pod_scheduled": 100.41,
+               "pod_running": 101.5, "pod_ready": 109.9, "member_ready": 110.0}]
+    body = warm.result(2, 2, warm_samples, cold_samples, [8000.0, 8200.0], refill, memory, timing, 2)
+    result = body | {"name": "warm", "machine": {}, "versions": {}, "started": "now", "seconds": 1.0}
+    assert stats.validate_result(result) == []
+    assert result["comparisons"]["start_sequential"]["ratio_median"] == pytest.approx(160 / 6000)
+    assert result["comparisons"]["refill_rate"]["higher_is_better"]
+    assert result["figures"]["dormant_pod_rss"]["median"] == pytest.approx(300)
+    assert "cold_pod_cpu" not in result["figures"]  # no CPU figure from one kubelet sample: left out, not n 0
+    assert not result["targets"]["warm_sequential"]["met"]  # n 2 < 20
+    stages = {s["stage"]: s["median"] for s in result["breakdowns"]["warm_sequential"]}
+    assert sum(stages.values()) == pytest.approx(160)
+    text = render({"warm": result}, {}, Path("/tmp/benchmarks.md"))
+    assert "## 1b. Warm start (warm pools)" in text and "Targets:" in text
+    assert "warm start, burst of 2 against a pool of 2" in text  # the headline

@@ -45,7 +45,11 @@ KV_OLD_WHEEL = "kubernetes_validate-1.28.3-py3-none-any.whl"
 KV_OLD_SHA256 = "916b8539c570958ca4742a09d42c9a29b7b89bfb3a04972a40abfa63f797b850"
 
 # Kinds from CRDs that no Kubernetes schema covers; the chart renders them only when asked to.
-CRD_KINDS = {("gateway.networking.k8s.io/v1", "HTTPRoute"), ("monitoring.coreos.com/v1", "ServiceMonitor")}
+CRD_KINDS = {
+    ("gateway.networking.k8s.io/v1", "HTTPRoute"),
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("kubehands.dev/v1alpha1", "SandboxPool"),  # checked against its own model in the warm-pool tests
+}
 
 def case_id(values: Path | None) -> str:
     return "default" if values is None else values.stem
@@ -769,3 +773,502 @@ def test_path_mode_shared_origin_is_documented() -> None:
     gateway = (ROOT / "docs" / "gateway.md").read_text()
     router = gateway[gateway.index("## Router") : gateway.index("## Decisions")]
     assert "**Security" in router and "origin" in router and "subdomain mode" in router
+
+
+# ---------------------------------------------------------------------------------------------
+# Warm pools: a pool the chart declares must be hit by the /start it is declared for
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Helm's merge of values: maps merge key by key, everything else is replaced."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def chart_values(values: Path | None, override: dict[str, Any] | None = None) -> dict[str, Any]:
+    merged = yaml.safe_load((CHART / "values.yaml").read_text())
+    if values is not None:
+        merged = deep_merge(merged, yaml.safe_load(values.read_text()) or {})
+    return deep_merge(merged, override or {})
+
+
+def gateway_settings(docs: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The gateway's Settings, read from the rendered gateway container's environment as the gateway reads it."""
+    from kubehands.api.settings import Settings
+
+    env = {k: v for k, v in env_of(docs, "t-kubehands-gateway").items() if k.startswith("KUBEHANDS_")}
+    with monkeypatch.context() as m:
+        for key in list(os.environ):
+            if key.startswith("KUBEHANDS_"):
+                m.delenv(key)
+        for key, value in env.items():
+            m.setenv(key, value)
+        return Settings()
+
+
+def pool_start(pool: dict[str, Any], values: dict[str, Any], **changes: Any) -> Any:
+    """The /start body a `pools` entry is declared for: its template's fields as the request's (the chart's
+    defaults for what it leaves out), plus `changes`."""
+    from kubehands.api.schemas import StartRequest
+
+    template = pool.get("template") or {}
+    env = template.get("env") or {}
+    if isinstance(env, list):
+        env = {e["name"]: e.get("value", "") for e in env}
+    image = values["sandbox"]["image"]
+    security = template.get("securityContext") or {}
+    body = {
+        "image": template.get("image") or f"{image['repository']}:{image['tag']}",
+        "session_id": "a-session",
+        "command": template.get("command"),
+        "working_dir": template.get("workingDir"),
+        "environment": dict(env) or None,
+        "resource_factor": template.get("resourceFactor"),
+        "runtime_class": template.get("runtimeClassName"),
+        "run_as_user": security.get("runAsUser"),
+        "run_as_group": security.get("runAsGroup"),
+        "fs_group": security.get("fsGroup"),
+        "image_pull_policy": template.get("imagePullPolicy"),
+    }
+    return StartRequest.model_validate(body | changes)
+
+
+def pool_caller(pool: dict[str, Any]) -> Any:
+    """A key whose profile gives its sandboxes the pool's nodeSelector and tolerations (only a profile sets them)."""
+    from kubehands.api.keys import KeyRecord, Profile
+
+    template = pool.get("template") or {}
+    profile = Profile.model_validate(
+        {"nodeSelector": template.get("nodeSelector") or {}, "tolerations": template.get("tolerations") or []}
+    )
+    return KeyRecord(name="tenant", digest="0" * 64, profile=profile)
+
+
+def derived_spec(start: Any, caller: Any, settings: Any) -> dict[str, Any]:
+    """The Sandbox spec the gateway derives for a /start (what a pool template is compared with)."""
+    from kubehands.api import objects
+
+    spec: dict[str, Any] = objects.build_sandbox(start, caller, settings, objects.mint_runtime_id(), "secret")["spec"]
+    return spec
+
+
+# Cases beyond the CI values: list env, a factor above 1 with awkward base quantities, subdomain mode with a
+# scheme of its own, URL variables switched off through api.extraEnv.
+POOL_CASES: list[tuple[str | None, dict[str, Any] | None]] = [
+    ("all-features-values", None),
+    ("subdomain-values", None),
+    ("minimal-values", None),
+    (
+        None,
+        {
+            "sandbox": {
+                "resourceFactors": [1, 2, 4, 8],
+                "baseResources": {"requests": {"cpu": "0.25", "memory": "1.5Gi"}, "limits": {"memory": "3Gi"}},
+                "imagePullPolicy": "Never",
+                "workspace": {"storageClassName": "local-path", "size": "2Gi"},
+            },
+            "routing": {"publicUrl": "http://127.0.0.1:8000//"},
+            "pools": [
+                {
+                    "name": "eight",
+                    "size": 1,
+                    "template": {
+                        "image": "kubehands/agent-server:1.58.2",
+                        "command": ["/usr/local/bin/openhands-agent-server", "--port", "60000"],
+                        "workingDir": "/workspace",
+                        "resourceFactor": 8,
+                        "env": [{"name": "OH_ENABLE_VNC", "value": "0"}, {"name": "EMPTY"}],
+                        "securityContext": {"runAsUser": 10001},
+                    },
+                },
+                {"name": "bare", "size": 2},
+            ],
+        },
+    ),
+    (
+        None,
+        {
+            "routing": {"mode": "subdomain", "domain": "sandboxes.test", "subdomainScheme": "http"},
+            "pools": [{"name": "sub", "size": 1, "template": {"env": {"RUNTIME_URL": "http://elsewhere"}}}],
+        },
+    ),
+    (
+        None,
+        {
+            "api": {"extraEnv": [{"name": "KUBEHANDS_INJECT_URL_ENV", "value": "False"}]},
+            "pools": [{"name": "plain", "size": 1, "template": {"workingDir": "/workspace"}}],
+        },
+    ),
+]
+
+
+def pool_case_id(case: tuple[str | None, dict[str, Any] | None]) -> str:
+    values, override = case
+    if override is None:
+        return str(values)
+    return "+".join(p["name"] for p in override["pools"])
+
+
+@pytest.mark.parametrize("case", POOL_CASES, ids=pool_case_id)
+def test_chart_pools_match_the_start_they_are_declared_for(
+    helm: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: tuple[str | None, dict[str, Any] | None]
+) -> None:
+    """Each `pools` entry renders to a SandboxPool that the CRD's model accepts, in the gateway's namespace, whose
+    template matches (kubehands.api.pools) the Sandbox spec the rendered gateway derives for the same /start."""
+    from kubehands.api import pools
+    from kubehands.crd.pool_model import PoolTemplate, SandboxPool
+
+    name, override = case
+    values_file = None if name is None else CHART / "ci" / f"{name}.yaml"
+    extra: list[str] = []
+    if override is not None:
+        path = tmp_path / "pools.yaml"
+        path.write_text(yaml.safe_dump(override))
+        extra = ["-f", str(path)]
+    docs = render(helm, values_file, KUBE_CURRENT, *extra)
+    values = chart_values(values_file, override)
+    settings = gateway_settings(docs, monkeypatch)
+    rendered = by_kind(docs, "SandboxPool")
+    assert sorted(rendered) == sorted(p["name"] for p in values["pools"])
+    known = {f.alias for f in PoolTemplate.model_fields.values()}
+    for pool in values["pools"]:
+        doc = rendered[pool["name"]]
+        SandboxPool.model_validate(doc)
+        assert doc["metadata"]["namespace"] == settings.namespace
+        assert doc["spec"]["size"] == pool["size"]
+        template = doc["spec"]["template"]
+        assert set(template) <= known, set(template) - known
+        names = [e["name"] for e in template.get("env", [])]
+        assert len(names) == len(set(names)), names
+
+        caller = pool_caller(pool)
+        start = pool_start(pool, values)
+        assert pools.difference(template, derived_spec(start, caller, settings)) is None, pool["name"]
+        # What POST /api/init delivers may differ: the OpenHands app's callback and CORS variables, LLM keys.
+        more = {
+            **(start.environment or {}),
+            "LLM_MODEL": "some-model",
+            "OH_WEBHOOKS_0_BASE_URL": "http://app:3000/api/v1/webhooks",
+            "OH_ALLOW_CORS_ORIGINS_0": "http://app:3000",
+            "OH_CONVERSATIONS_PATH": "/workspace/conversations",
+        }
+        assert pools.matches(template, derived_spec(pool_start(pool, values, environment=more), caller, settings))
+        # Not vacuous: another image, or a boot-only variable with another value, misses the pool.
+        other = pool_start(pool, values, image="example.com/other:1")
+        assert pools.difference(template, derived_spec(other, caller, settings)) == "image"
+        vnc = pool_start(pool, values, environment={**(start.environment or {}), "OH_ENABLE_VNC": "1"})
+        assert pools.difference(template, derived_spec(vnc, caller, settings)) == "env.OH_ENABLE_VNC"
+        # The URL variables are in the template whenever the gateway writes them (boot-only: VS Code reads them).
+        assert ("RUNTIME_URL" in names) == settings.inject_url_env
+        assert ("OH_VSCODE_BASE_PATH" in names) == (settings.inject_url_env and settings.routing_mode == "path")
+
+
+def test_chart_pool_resources_scale_exactly_as_the_gateway_does(helm: str, tmp_path: Path) -> None:
+    """`sandbox.baseResources` x `resourceFactor` in the chart's decimal arithmetic, string for string the same as
+    kubehands.crd.resources.scale_resources (the gateway's)."""
+    from kubehands.crd.resources import scale_resources
+
+    base = {
+        "requests": {"cpu": "0.25", "memory": "1.5Gi", "a": ".5", "b": "1.", "c": "2e3", "d": "0.1"},
+        "limits": {"cpu": "500m", "memory": "2147483648", "e": "1.50", "f": "10", "g": "1.5E-3"},
+    }
+    factors = [1, 2, 3, 4, 8]
+    override = {
+        "sandbox": {"resourceFactors": factors, "baseResources": base},
+        "pools": [{"name": f"f{f}", "size": 0, "template": {"resourceFactor": f}} for f in factors],
+    }
+    path = tmp_path / "values.yaml"
+    path.write_text(json.dumps(override))  # JSON: every quantity stays a string (YAML would read 2e3 as a number)
+    docs = render(helm, None, KUBE_CURRENT, "-f", str(path))
+    pools = by_kind(docs, "SandboxPool")
+    merged = chart_values(None, override)["sandbox"]["baseResources"]
+    for factor in factors:
+        assert pools[f"f{factor}"]["spec"]["template"]["resources"] == scale_resources(merged, factor), factor
+
+
+def test_chart_pools_refuse_what_would_never_match(helm: str, tmp_path: Path) -> None:
+    """A pool the gateway could never serve fails the render, naming the value to fix."""
+    cases: list[tuple[dict[str, Any], str]] = [
+        (
+            {"pools": [{"name": "p", "size": 1, "template": {"resourceFactor": 3}}]},
+            "is not one of sandbox.resourceFactors",
+        ),
+        (
+            {
+                "sandbox": {"runtimeClassMap": {"gvisor": "gvisor"}},
+                "pools": [{"name": "p", "size": 1, "template": {"runtimeClassName": "kata"}}],
+            },
+            "is not a key of sandbox.runtimeClassMap",
+        ),
+        (
+            {
+                "sandbox": {"runtimeClassMap": {"gvisor": "gvisor"}, "requireRuntimeClass": True},
+                "pools": [{"name": "p", "size": 1}],
+            },
+            "sandbox.requireRuntimeClass refuses",
+        ),
+        ({"pools": [{"name": "p", "size": 1}, {"name": "p", "size": 2}]}, 'pool name "p" is used twice'),
+        (
+            {
+                "pools": [
+                    {"name": "p", "size": 1, "template": {"resourceFactor": 1, "resources": {"requests": {"cpu": "1"}}}}
+                ]
+            },
+            "set resourceFactor or resources, not both",
+        ),
+        (
+            {"pools": [{"name": "p", "size": 1, "template": {"env": [{"name": "A", "value": "1"}, {"name": "A"}]}}]},
+            "A is set twice",
+        ),
+        (
+            {
+                "api": {"extraEnv": [{"name": "KUBEHANDS_WORKSPACE_SIZE", "value": "1Gi"}]},
+                "pools": [{"name": "p", "size": 1}],
+            },
+            "api.extraEnv sets KUBEHANDS_WORKSPACE_SIZE",
+        ),
+        ({"sandbox": {"image": {"repository": ""}}, "pools": [{"name": "p", "size": 1}]}, "sandbox.image.repository"),
+        ({"pools": [{"name": "Bad_Name", "size": 1}]}, "/pools/0/name"),
+        ({"pools": [{"name": "p"}]}, "size"),
+        ({"pools": [{"name": "p", "size": 1, "template": {"imag": "x"}}]}, "additional properties 'imag' not allowed"),
+        ({"pools": [{"name": "p", "size": 1, "template": {"env": {"A": 1}}}]}, "/pools/0/template/env"),
+    ]
+    for override, message in cases:
+        path = tmp_path / "values.yaml"
+        path.write_text(yaml.safe_dump(override))
+        assert message in render_fails(helm, "-f", str(path)), override
+    # The same api.extraEnv is fine without pools.
+    path.write_text(yaml.safe_dump({"api": {"extraEnv": [{"name": "KUBEHANDS_WORKSPACE_SIZE", "value": "1Gi"}]}}))
+    render(helm, None, KUBE_CURRENT, "-f", str(path))
+
+
+def _tpl_list(define: str) -> set[str]:
+    text = (CHART / "templates" / "_pools.tpl").read_text()
+    body = re.search(r'define "' + re.escape(define) + r'" -}}\n\{\{- toJson \(list ([^)]*)\)', text)
+    assert body is not None, define
+    return set(re.findall(r'"([^"]+)"', body.group(1)))
+
+
+def test_chart_pool_lists_follow_the_code() -> None:
+    """The operator's variables the chart drops from a pool's env are MANAGED_ENV; the gateway settings it refuses
+    in api.extraEnv are settings of the gateway."""
+    from kubehands.api.settings import Settings
+    from kubehands.crd.constants import MANAGED_ENV
+
+    assert _tpl_list("kubehands.managedEnv") == set(MANAGED_ENV)
+    fields = {f"KUBEHANDS_{name.upper()}" for name in Settings.model_fields}
+    assert _tpl_list("kubehands.poolShapingSettings") <= fields
+
+
+def test_gateway_gets_the_pool_init_timeout(rendered: dict[str, list[dict[str, Any]]], helm: str) -> None:
+    assert env_of(rendered["default"], "t-kubehands-gateway")["KUBEHANDS_POOL_INIT_TIMEOUT_SECONDS"] == "10"
+    docs = render(helm, None, KUBE_CURRENT, "--set-json", "api.poolInitTimeoutSeconds=2.5")
+    assert env_of(docs, "t-kubehands-gateway")["KUBEHANDS_POOL_INIT_TIMEOUT_SECONDS"] == "2.5"
+    assert "/api/poolInitTimeoutSeconds" in render_fails(helm, "--set", "api.poolInitTimeoutSeconds=0")
+    assert by_kind(rendered["default"], "SandboxPool") == {}  # no pools unless declared
+
+
+def test_notes_name_the_warm_pools(helm: str, notes_chart: Path) -> None:
+    notes, _ = render_notes(helm, notes_chart, CHART / "ci" / "all-features-values.yaml")
+    assert "Warm pools (docs/pools.md): openhands-app (3), large (1)." in notes
+    assert "kubectl -n openhands-sandboxes get sandboxpools" in notes
+    notes, _ = render_notes(helm, notes_chart)
+    assert "Warm pools" not in notes
+
+
+# ---------------------------------------------------------------------------------------------
+# make run's warm pool (hack/run.sh, hack/pool-manifest.py)
+
+RUN_SH = ROOT / "hack" / "run.sh"
+POOL_MANIFEST = ROOT / "hack" / "pool-manifest.py"
+IMAGE = "kubehands/agent-server:1.58.2"
+# What the OpenHands app server (openhands-ai 1.11.0) sends on /start by default, observed, with
+# AGENT_SERVER_IMAGE_REPOSITORY/TAG naming IMAGE (docs/pools.md, docs/runtime-api.md §4.2).
+APP_DEFAULT_START: dict[str, Any] = {
+    "image": IMAGE,
+    "command": ["/usr/local/bin/openhands-agent-server", "--port", "60000"],
+    "working_dir": "/workspace",
+    "environment": {
+        "OPENVSCODE_SERVER_ROOT": "/openhands/.openvscode-server",
+        "LOG_JSON": "true",
+        "OH_ENABLE_VNC": "0",
+        "OH_CONVERSATIONS_PATH": "/workspace/conversations",
+        "OH_BASH_EVENTS_DIR": "/workspace/bash_events",
+        "OH_VSCODE_PORT": "60001",
+        "WORKER_1": "12000",
+        "WORKER_2": "12001",
+    },
+    "session_id": "6KhmaDbs8F2nizGveV9sIy",
+    "resource_factor": 1,
+    "run_as_user": 10001,
+    "run_as_group": 10001,
+    "fs_group": 10001,
+}
+# The gateway `make run` starts (hack/run.sh exports these).
+RUN_SETTINGS = {"KUBEHANDS_NAMESPACE": "kubehands-sandboxes", "KUBEHANDS_PUBLIC_URL": "http://127.0.0.1:8080"}
+
+
+def run_sh_start_body(image: str = IMAGE) -> dict[str, Any]:
+    """The /start body hack/run.sh derives its pool from (its `app_start_body` heredoc), for `image`."""
+    found = re.search(r"^app_start_body\(\) \{\n  cat <<EOF\n(.*?)\nEOF\n\}", RUN_SH.read_text(), re.S | re.M)
+    assert found is not None, "hack/run.sh has no app_start_body heredoc"
+    body: dict[str, Any] = json.loads(found.group(1).replace("$SANDBOX_IMAGE", image))
+    return body
+
+
+def load_pool_manifest() -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("pool_manifest", POOL_MANIFEST)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_make_run_pool_is_declared_for_the_app_default_start() -> None:
+    body = run_sh_start_body()
+    assert {k: v for k, v in body.items() if k != "session_id"} == {
+        k: v for k, v in APP_DEFAULT_START.items() if k != "session_id"
+    }
+    text = RUN_SH.read_text()
+    assert 'POOL_SIZE="${KUBEHANDS_POOL_SIZE:-2}"' in text
+    assert "hack/pool-manifest.py --name" in text and "--apply" in text and "warming" in text
+
+
+@pytest.mark.parametrize("routing", ["path", "subdomain"])
+def test_make_run_pool_matches_the_app_default_start(routing: str) -> None:
+    """hack/pool-manifest.py builds the pool from the app's body with the gateway's code: the app's default /start,
+    and the ones its settings vary in what POST /api/init carries, claim it; other shapes do not."""
+    from kubehands.api import pools
+    from kubehands.api.keys import KeyRecord
+    from kubehands.api.schemas import StartRequest
+    from kubehands.api.settings import Settings
+    from kubehands.crd.pool_model import SandboxPool
+
+    settings = Settings(
+        namespace="kubehands-sandboxes",
+        public_url="http://127.0.0.1:8080",
+        **({"routing_mode": "subdomain", "domain": "sandboxes.test"} if routing == "subdomain" else {}),
+    )
+    manifest = load_pool_manifest().pool_manifest("openhands-app", 2, run_sh_start_body(), settings)
+    pool = SandboxPool.model_validate(manifest)
+    assert (pool.name, pool.namespace, pool.spec.size) == ("openhands-app", "kubehands-sandboxes", 2)
+    template = manifest["spec"]["template"]
+    # Its boot environment: what the gateway writes itself, and the body's boot-only variables, nothing else.
+    env = {e["name"]: e["value"] for e in template["env"]}
+    expected = {"OPENVSCODE_SERVER_ROOT": "/openhands/.openvscode-server", "OH_ENABLE_VNC": "0"}
+    if routing == "path":
+        expected |= {
+            "RUNTIME_URL": "http://127.0.0.1:8080/$(RUNTIME_ID)",
+            "OH_VSCODE_BASE_PATH": "/$(RUNTIME_ID)/vscode",
+            "OPENVSCODE_SERVER_BASE_PATH": "/$(RUNTIME_ID)/vscode",
+        }
+    else:
+        expected["RUNTIME_URL"] = "https://$(RUNTIME_ID).sandboxes.test"
+    assert env == expected
+    assert all(pools.boot_only(name) for name in set(APP_DEFAULT_START["environment"]) & set(env))
+
+    caller = KeyRecord(name="dev", digest="0" * 64)
+
+    def spec_of(**changes: Any) -> dict[str, Any]:
+        return derived_spec(StartRequest.model_validate(APP_DEFAULT_START | changes), caller, settings)
+
+    assert pools.difference(template, spec_of()) is None
+    # OH_WEB_URL (webhooks, CORS) and the LLM_* variables the app copies into every /start: carried by the init.
+    with_web_url = APP_DEFAULT_START["environment"] | {
+        "OH_WEBHOOKS_0_BASE_URL": "http://app.test:3000/api/v1/webhooks",
+        "OH_ALLOW_CORS_ORIGINS_0": "http://app.test:3000",
+        "LLM_MODEL": "anthropic/claude",
+    }
+    assert pools.difference(template, spec_of(environment=with_web_url, session_id="other")) is None
+    # OH_SANDBOX_RUNTIME_CLASS=sysbox, OH_SANDBOX_RESOURCE_FACTOR=2, another image, VNC on: cold starts.
+    assert pools.difference(template, spec_of(runtime_class="sysbox-runc")) == "runtimeClassName"
+    assert pools.difference(template, spec_of(resource_factor=2)) == "resources"
+    assert pools.difference(template, spec_of(image="ghcr.io/openhands/agent-server:1.34.0-python")) == "image"
+    vnc = APP_DEFAULT_START["environment"] | {"OH_ENABLE_VNC": "1"}
+    assert pools.difference(template, spec_of(environment=vnc)) == "env.OH_ENABLE_VNC"
+
+
+def test_pool_manifest_script_prints_the_pool(tmp_path: Path) -> None:
+    """Without --apply the script prints the manifest the module builds, with the settings of its environment."""
+    from kubehands.api.settings import Settings
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KUBEHANDS_")} | RUN_SETTINGS
+    body = run_sh_start_body()
+    done = subprocess.run(
+        [sys.executable, str(POOL_MANIFEST), "--name", "openhands-app", "--size", "2"],
+        input=json.dumps(body),
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    settings = Settings(namespace=RUN_SETTINGS["KUBEHANDS_NAMESPACE"], public_url=RUN_SETTINGS["KUBEHANDS_PUBLIC_URL"])
+    assert yaml.safe_load(done.stdout) == load_pool_manifest().pool_manifest("openhands-app", 2, body, settings)
+    # A body the gateway would refuse is refused here too, before anything reaches the cluster.
+    refused = subprocess.run(
+        [sys.executable, str(POOL_MANIFEST), "--name", "p", "--apply"],
+        input=json.dumps(body | {"resource_factor": 3}),
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert refused.returncode == 1 and "resource_factor must be one of" in refused.stderr
+
+
+POOLS_DOC = ROOT / "docs" / "pools.md"
+
+
+def pools_doc_example(kind: str) -> dict[str, Any]:
+    """A YAML example of docs/pools.md, marked `<!-- pools-example: KIND -->`."""
+    found = re.search(rf"<!-- pools-example: {kind} -->\n```yaml\n(.*?)\n```", POOLS_DOC.read_text(), re.S)
+    assert found is not None, kind
+    example: dict[str, Any] = yaml.safe_load(found.group(1))
+    return example
+
+
+def test_pools_doc_examples_serve_the_app_default_start(
+    helm: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/pools.md's Helm and kubectl pools are hit by the app's default /start of the image they name, on the
+    gateways they describe; its make run body is the app's."""
+    from kubehands.api import pools
+    from kubehands.api.keys import KeyRecord
+    from kubehands.api.schemas import StartRequest
+    from kubehands.crd.pool_model import SandboxPool
+
+    image = "registry.example.com/kubehands/agent-server:1.58.2"
+    start = StartRequest.model_validate(APP_DEFAULT_START | {"image": image})
+    caller = KeyRecord(name="app", digest="0" * 64)
+
+    path = tmp_path / "values.json"
+    path.write_text(json.dumps(pools_doc_example("helm")))
+    docs = render(helm, None, KUBE_CURRENT, "-f", str(path))
+    template = by_kind(docs, "SandboxPool")["openhands-app"]["spec"]["template"]
+    assert pools.difference(template, derived_spec(start, caller, gateway_settings(docs, monkeypatch))) is None
+
+    # "a gateway installed with the chart's defaults behind https://runtime.example.com"
+    docs = render(
+        helm,
+        None,
+        KUBE_CURRENT,
+        "--set",
+        "ingress.enabled=true,ingress.host=runtime.example.com,ingress.tlsSecretName=runtime-tls",
+    )
+    pool = pools_doc_example("kubectl")
+    SandboxPool.model_validate(pool)
+    settings = gateway_settings(docs, monkeypatch)
+    assert pools.difference(pool["spec"]["template"], derived_spec(start, caller, settings)) is None
+
+    found = re.search(r"as observed:\n\n```json\n(.*?)\n```", POOLS_DOC.read_text(), re.S)
+    assert found is not None
+    body = json.loads(found.group(1))
+    assert {k: v for k, v in body.items() if k != "session_id"} == {
+        k: v for k, v in APP_DEFAULT_START.items() if k != "session_id"
+    }

@@ -153,6 +153,8 @@ app.kubernetes.io/component: {{ .component }}
   value: {{ .Values.sandbox.resourceFactors | toJson | quote }}
 - name: KUBEHANDS_WORKSPACE_SIZE
   value: {{ .Values.sandbox.workspace.size | quote }}
+- name: KUBEHANDS_WORKSPACE_MOUNT_PATH
+  value: {{ .Values.sandbox.workspace.mountPath | quote }}
 {{- with .Values.sandbox.workspace.storageClassName }}
 - name: KUBEHANDS_WORKSPACE_STORAGE_CLASS
   value: {{ . | quote }}
@@ -167,6 +169,8 @@ app.kubernetes.io/component: {{ .component }}
   value: {{ .Values.api.registryPrefix | quote }}
 - name: KUBEHANDS_ASSUME_IMAGES_EXIST
   value: {{ .Values.api.assumeImagesExist | quote }}
+- name: KUBEHANDS_POOL_INIT_TIMEOUT_SECONDS
+  value: {{ .Values.api.poolInitTimeoutSeconds | quote }}
 {{- end }}
 
 {{/* /tmp as an emptyDir: the root filesystem is read-only. */}}
