@@ -121,6 +121,7 @@ def handler_cost(system: System, counts: list[int], calls: int = 100) -> dict[st
     import base64
     import time
 
+    import httpx
     from kubernetes_asyncio import client as aclient
 
     from kubehands.api.alive import AliveTracker
@@ -133,13 +134,15 @@ def handler_cost(system: System, counts: list[int], calls: int = 100) -> dict[st
     async def measure() -> dict[str, Any]:
         api = aclient.ApiClient()
         kube = Kube.from_api(api)
+        http = httpx.AsyncClient()  # lookups never call a sandbox
         try:
             settings = Settings(namespace=system.namespace)
             caller = KeyRecord(name=system.key_name, digest="0" * 64)
             out: dict[str, Any] = {}
             for count in counts:
                 caches = Caches(kube, system.namespace, system.namespace)
-                service = SandboxService(settings, caches, kube, AliveTracker(settings, caches, None))  # type: ignore[arg-type]
+                alive = AliveTracker(settings, caches, http)
+                service = SandboxService(settings, caches, kube, alive, http)
                 sessions = []
                 for i in range(count):
                     sandbox, secret = system.paused_manifests(f"micro-{i}")
@@ -164,6 +167,7 @@ def handler_cost(system: System, counts: list[int], calls: int = 100) -> dict[st
                 out[f"batch_lookup_{count}"] = stats.summarize(batch)
             return out
         finally:
+            await http.aclose()
             await api.close()
 
     return asyncio.run(measure())
