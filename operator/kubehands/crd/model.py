@@ -277,12 +277,11 @@ class SandboxStatus(_Object):
     message: str | None = None
 
 
-class Sandbox(_Object):
+class Resource(_Object):
+    """What every kubehands custom resource has: its metadata, read through a few properties."""
+
     api_version: str = constants.API_VERSION
-    kind: str = constants.KIND
     metadata: dict[str, Any] = Field(default_factory=dict)
-    spec: SandboxSpec
-    status: SandboxStatus = Field(default_factory=SandboxStatus)
 
     @property
     def name(self) -> str:
@@ -303,3 +302,9 @@ class Sandbox(_Object):
     @property
     def generation(self) -> int | None:
         return self.metadata.get("generation")
+
+
+class Sandbox(Resource):
+    kind: str = constants.KIND
+    spec: SandboxSpec
+    status: SandboxStatus = Field(default_factory=SandboxStatus)

@@ -9,7 +9,7 @@ and descriptions, so a template field means exactly what the Sandbox field of th
 compares the two schemas field by field).
 """
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints
 
@@ -17,6 +17,7 @@ from kubehands.crd import constants
 from kubehands.crd.model import (
     AbsolutePath,
     EnvVar,
+    Resource,
     ResourceRequirements,
     SandboxSpec,
     SecurityContext,
@@ -108,22 +109,8 @@ class SandboxPoolStatus(_Object):
     conditions: list[PoolCondition] = Field(default_factory=list, json_schema_extra=_list_map("type"))
 
 
-class SandboxPool(_Object):
-    api_version: str = constants.API_VERSION
+class SandboxPool(Resource):
     kind: str = constants.POOL_KIND
-    metadata: dict[str, Any] = Field(default_factory=dict)
     spec: SandboxPoolSpec
     status: SandboxPoolStatus = Field(default_factory=SandboxPoolStatus)
-
-    @property
-    def name(self) -> str:
-        return str(self.metadata.get("name", ""))
-
-    @property
-    def namespace(self) -> str:
-        return str(self.metadata.get("namespace", ""))
-
-    @property
-    def generation(self) -> int | None:
-        return self.metadata.get("generation")
 
