@@ -148,6 +148,9 @@ class SandboxService:
         self.settings = settings
         self.caches = caches
         self.alive = alive
+        # Members this replica is claiming right now: concurrent /starts on one replica never race each other
+        # for a member (the cache shows a member unclaimed until its claim patch comes back).
+        self._claiming: set[str] = set()
         self._kube = kube
         self._core = kube.core
         self._http = http  # POST /api/init of claimed pool members
@@ -297,8 +300,15 @@ class SandboxService:
                     field = pools.difference(pools.pool_template(unmatched), spec)
                     log.debug("pool %s does not serve this /start: %s differs", unmatched["metadata"]["name"], field)
             return None
-        # Replicas and concurrent starts pick in different orders, so that they rarely race for one member.
+        found = [(pool, member) for pool, member in found if member["metadata"]["name"] not in self._claiming]
+        if not found:
+            metrics.POOL_MISSES.labels(pools.MISS_EMPTY).inc()
+            return None
+        # Replicas pick in different orders, so that they rarely race for one member.
         tries = random.sample(found, min(len(found), MAX_CLAIM_TRIES))
+        first = tries[0][1]["metadata"]["name"]
+        self._claiming.add(first)  # at once: the awaits below let other /starts of this replica choose
+        mine = {first}
         ns = self.settings.namespace
         session_key = objects.mint_session_key()
         body = objects.build_session_secret(
@@ -306,15 +316,21 @@ class SandboxService:
         )
         try:
             secret = await self._core.create_namespaced_secret(ns, json_body(body, client.V1Secret))
-        except ApiException as exc:
-            if exc.status == CONFLICT:
+        except BaseException as exc:
+            self._claiming -= mine
+            if isinstance(exc, ApiException) and exc.status == CONFLICT:
                 return None  # another call holds the session's claim: the cold path resolves it
             raise
         claimed: tuple[Obj, str] | None = None
         try:
             for attempt, (pool, member) in enumerate(tries):
                 name = member["metadata"]["name"]
-                if attempt:  # losers of the session's claim read the runtime id from it
+                if attempt:
+                    if name in self._claiming:
+                        continue  # another /start of this replica is claiming it
+                    self._claiming.add(name)
+                    mine.add(name)
+                    # losers of the session's claim read the runtime id from it
                     await self._core.patch_namespaced_secret(
                         secret.metadata.name, ns, {"metadata": {"labels": {LABEL_RUNTIME_ID: name}}}
                     )
@@ -324,6 +340,8 @@ class SandboxService:
         except BaseException:  # nothing claimed: the session's claim goes, and nothing half-made remains
             await self._release(secret.metadata.name, secret.metadata.uid)
             raise
+        finally:
+            self._claiming -= mine
         if claimed is None:
             metrics.POOL_MISSES.labels(pools.MISS_CONFLICT).inc()
             await self._release(secret.metadata.name, secret.metadata.uid)
@@ -358,6 +376,7 @@ class SandboxService:
             if exc.status in (400, 422):
                 raise InvalidRequest(api_exception_detail(exc)) from exc
             raise
+        self.caches.sandboxes.upsert(claimed)  # no longer claimable here, before the watch says so
         return claimed, init_key
 
     async def _init_key(self, member: Obj) -> str | None:
