@@ -15,10 +15,13 @@ import uvicorn
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from kubehands.api import pools
+from kubehands.api.constants import ANNOTATION_SESSION_ID
 from kubehands.api.main import create_app
 from kubehands.api.settings import Settings
 from kubehands.cli import main as kubehands_main
-from tests.helpers import openhands_sdk
+from kubehands.crd import constants
+from tests.helpers import openhands_sdk, warm_pool
 from tests.helpers.sandbox import SMALL_RESOURCES, operator_in_thread
 
 pytestmark = pytest.mark.node
@@ -202,11 +205,19 @@ def sdk_python() -> str:
     return openhands_sdk.sdk_python()
 
 
+SDK_POOL = "sdk"
+SDK_SESSION = "sdk-journey"
+
+
+@pytest.mark.timeout(900)
 async def test_sdk_api_remote_workspace(
     kubeconfig: str, namespace: str, agent_server_image: str, sdk_python: str, tmp_path: Any
 ) -> None:
     """The SDK's APIRemoteWorkspace, unchanged, in its own venv: start, command, upload/download,
     pause/resume with the file intact, and stop (cleanup).
+
+    A warm pool whose template matches exactly the /start the SDK sends (hack/pool-manifest.py, with this
+    gateway's Settings) is ready before the client starts: its sandbox is claimed from the pool.
 
     Subdomain mode: openhands-workspace 1.58.2 asserts `httpx.Client(base_url=url).base_url == url`,
     which fails for any URL with a path (httpx appends "/"), so it cannot use path mode."""
@@ -222,23 +233,62 @@ async def test_sdk_api_remote_workspace(
         subdomain_scheme="http",
     )
     env = openhands_sdk.sdk_env(tmp_path, ".kubehands.test", "127.0.0.1")
+    body = warm_pool.sdk_start_body(agent_server_image, SDK_SESSION)
+    template = warm_pool.declare_pool(kubeconfig, SDK_POOL, 1, body, settings)["spec"]["template"]
     with operator_in_thread(kubeconfig, namespace):
         async with served_gateway(settings, port) as gateway:
+            # The first version of each Sandbox of the SDK's session the gateway's cache sees (the claim's, for a
+            # warm start), and when its init was done: the client deletes it at cleanup, before it exits.
+            began = asyncio.get_running_loop().time()
+            seen: dict[str, dict[str, Any]] = {}
+            init_done: dict[str, float] = {}
+
+            def record(kind: str, sandbox: dict[str, Any]) -> None:
+                metadata = sandbox["metadata"]
+                annotations = metadata.get("annotations") or {}
+                if annotations.get(ANNOTATION_SESSION_ID) != SDK_SESSION:
+                    return
+                seen.setdefault(metadata["name"], sandbox)
+                if annotations.get(constants.ANNOTATION_INIT) == constants.INIT_READY:
+                    init_done.setdefault(metadata["name"], asyncio.get_running_loop().time() - began)
+
+            gateway.caches.sandboxes.add_listener(record)
+
+            def warm_members() -> list[str]:
+                pool = gateway.caches.pools.items.get(SDK_POOL)
+                if pool is None or (pool.get("status") or {}).get("ready") != 1:
+                    return []
+                return sorted(m["metadata"]["name"] for m in gateway.caches.claimable_members(pool))
+
+            members = await until(warm_members, gateway.caches.sandboxes, 300, "the SDK's pool to have 1 ready member")
+            began = asyncio.get_running_loop().time()
             process = await asyncio.create_subprocess_exec(
                 *openhands_sdk.sdk_command(
-                    sdk_python, f"http://127.0.0.1:{port}", key, agent_server_image, "sdk-journey"
+                    sdk_python, f"http://127.0.0.1:{port}", key, agent_server_image, SDK_SESSION
                 ),
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
                 env=env,
             )
             output, _ = await asyncio.wait_for(process.communicate(), 600)
+            flow_seconds = asyncio.get_running_loop().time() - began
             text = output.decode(errors="replace")
             openhands_sdk.assert_flow_passed(process.returncode, text)
-            # cleanup() stopped it
+            # its one sandbox was the pool's member, claimed by the /start
+            assert len(seen) == 1, list(seen)
+            rid, sandbox = next(iter(seen.items()))
+            differs = pools.difference(template, sandbox["spec"])
+            assert warm_pool.claimed_from(sandbox) == SDK_POOL, f"cold start; template differs in {differs}"
+            assert [rid] == members, (rid, members)
+            # cleanup() stopped it (the pool's new member stays)
             await until(
-                lambda: not gateway.caches.sandboxes.items,
+                lambda: not [s for s in gateway.caches.sandboxes.items.values() if not warm_pool.is_member(s)],
                 gateway.caches.sandboxes,
                 120,
                 "the SDK's sandbox to be deleted",
             )
+    # (after the operator: its runner captures this process's stdout while it runs)
+    print(
+        f"SDK sandbox {rid} claimed from pool {SDK_POOL!r}: init done {init_done.get(rid, -1):.2f}s "
+        f"after the client started; whole flow {flow_seconds:.2f}s"
+    )

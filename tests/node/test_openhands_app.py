@@ -4,6 +4,10 @@ RUNTIME=remote pointed at kubehands on the local cluster.
 The operator and the gateway run as `kubehands operator` / `kubehands gateway` processes, as
 `make run` starts them (path routing mode, the default); sandboxes are real pods of the local
 agent-server image. The SDK's APIRemoteWorkspace is covered in test_gateway_journey.py.
+
+Like `make run`, the gateway has a warm pool for the app's default /start (hack/pool-manifest.py over hack/run.sh's
+`app_start_body`, with the gateway's own settings): each test waits for its ready member, and the app's sandbox
+must be claimed from it.
 """
 
 import json
@@ -12,15 +16,21 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+from unittest import mock
 
 import httpx
 import pytest
 from kubernetes import client
 
+from kubehands.api import pools
+from kubehands.api.settings import Settings
+from tests.helpers import warm_pool
 from tests.helpers.kube import api_client
 from tests.helpers.wait import wait_for
 
@@ -29,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[2]
 KUBEHANDS = str(Path(sys.executable).parent / "kubehands")
 CLIENT_ENV = {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "OPENHANDS_SUPPRESS_BANNER": "1"}
 SMALL = json.dumps({"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "2Gi"}})
+APP_POOL = "openhands-app"
 
 
 def free_port() -> int:
@@ -50,6 +61,27 @@ class LiveGateway:
     key: str
     namespace: str
     logs: Path
+    kubeconfig: str
+    pool_template: dict[str, Any]
+
+    def warm_members(self) -> list[str]:
+        """Wait until the app's pool has its one ready member, and the gateway's cache sees it; its name."""
+        wait_for(lambda: warm_pool.pool_status(self.kubeconfig, self.namespace, APP_POOL).get("ready") == 1,
+                 300, f"pool {APP_POOL} to have 1 ready member", interval=1.0)
+        wait_for(lambda: f'kubehands_pool_ready{{pool="{APP_POOL}"}} 1.0' in httpx.get(f"{self.url}/metrics").text,
+                 60, "the gateway to see the member ready")
+        return warm_pool.pool_members(self.kubeconfig, self.namespace, APP_POOL)
+
+    def assert_claimed(self, session_id: str, members: list[str]) -> str:
+        """The session's Sandbox was claimed from the app's pool (one of `members`); its runtime id."""
+        session = httpx.get(f"{self.url}/sessions/{session_id}", headers={"X-API-Key": self.key})
+        assert session.status_code == 200, session.text
+        rid = session.json()["runtime_id"]
+        sandbox = warm_pool.sandbox(self.kubeconfig, self.namespace, rid)
+        differs = pools.difference(self.pool_template, sandbox["spec"])
+        assert warm_pool.claimed_from(sandbox) == APP_POOL, f"{rid} started cold; the template differs in {differs}"
+        assert rid in members, (rid, members)
+        return str(rid)
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -75,11 +107,15 @@ def live_gateway(kubeconfig: str, agent_server_image: str) -> Iterator[LiveGatew
         "KUBEHANDS_PUBLIC_URL": f"http://127.0.0.1:{port}",
         "KUBEHANDS_BASE_RESOURCES": SMALL,
     }
+    with mock.patch.dict(os.environ, env, clear=True):
+        settings = Settings()  # what `kubehands gateway` reads from this environment
     with api_client(kubeconfig) as api:
         core = client.CoreV1Api(api)
         core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
         procs: list[subprocess.Popen] = []
         try:
+            body = warm_pool.app_start_body(agent_server_image)
+            template = warm_pool.declare_pool(kubeconfig, APP_POOL, 1, body, settings)["spec"]["template"]
             procs.append(subprocess.Popen([KUBEHANDS, "operator", "-n", namespace, "--verbose"], env=env,
                                           stdout=open(logs / "operator.log", "w"), stderr=subprocess.STDOUT))
             key = subprocess.run([KUBEHANDS, "keys", "create", "e2e"], env=env, capture_output=True,
@@ -97,7 +133,8 @@ def live_gateway(kubeconfig: str, agent_server_image: str) -> Iterator[LiveGatew
                     return False
 
             wait_for(healthy, 60, "the gateway's /health")
-            yield LiveGateway(url=url, key=key, namespace=namespace, logs=logs)
+            yield LiveGateway(url=url, key=key, namespace=namespace, logs=logs, kubeconfig=kubeconfig,
+                              pool_template=template)
         finally:
             for proc in reversed(procs):
                 _stop(proc)
@@ -161,14 +198,20 @@ def app_server(live_gateway: LiveGateway, agent_server_image: str) -> Iterator[A
         _stop(proc)
 
 
-def test_app_server_manages_sandboxes(app_server: AppServer) -> None:
+@pytest.mark.timeout(900)
+def test_app_server_manages_sandboxes(app_server: AppServer, live_gateway: LiveGateway) -> None:
+    members = live_gateway.warm_members()
+    began = time.monotonic()
     created = app_server.http.post("/api/v1/sandboxes")
     assert created.status_code == 200, created.text
     sandbox_id = created.json()["id"]
     assert created.json()["status"] in ("STARTING", "RUNNING")
 
     running = app_server.wait_sandbox_status(sandbox_id, "RUNNING")
+    print(f"app sandbox RUNNING {time.monotonic() - began:.2f}s after its POST (polled every 1 s)")
     assert running["exposed_urls"], running
+    rid = live_gateway.assert_claimed(sandbox_id, members)
+    print(f"app sandbox {sandbox_id} is {rid}, claimed from pool {APP_POOL!r}")
     search = app_server.http.get("/api/v1/sandboxes/search", params={"limit": 100}).json()
     assert sandbox_id in [item["id"] for item in search["items"]]
 
@@ -183,7 +226,10 @@ def test_app_server_manages_sandboxes(app_server: AppServer) -> None:
              60, "the deleted sandbox to be gone")
 
 
-def test_app_server_conversation_survives_pause_and_resume(app_server: AppServer) -> None:
+@pytest.mark.timeout(900)
+def test_app_server_conversation_survives_pause_and_resume(app_server: AppServer, live_gateway: LiveGateway) -> None:
+    members = live_gateway.warm_members()
+    began = time.monotonic()
     task = app_server.http.post("/api/v1/app-conversations", json={}).json()
 
     def start_task() -> dict | None:
@@ -194,6 +240,9 @@ def test_app_server_conversation_survives_pause_and_resume(app_server: AppServer
 
     ready = wait_for(start_task, 300, "the conversation start task to be READY", interval=1.0)
     conversation_id, sandbox_id = ready["app_conversation_id"], ready["sandbox_id"]
+    print(f"conversation start task READY {time.monotonic() - began:.2f}s after its POST (polled every 1 s)")
+    rid = live_gateway.assert_claimed(sandbox_id, members)
+    print(f"conversation sandbox {sandbox_id} is {rid}, claimed from pool {APP_POOL!r}")
 
     def conversation() -> dict:
         items = app_server.http.get("/api/v1/app-conversations", params={"ids": conversation_id}).json()
