@@ -23,6 +23,21 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_port_range(count: int, start: int = 21000) -> str:
+    """`first-last`: `count` consecutive free ports on 127.0.0.1 (below the ephemeral and NodePort ranges)."""
+    from kubehands.api.cli import listening_sockets
+
+    for first in range(start, 30000 - count, count):
+        try:
+            sockets = listening_sockets("127.0.0.1", range(first, first + count))
+        except OSError:
+            continue
+        for sock in sockets:
+            sock.close()
+        return f"{first}-{first + count - 1}"
+    raise AssertionError(f"no {count} consecutive free ports between {start} and 30000")
+
+
 class ChildProcess:
     """A `kubehands` component as a child process, logging to a file, for tests that must kill it hard."""
 

@@ -65,6 +65,9 @@ class LabelIndex:
             self._key_of[name] = new
             self._names.setdefault(new, set()).add(name)
 
+    def keys(self) -> list[tuple[str, ...]]:
+        return list(self._names)
+
     def get(self, *key: str) -> list[Obj]:
         items = self._reflector.items
         return [items[name] for name in self._names.get(key, ()) if name in items]
@@ -206,7 +209,17 @@ class Caches:
     without the pool CRD, or a gateway without RBAC on pools, serves every /start cold (docs/gateway.md).
     """
 
-    def __init__(self, kube: Kube, namespace: str, keys_namespace: str, *, secrets: bool = True) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        namespace: str,
+        keys_namespace: str,
+        *,
+        secrets: bool = True,
+        slot_of: Callable[[str], int] | None = None,
+    ) -> None:
+        """`slot_of` (port mode): a runtime id's block of gateway ports (`urls.port_slot`)."""
+
         async def list_pools(namespace: str, **kwargs: Any) -> Any:
             return await kube.list_objects(SANDBOX_POOLS, namespace, **kwargs)
 
@@ -225,9 +238,16 @@ class Caches:
         self._members = LabelIndex(self.sandboxes, lambda s: _label_key(s, LABEL_POOL))
         self._by_session = LabelIndex(self.sandboxes, lambda s: _label_key(s, LABEL_OWNER, LABEL_SESSION))
         self._claims_by_runtime = LabelIndex(self.session_keys, lambda s: _label_key(s, LABEL_RUNTIME_ID))
+        self._slot_of = slot_of
+        self._by_slot = LabelIndex(self.sandboxes, self._slot_key) if slot_of else None
         self._key_records: list[KeyRecord] | None = None
         self._key_by_name: dict[str, KeyRecord] | None = None
         self.api_keys.add_listener(self._keys_changed)
+
+    def _slot_key(self, sandbox: Obj) -> tuple[str, ...] | None:
+        if self._slot_of is None or LABEL_POOL in labels(sandbox):  # an unclaimed pool member holds no port
+            return None
+        return (str(self._slot_of(sandbox["metadata"]["name"])),)
 
     def _keys_changed(self, kind: str, obj: Obj) -> None:
         self._key_records = None
@@ -283,6 +303,31 @@ class Caches:
     def claim_for_runtime(self, runtime_id: str) -> Obj | None:
         claims = self._claims_by_runtime.get(runtime_id)
         return claims[0] if claims else None
+
+    def sandboxes_in_slot(self, slot: int) -> list[Obj]:
+        """Port mode: the session sandboxes whose ports are the block `slot` (one, unless made outside the gateway)."""
+        return self._by_slot.get(str(slot)) if self._by_slot else []
+
+    def claimed_in_slot(self, slot: int) -> str | None:
+        """Port mode: the runtime id of a session claim (a Sandbox being created) in the block `slot`, if any."""
+        if self._slot_of is None:
+            return None
+        for claim in self.session_keys.items.values():
+            runtime_id = labels(claim).get(LABEL_RUNTIME_ID)
+            if runtime_id and self._slot_of(runtime_id) == slot:
+                return runtime_id
+        return None
+
+    def used_slots(self) -> set[int]:
+        """Port mode: the slots of every session sandbox and of every session claim (a Sandbox being created)."""
+        if self._slot_of is None or self._by_slot is None:
+            return set()
+        slots = {int(key[0]) for key in self._by_slot.keys()}
+        for claim in self.session_keys.items.values():
+            runtime_id = labels(claim).get(LABEL_RUNTIME_ID)
+            if runtime_id:
+                slots.add(self._slot_of(runtime_id))
+        return slots
 
     def pool_list(self) -> list[Obj]:
         """The SandboxPools, by name (empty while their watch has not synced or cannot run)."""

@@ -1,6 +1,9 @@
 """`kubehands gateway`: serve the gateway with uvicorn."""
 
 import argparse
+import resource
+import socket
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 # uvicorn's own default for ws_max_size, and the gateway's default websocket_max_message_bytes.
@@ -44,6 +47,39 @@ def uvicorn_options(
     }
 
 
+def listening_sockets(host: str, ports: Iterable[int]) -> list[socket.socket]:
+    """Bound, listening TCP sockets, one per port (port mode: the control API's, then every sandbox port).
+
+    Raises OSError naming the port when one is taken, after closing those already bound."""
+    bound: list[socket.socket] = []
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        for port in ports:
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            bound.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((host, port))
+            except OSError as exc:
+                raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+            sock.listen(2048)
+            sock.set_inheritable(True)
+    except BaseException:
+        for sock in bound:
+            sock.close()
+        raise
+    return bound
+
+
+def raise_open_file_limit(needed: int) -> None:
+    """Port mode listens on hundreds of ports: lift the soft limit of open files towards the hard one if short."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = needed + 4096  # room for connections
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        limit = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+
+
 def serve(
     app: Any,
     host: str,
@@ -52,19 +88,32 @@ def serve(
     proxy_headers: bool = False,
     *,
     ws_max_size: int = DEFAULT_WS_MAX_SIZE,
+    extra_ports: Sequence[int] = (),
 ) -> None:
     """uvicorn as `kubehands gateway` runs it; `app` is an app or an "module:factory" path. The benchmarks
-    serve their baselines through this too, so they differ from the gateway only in the app."""
+    serve their baselines through this too, so they differ from the gateway only in the app. `extra_ports` (port
+    mode's sandbox ports) are served by the same app on the same host."""
     import uvicorn
 
     options = uvicorn_options(host, port, log_level, proxy_headers, ws_max_size=ws_max_size)
-    uvicorn.run(app, factory=isinstance(app, str), **options)
+    if not extra_ports:
+        uvicorn.run(app, factory=isinstance(app, str), **options)
+        return
+    raise_open_file_limit(len(extra_ports) + 1)
+    sockets = listening_sockets(host, [port, *extra_ports])
+    config = uvicorn.Config(app, factory=isinstance(app, str), **options)
+    uvicorn.Server(config).run(sockets=sockets)
 
 
 def run(args: argparse.Namespace) -> int:
     from kubehands.api.settings import get_settings
 
     settings = get_settings()  # read once here too: a bad setting fails before uvicorn starts
+    extra_ports: Sequence[int] = ()
+    if settings.routing_mode == "port":
+        from kubehands.api.urls import sandbox_port_numbers
+
+        extra_ports = sandbox_port_numbers(settings)
     serve(
         "kubehands.api.main:create_app",
         args.host,
@@ -72,5 +121,6 @@ def run(args: argparse.Namespace) -> int:
         args.log_level,
         args.proxy_headers,
         ws_max_size=settings.websocket_max_message_bytes,
+        extra_ports=extra_ports,
     )
     return 0

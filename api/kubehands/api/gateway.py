@@ -2,9 +2,11 @@
 
 import logging
 from dataclasses import dataclass
+from functools import partial
 
 import httpx
 
+from kubehands.api import urls
 from kubehands.api.activity import ActivityRecorder
 from kubehands.api.alive import AliveTracker
 from kubehands.api.cache import Caches
@@ -36,7 +38,13 @@ class Gateway:
     @classmethod
     def assemble(cls, settings: Settings, kube: Kube, http: httpx.AsyncClient) -> "Gateway":
         """Wire the parts together; nothing is started (open() starts the watches)."""
-        caches = Caches(kube, settings.namespace, settings.key_namespace, secrets=settings.enable_control_api)
+        caches = Caches(
+            kube,
+            settings.namespace,
+            settings.key_namespace,
+            secrets=settings.enable_control_api,
+            slot_of=partial(urls.port_slot, settings) if settings.routing_mode == "port" else None,
+        )
         alive = AliveTracker(settings, caches, http)
         sandboxes = SandboxService(settings, caches, kube, alive, http)
         return cls(

@@ -102,7 +102,9 @@ def build_environment(req: StartRequest, caller: KeyRecord, settings: Settings) 
     pod (the operator puts RUNTIME_ID before these), so every sandbox of one request has the same spec whatever
     its name: the form a warm pool's template has, and what lets a pool member be claimed under its own name."""
     env: dict[str, str] = {}
-    if settings.inject_url_env:  # RUNTIME_ID, VSCODE_PORT, OH_VSCODE_PORT, WORKER_1/2: the operator sets them
+    # RUNTIME_ID, VSCODE_PORT, OH_VSCODE_PORT, WORKER_1/2: the operator sets them. Port mode: the URL is a port
+    # (a hash of the runtime id) that `$(RUNTIME_ID)` cannot express, and nothing needs it (VS Code serves at /).
+    if settings.inject_url_env and settings.routing_mode != "port":
         env["RUNTIME_URL"] = urls.sandbox_url(settings, RUNTIME_ID_REFERENCE)
         if settings.routing_mode == "path":
             env["OH_VSCODE_BASE_PATH"] = urls.vscode_base_path(RUNTIME_ID_REFERENCE)

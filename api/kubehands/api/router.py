@@ -1,9 +1,9 @@
 """The sandbox router: ASGI middleware in front of the control API.
 
-Requests whose path (path mode) or Host (subdomain mode) names a sandbox are proxied to its pod;
-everything else falls through to the FastAPI app. The router authenticates nothing for the sandbox: the
-agent server checks `X-Session-API-Key` (so `/alive`, `/health`, `/ready` pass without one). But only a
-request that carries the sandbox's session key (`session_keys.py`) may wake it (resume it when paused,
+Requests whose path (path mode), Host (subdomain mode) or gateway port (port mode) names a sandbox are
+proxied to its pod; everything else falls through to the FastAPI app. The router authenticates nothing for
+the sandbox: the agent server checks `X-Session-API-Key` (so `/alive`, `/health`, `/ready` pass without
+one). But only a request that carries the sandbox's session key (`session_keys.py`) may wake it (resume it when paused,
 wait for it while it starts) and counts as activity for the idle culler.
 """
 
@@ -46,11 +46,34 @@ class RouterMiddleware:
         ):
             await self.app(scope, receive, send)
             return
+        if gateway.settings.routing_mode == "port":
+            await self._by_port(gateway, scope, receive, send)
+            return
         target = urls.match(gateway.settings, _host(scope), _raw_path(scope))
         if target is None:
             await self.app(scope, receive, send)
             return
         await route(gateway, target, scope, receive, send)
+
+    async def _by_port(self, gateway: Any, scope: Scope, receive: Receive, send: Send) -> None:
+        """Port mode: the port a request came in on names the sandbox and its service; the path is the upstream's."""
+        server = scope.get("server")
+        local_port = server[1] if server else None
+        matched = urls.match_port(gateway.settings, local_port)
+        if matched is None:  # the control API's own port
+            await self.app(scope, receive, send)
+            return
+        slot, service = matched
+        found = gateway.caches.sandboxes_in_slot(slot)
+        if len(found) > 1:  # only Sandboxes written outside the gateway can collide
+            names = ", ".join(sorted(s["metadata"]["name"] for s in found))
+            await _deny(scope, send, 409, f"sandboxes {names} share port {local_port}; delete all but one")
+            return
+        runtime_id = found[0]["metadata"]["name"] if found else gateway.caches.claimed_in_slot(slot)
+        if runtime_id is None:
+            await _deny(scope, send, 404, f"no sandbox on port {local_port}")
+            return
+        await route(gateway, urls.Target(runtime_id, service, _raw_path(scope)), scope, receive, send)
 
 
 async def _deny(

@@ -62,6 +62,7 @@ from kubehands.api.errors import (
     api_exception_detail,
 )
 from kubehands.api.keys import KeyRecord
+from kubehands.api.ports import PortSlots
 from kubehands.api.runtime import (
     is_pool_member,
     runtime_object,
@@ -151,6 +152,7 @@ class SandboxService:
         # Members this replica is claiming right now: concurrent /starts on one replica never race each other
         # for a member (the cache shows a member unclaimed until its claim patch comes back).
         self._claiming: set[str] = set()
+        self.ports = PortSlots(settings, caches)  # port mode: runtime ids whose block of gateway ports is free
         self._kube = kube
         self._core = kube.core
         self._http = http  # POST /api/init of claimed pool members
@@ -262,7 +264,7 @@ class SandboxService:
         if warm is not None:
             return warm
         for _ in range(5):
-            runtime_id = objects.mint_runtime_id()
+            runtime_id = self.ports.mint_runtime_id()
             session_key = objects.mint_session_key()
             secret = objects.build_session_secret(
                 claim_name, self.settings.namespace, caller.name, req.session_id, runtime_id, session_key
@@ -300,7 +302,11 @@ class SandboxService:
                     field = pools.difference(pools.pool_template(unmatched), spec)
                     log.debug("pool %s does not serve this /start: %s differs", unmatched["metadata"]["name"], field)
             return None
-        found = [(pool, member) for pool, member in found if member["metadata"]["name"] not in self._claiming]
+        found = [
+            (pool, member)
+            for pool, member in found
+            if member["metadata"]["name"] not in self._claiming and self.ports.is_free(member["metadata"]["name"])
+        ]
         if not found:
             metrics.POOL_MISSES.labels(pools.MISS_EMPTY).inc()
             return None
@@ -308,6 +314,7 @@ class SandboxService:
         tries = random.sample(found, min(len(found), MAX_CLAIM_TRIES))
         first = tries[0][1]["metadata"]["name"]
         self._claiming.add(first)  # at once: the awaits below let other /starts of this replica choose
+        self.ports.reserve(first)
         mine = {first}
         ns = self.settings.namespace
         session_key = objects.mint_session_key()
@@ -328,7 +335,10 @@ class SandboxService:
                 if attempt:
                     if name in self._claiming:
                         continue  # another /start of this replica is claiming it
+                    if not self.ports.is_free(name):
+                        continue
                     self._claiming.add(name)
+                    self.ports.reserve(name)
                     mine.add(name)
                     # losers of the session's claim read the runtime id from it
                     await self._core.patch_namespaced_secret(

@@ -5,6 +5,7 @@ Every field is documented in docs/gateway.md; keep the two in step.
 
 from functools import lru_cache
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -12,6 +13,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from kubehands.crd.constants import DEFAULT_WORKSPACE_MOUNT_PATH, DEFAULT_WORKSPACE_SIZE
 from kubehands.crd.resources import DEFAULT_BASE_RESOURCES, validate_base_resources
 from kubehands.kube import DEFAULT_REQUEST_TIMEOUT_SECONDS
+
+# Port mode: each sandbox's ports, in this order: agent server, VS Code, work-1, work-2 (as Docker's runtime maps them).
+PORTS_PER_SANDBOX = 4
 
 
 class Settings(BaseSettings):
@@ -40,9 +44,20 @@ class Settings(BaseSettings):
     # --- URLs and routing ---------------------------------------------------------------------
     public_url: str = Field(
         "http://localhost:8000",
-        description="Public base URL of the router in path mode; sandbox url = {public_url}/{runtime_id}.",
+        description="Public base URL of the router in path mode; sandbox url = {public_url}/{runtime_id}. In port "
+        "mode its scheme and host are those of the sandbox URLs.",
     )
-    routing_mode: Literal["path", "subdomain"] = Field("path", description="`path` or `subdomain`.")
+    routing_mode: Literal["path", "subdomain", "port"] = Field(
+        "path",
+        description="`path`, `subdomain` or `port`. Port mode gives each sandbox its own block of gateway ports "
+        "(`sandbox_ports`): sandbox url = {public_url scheme and host}:{port}, which every client reaches with no DNS "
+        "(one gateway replica only; docs/gateway.md#port-mode).",
+    )
+    sandbox_ports: str = Field(
+        "20000-20399",
+        description="Port mode: the range `first-last` of gateway ports for sandboxes, 4 per sandbox (agent server, "
+        "VS Code, work-1, work-2), so it holds (last - first + 1) // 4 sandboxes, paused ones included.",
+    )
     domain: str | None = Field(
         None,
         description="Subdomain mode: wildcard DNS domain (optionally with :port); "
@@ -83,8 +98,8 @@ class Settings(BaseSettings):
     )
     inject_url_env: bool = Field(
         True,
-        description="Set RUNTIME_URL, and in path mode OH_VSCODE_BASE_PATH / OPENVSCODE_SERVER_BASE_PATH "
-        "= /{runtime_id}/vscode, in every sandbox.",
+        description="Set RUNTIME_URL (path and subdomain modes), and in path mode OH_VSCODE_BASE_PATH / "
+        "OPENVSCODE_SERVER_BASE_PATH = /{runtime_id}/vscode, in every sandbox.",
     )
 
     # --- Keys and tenancy ---------------------------------------------------------------------
@@ -157,10 +172,21 @@ class Settings(BaseSettings):
             raise ValueError("resource_factors must be a non-empty list of positive integers")
         return value
 
+    @field_validator("sandbox_ports")
+    @classmethod
+    def _port_range(cls, value: str) -> str:
+        parse_port_range(value)
+        return value
+
     @model_validator(mode="after")
     def _check(self) -> "Settings":
         if self.routing_mode == "subdomain" and not self.domain:
             raise ValueError("KUBEHANDS_DOMAIN is required in subdomain routing mode")
+        if self.routing_mode == "port":
+            first, last = self.port_range
+            public_port = urlsplit(self.public_url).port
+            if public_port is not None and first <= public_port <= last:
+                raise ValueError("KUBEHANDS_SANDBOX_PORTS must not contain the port of KUBEHANDS_PUBLIC_URL")
         # Either mistake would refuse every /start; say so at startup instead (the chart refuses both too).
         if self.default_runtime_class and self.default_runtime_class not in self.runtime_class_map:
             raise ValueError("KUBEHANDS_DEFAULT_RUNTIME_CLASS must be a key of KUBEHANDS_RUNTIME_CLASS_MAP")
@@ -173,6 +199,24 @@ class Settings(BaseSettings):
     @property
     def key_namespace(self) -> str:
         return self.keys_namespace or self.namespace
+
+    @property
+    def port_range(self) -> tuple[int, int]:
+        """Port mode: (first, last) of `sandbox_ports`."""
+        return parse_port_range(self.sandbox_ports)
+
+
+def parse_port_range(value: str) -> tuple[int, int]:
+    """`first-last` -> (first, last): TCP ports, room for at least one sandbox (PORTS_PER_SANDBOX ports)."""
+    first_text, sep, last_text = value.partition("-")
+    if not sep or not first_text.strip().isdigit() or not last_text.strip().isdigit():
+        raise ValueError(f"sandbox_ports must be `first-last`, e.g. 20000-20399, got {value!r}")
+    first, last = int(first_text), int(last_text)
+    if not 1 <= first <= last <= 65535:
+        raise ValueError(f"sandbox_ports must be ports 1-65535 with first <= last, got {value!r}")
+    if last - first + 1 < PORTS_PER_SANDBOX:
+        raise ValueError(f"sandbox_ports must hold at least {PORTS_PER_SANDBOX} ports (one sandbox), got {value!r}")
+    return first, last
 
 
 @lru_cache

@@ -1,16 +1,21 @@
-"""Sandbox URLs in both routing modes, the reverse (which sandbox port a request is for), and the
+"""Sandbox URLs in the three routing modes, the reverse (which sandbox port a request is for), and the
 upstream address of a pod.
+
+Port mode (docs/gateway.md#port-mode) needs no stored state: a sandbox's block of gateway ports is a hash of its
+runtime id (its *slot*), and the gateway only ever gives out runtime ids whose slot is free (`sandboxes.py`).
 
 Pure functions; the router (`router.py`), the /alive check (`alive.py`) and the runtime object
 (`runtime.py`) share them.
 """
 
+import hashlib
 import re
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from kubehands.api.constants import RUNTIME_ID_PREFIX, RUNTIME_ID_RANDOM_LEN
-from kubehands.api.settings import Settings
+from kubehands.api.settings import PORTS_PER_SANDBOX, Settings
 from kubehands.crd.constants import (
     AGENT_PORT_NAME,
     DEFAULT_PORTS,
@@ -24,6 +29,9 @@ from kubehands.crd.constants import (
 RUNTIME_ID_RE = re.compile(rf"^{re.escape(RUNTIME_ID_PREFIX)}[0-9a-z]{{{RUNTIME_ID_RANDOM_LEN}}}$")
 # The sibling services, each named after its spec.ports entry.
 SERVICES = (VSCODE_PORT_NAME, WORK_1_PORT_NAME, WORK_2_PORT_NAME)
+# Port mode: the services of a sandbox's port block, by offset from its first port.
+PORT_SERVICES = (AGENT_PORT_NAME, VSCODE_PORT_NAME, WORK_1_PORT_NAME, WORK_2_PORT_NAME)
+assert len(PORT_SERVICES) == PORTS_PER_SANDBOX
 # V0's action server serves its VS Code token under /vscode/; in path mode this path must reach
 # the agent server, not VS Code.
 _AGENT_PATHS_UNDER_VSCODE = ("/vscode/connection_token",)
@@ -33,17 +41,66 @@ def is_runtime_id(value: str) -> bool:
     return bool(RUNTIME_ID_RE.match(value))
 
 
+# ---- port mode --------------------------------------------------------------------------------
+
+
+def port_slots(settings: Settings) -> int:
+    """How many sandboxes the port range holds."""
+    first, last = settings.port_range
+    return (last - first + 1) // PORTS_PER_SANDBOX
+
+
+def port_slot(settings: Settings, runtime_id: str) -> int:
+    """The slot (block of ports) of a runtime id: a hash, so that every gateway start agrees without stored state."""
+    digest = hashlib.sha256(runtime_id.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % port_slots(settings)
+
+
+def slot_port(settings: Settings, slot: int, service: str = AGENT_PORT_NAME) -> int:
+    return settings.port_range[0] + slot * PORTS_PER_SANDBOX + PORT_SERVICES.index(service)
+
+
+def sandbox_port_numbers(settings: Settings) -> range:
+    """Every port the gateway listens on for sandboxes in port mode (whole blocks only)."""
+    first = settings.port_range[0]
+    return range(first, first + port_slots(settings) * PORTS_PER_SANDBOX)
+
+
+def match_port(settings: Settings, local_port: int | None) -> tuple[int, str] | None:
+    """Port mode: (slot, service) of the gateway port a request came in on; None for the control API's port."""
+    if local_port is None or local_port not in sandbox_port_numbers(settings):
+        return None
+    offset = local_port - settings.port_range[0]
+    return offset // PORTS_PER_SANDBOX, PORT_SERVICES[offset % PORTS_PER_SANDBOX]
+
+
+def _port_origin(settings: Settings, port: int) -> str:
+    public = urlsplit(settings.public_url)
+    host = public.hostname or "localhost"
+    if ":" in host:  # an IPv6 address
+        host = f"[{host}]"
+    return f"{public.scheme}://{host}:{port}"
+
+
+# ---- URLs -------------------------------------------------------------------------------------
+
+
 def sandbox_url(settings: Settings, runtime_id: str) -> str:
     """The runtime object's `url` (no trailing slash, docs/runtime-api.md §8.10)."""
     if settings.routing_mode == "subdomain":
         return f"{settings.subdomain_scheme}://{runtime_id}.{settings.domain}"
+    if settings.routing_mode == "port":
+        return _port_origin(settings, slot_port(settings, port_slot(settings, runtime_id)))
     return f"{settings.public_url}/{runtime_id}"
 
 
 def service_url(settings: Settings, runtime_id: str, service: str) -> str:
-    """URL of a sibling service (`vscode`, `work-1`, `work-2`), as the clients derive it."""
+    """URL of a sibling service (`vscode`, `work-1`, `work-2`), as the clients derive it (port mode: the port of
+    the service in the sandbox's block; only `work_hosts` hands these to clients)."""
     if settings.routing_mode == "subdomain":
         return f"{settings.subdomain_scheme}://{service}-{runtime_id}.{settings.domain}"
+    if settings.routing_mode == "port":
+        return _port_origin(settings, slot_port(settings, port_slot(settings, runtime_id), service))
     return f"{settings.public_url}/{runtime_id}/{service}"
 
 
@@ -118,6 +175,9 @@ def match_host(host: str, domain: str, path: str) -> Target | None:
 
 
 def match(settings: Settings, host: str | None, path: str) -> Target | None:
+    """Path and subdomain modes (port mode routes by the port a request came in on: `match_port`)."""
     if settings.routing_mode == "subdomain":
         return match_host(host or "", settings.domain or "", path)
+    if settings.routing_mode == "port":
+        return None
     return match_path(path)
