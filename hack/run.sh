@@ -63,6 +63,7 @@ mkdir -p "$RUN_DIR"
 
 export KUBEHANDS_NAMESPACE="$NAMESPACE" KUBEHANDS_NAMESPACES="$NAMESPACE" KUBEHANDS_KUBECONFIG="$KUBECONFIG"
 export KUBEHANDS_PUBLIC_URL="http://127.0.0.1:${PORT}"
+set -o allexport; source hack/run.env; set +o allexport  # port routing mode: every client works, no DNS needed
 
 "$BIN/kubehands" operator > "$RUN_DIR/operator.log" 2>&1 &
 pids+=($!)

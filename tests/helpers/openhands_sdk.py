@@ -1,8 +1,8 @@
 """Run the OpenHands SDK's APIRemoteWorkspace, unchanged, in its own virtualenv against a gateway.
 
-The gateway must be in subdomain mode: openhands-workspace 1.58.2 asserts
-`httpx.Client(base_url=url).base_url == url`, which fails for any URL with a path (httpx appends "/").
-A `sitecustomize.py` gives the client process alone a wildcard DNS entry for the sandbox hosts.
+openhands-workspace 1.58.2 asserts `httpx.Client(base_url=url).base_url == url`, which fails for any URL with a
+path (httpx appends "/"): the gateway must be in port mode (what `make run` uses) or subdomain mode (which needs
+wildcard DNS, or the gateway as the client's HTTP proxy: it routes by Host, docs/gateway.md#subdomain-mode).
 """
 
 import os
@@ -38,17 +38,6 @@ finally:
     ws.cleanup()
 """
 
-WILDCARD_DNS = r"""
-import socket
-_real = socket.getaddrinfo
-def _getaddrinfo(host, *args, **kwargs):
-    if isinstance(host, str) and host.endswith({suffix!r}):
-        host = {address!r}
-    return _real(host, *args, **kwargs)
-socket.getaddrinfo = _getaddrinfo
-"""
-
-
 def sdk_python() -> str:
     made = subprocess.run([str(ROOT / "hack" / "client-venvs.sh"), "sdk"], capture_output=True, text=True)
     assert made.returncode == 0, made.stderr[-4000:]
@@ -59,15 +48,16 @@ def sdk_command(python: str, api_url: str, key: str, image: str, session: str) -
     return [python, "-c", FLOW, api_url, key, image, session]
 
 
-def sdk_env(tmp_path: Path, domain_suffix: str, address: str) -> dict[str, str]:
-    """Environment for the client: `*{domain_suffix}` resolves to `address`, no proxies, no outbound fetches."""
-    (tmp_path / "sitecustomize.py").write_text(WILDCARD_DNS.format(suffix=domain_suffix, address=address))
+def sdk_env(tmp_path: Path, proxy: str | None = None) -> dict[str, str]:
+    """Environment for the client: no outbound fetches, a TMPDIR of its own, and no proxy but `proxy` (for every
+    URL, as HTTP_PROXY/HTTPS_PROXY/ALL_PROXY, which httpx honours)."""
     env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-    return env | {
-        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-        "OPENHANDS_SUPPRESS_BANNER": "1",
-        "PYTHONPATH": str(tmp_path),
-    }
+    tmp = tmp_path / "sdk-tmp"
+    tmp.mkdir(exist_ok=True)
+    env |= {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "OPENHANDS_SUPPRESS_BANNER": "1", "TMPDIR": str(tmp)}
+    if proxy:
+        env |= {"HTTP_PROXY": proxy, "HTTPS_PROXY": proxy, "ALL_PROXY": proxy}
+    return env
 
 
 def assert_flow_passed(returncode: int, output: str) -> None:

@@ -130,8 +130,9 @@ def release(
         # keepRawKey: this test reads the generated admin key back from its Secret (off by default:
         # the gateway could read it too; docs/install.md).
         "api": {"replicas": 1, "adminKey": {"keepRawKey": True}},
-        # Subdomain mode, because the SDK's APIRemoteWorkspace cannot use path mode (tests/helpers/openhands_sdk.py);
-        # the test gives the SDK process a wildcard DNS entry pointing at the gateway Service.
+        # Subdomain mode, because the SDK's APIRemoteWorkspace cannot use path mode (tests/helpers/openhands_sdk.py).
+        # This machine has no wildcard DNS for it: the SDK uses the gateway Service as its HTTP proxy, which a user
+        # can do too (HTTP_PROXY); the gateway routes the proxied requests by their Host.
         "routing": {"mode": "subdomain", "domain": SANDBOX_DOMAIN, "subdomainScheme": "http"},
         "sandbox": {
             "namespace": rel.sandbox_namespace,
@@ -248,7 +249,7 @@ def test_install_start_stop_uninstall(
         # upload/download, pause, resume, stop.
         sdk = subprocess.run(
             openhands_sdk.sdk_command(openhands_sdk.sdk_python(), base, key, agent_server_image, "chart-sdk"),
-            env=openhands_sdk.sdk_env(tmp_path, f".{SANDBOX_DOMAIN}", service.spec.cluster_ip),
+            env=openhands_sdk.sdk_env(tmp_path, proxy=base),
             capture_output=True, text=True, timeout=600,
         )
         openhands_sdk.assert_flow_passed(sdk.returncode, sdk.stdout + sdk.stderr)

@@ -1,5 +1,5 @@
 """Gateway + operator + the real agent-server image: a sandbox's whole life through the runtime API
-and the router (HTTP and WebSocket, both URL modes), with pause, wake-on-request and stop."""
+and the router (HTTP and WebSocket, all three URL modes), with pause, wake-on-request and stop."""
 
 import asyncio
 import io
@@ -15,13 +15,16 @@ import uvicorn
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from kubehands.api import pools
+from kubehands.api import pools, urls
+from kubehands.api.cli import listening_sockets
 from kubehands.api.constants import ANNOTATION_SESSION_ID
 from kubehands.api.main import create_app
 from kubehands.api.settings import Settings
 from kubehands.cli import main as kubehands_main
 from kubehands.crd import constants
 from tests.helpers import openhands_sdk, warm_pool
+from tests.helpers.processes import free_port_range
+from tests.helpers.run_defaults import make_run_settings
 from tests.helpers.sandbox import SMALL_RESOURCES, operator_in_thread
 
 pytestmark = pytest.mark.node
@@ -38,7 +41,10 @@ async def served_gateway(settings: Settings, port: int) -> AsyncIterator[Any]:
     """The gateway app under uvicorn on 127.0.0.1:`port`, with its real lifespan (watch caches)."""
     app = create_app(settings)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    task = asyncio.create_task(server.serve())
+    sockets = None
+    if settings.routing_mode == "port":  # as `kubehands gateway` serves it: the sandbox ports too
+        sockets = listening_sockets("127.0.0.1", [port, *urls.sandbox_port_numbers(settings)])
+    task = asyncio.create_task(server.serve(sockets=sockets))
     deadline = asyncio.get_running_loop().time() + 60
     while not server.started:
         if task.done():
@@ -73,7 +79,7 @@ async def test_sandbox_journey_through_the_gateway(
     kubeconfig: str, namespace: str, agent_server_image: str
 ) -> None:
     key = create_key(kubeconfig, namespace, "journey")
-    path_port, sub_port = free_port(), free_port()
+    path_port, sub_port, port_port = free_port(), free_port(), free_port()
     common = {
         "namespace": namespace,
         "kubeconfig": kubeconfig,
@@ -82,11 +88,18 @@ async def test_sandbox_journey_through_the_gateway(
     }
     path_settings = Settings(public_url=f"http://127.0.0.1:{path_port}", **common)
     sub_settings = Settings(routing_mode="subdomain", domain="sbx.test", subdomain_scheme="http", **common)
+    port_settings = Settings(
+        routing_mode="port",
+        public_url=f"http://127.0.0.1:{port_port}",
+        sandbox_ports=free_port_range(40),
+        **common,
+    )
     api = {"X-API-Key": key}
     with operator_in_thread(kubeconfig, namespace):
         async with (
             served_gateway(path_settings, path_port) as gateway,
             served_gateway(sub_settings, sub_port) as replica,
+            served_gateway(port_settings, port_port) as port_replica,
             httpx.AsyncClient(base_url=f"http://127.0.0.1:{path_port}", timeout=60) as http,
         ):
             started = await http.post(
@@ -159,6 +172,25 @@ async def test_sandbox_journey_through_the_gateway(
                 sub_session = (await sub.get("/sessions/Journey-1", headers=api)).json()
                 assert sub_session["url"] == f"http://{rid}.sbx.test"
 
+            # the third replica, port mode: the sandbox is a gateway port of its own, HTTP and WebSocket
+            await until(
+                lambda: port_replica.alive.is_alive(port_replica.caches.sandbox(rid)),
+                port_replica.caches.sandboxes,
+                60,
+                "the port-mode replica's /alive check",
+            )
+            port_url = port_replica.sandboxes.to_runtime(port_replica.caches.sandbox(rid)).url
+            assert port_url == urls.sandbox_url(port_settings, rid) and httpx.URL(port_url).path in ("", "/")
+            assert (await http.get(f"{port_url}/alive")).json() == {"status": "ok"}
+            async with connect(port_url.replace("http://", "ws://") + "/sockets/bash-events") as ws:
+                await ws.send(json.dumps({"type": "auth", "session_api_key": session_key}))
+                await http.post(
+                    f"{port_url}/api/bash/start_bash_command",
+                    json={"command": "echo over-port-ws"},
+                    headers={"X-Session-API-Key": session_key},
+                )
+                assert json.loads(await asyncio.wait_for(ws.recv(), 60))
+
             # activity reached the Sandbox status (throttled writes by the router)
             await until(
                 lambda: (gateway.caches.sandbox(rid) or {}).get("status", {}).get("lastActivityTime"),
@@ -219,8 +251,9 @@ async def test_sdk_api_remote_workspace(
     A warm pool whose template matches exactly the /start the SDK sends (hack/pool-manifest.py, with this
     gateway's Settings) is ready before the client starts: its sandbox is claimed from the pool.
 
-    Subdomain mode: openhands-workspace 1.58.2 asserts `httpx.Client(base_url=url).base_url == url`,
-    which fails for any URL with a path (httpx appends "/"), so it cannot use path mode."""
+    The gateway has `make run`'s settings (hack/run.env: port mode), and the client nothing but the runtime API's
+    URL and key: openhands-workspace 1.58.2 asserts `httpx.Client(base_url=url).base_url == url`, which fails
+    for any URL with a path (path mode), and subdomain mode needs wildcard DNS."""
 
     key = create_key(kubeconfig, namespace, "sdk")
     port = free_port()
@@ -228,11 +261,11 @@ async def test_sdk_api_remote_workspace(
         namespace=namespace,
         kubeconfig=kubeconfig,
         base_resources=SMALL_RESOURCES,
-        routing_mode="subdomain",
-        domain=f"kubehands.test:{port}",
-        subdomain_scheme="http",
+        public_url=f"http://127.0.0.1:{port}",
+        **make_run_settings(),  # type: ignore[arg-type]
     )
-    env = openhands_sdk.sdk_env(tmp_path, ".kubehands.test", "127.0.0.1")
+    assert settings.routing_mode == "port"
+    env = openhands_sdk.sdk_env(tmp_path)
     body = warm_pool.sdk_start_body(agent_server_image, SDK_SESSION)
     template = warm_pool.declare_pool(kubeconfig, SDK_POOL, 1, body, settings)["spec"]["template"]
     with operator_in_thread(kubeconfig, namespace):

@@ -2,7 +2,8 @@
 RUNTIME=remote pointed at kubehands on the local cluster.
 
 The operator and the gateway run as `kubehands operator` / `kubehands gateway` processes, as
-`make run` starts them (path routing mode, the default); sandboxes are real pods of the local
+`make run` starts them (with its gateway settings, hack/run.env: port routing mode, where each sandbox is
+http://127.0.0.1:<port>); sandboxes are real pods of the local
 agent-server image. The SDK's APIRemoteWorkspace is covered in test_gateway_journey.py.
 
 Like `make run`, the gateway has a warm pool for the app's default /start (hack/pool-manifest.py over hack/run.sh's
@@ -12,6 +13,7 @@ must be claimed from it.
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -32,6 +34,7 @@ from kubehands.api import pools
 from kubehands.api.settings import Settings
 from tests.helpers import warm_pool
 from tests.helpers.kube import api_client
+from tests.helpers.run_defaults import make_run_gateway_env
 from tests.helpers.wait import wait_for
 
 pytestmark = pytest.mark.node
@@ -106,6 +109,7 @@ def live_gateway(kubeconfig: str, agent_server_image: str) -> Iterator[LiveGatew
         "KUBEHANDS_NAMESPACES": namespace,
         "KUBEHANDS_PUBLIC_URL": f"http://127.0.0.1:{port}",
         "KUBEHANDS_BASE_RESOURCES": SMALL,
+        **make_run_gateway_env(),
     }
     with mock.patch.dict(os.environ, env, clear=True):
         settings = Settings()  # what `kubehands gateway` reads from this environment
@@ -210,6 +214,9 @@ def test_app_server_manages_sandboxes(app_server: AppServer, live_gateway: LiveG
     running = app_server.wait_sandbox_status(sandbox_id, "RUNNING")
     print(f"app sandbox RUNNING {time.monotonic() - began:.2f}s after its POST (polled every 1 s)")
     assert running["exposed_urls"], running
+    # make run's port mode: the agent server is a gateway port of its own, no path, no DNS
+    agent = next(u["url"] for u in running["exposed_urls"] if u["name"] == "AGENT_SERVER")
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+", agent), agent
     rid = live_gateway.assert_claimed(sandbox_id, members)
     print(f"app sandbox {sandbox_id} is {rid}, claimed from pool {APP_POOL!r}")
     search = app_server.http.get("/api/v1/sandboxes/search", params={"limit": 100}).json()
