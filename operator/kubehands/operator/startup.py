@@ -1,5 +1,5 @@
 """kopf's start-up, login, clean-up and liveness hooks: operator-wide kopf settings and the per-run
-resources (configuration, API client, culling loop). The settings themselves live in `config`."""
+resources (configuration, metrics endpoint, API client, culling loop). The settings themselves live in `config`."""
 
 import asyncio
 import contextlib
