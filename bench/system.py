@@ -173,6 +173,7 @@ class System:
             "KUBEHANDS_KUBECONFIG": self.kubeconfig,
             "KUBEHANDS_NAMESPACE": self.namespace,
             "KUBEHANDS_NAMESPACES": self.namespace,
+            "KUBEHANDS_METRICS_PORT": "0",  # not measured; and `make run` may hold the default port
             "KUBEHANDS_BASE_RESOURCES": json.dumps(BENCH_RESOURCES),
             "KUBEHANDS_IMAGE_PULL_POLICY": "Never",
         }

@@ -67,10 +67,27 @@ class ChildProcess:
 
 
 class OperatorProcess(ChildProcess):
-    """`kubehands operator` watching one namespace."""
+    """`kubehands operator` watching one namespace. Its metrics are served on 127.0.0.1:`metrics_port`, or not at
+    all (the default: tests run side by side, and no fixed port is free for all of them)."""
 
-    def __init__(self, kubeconfig: str, namespace: str, log_path: Path) -> None:
-        super().__init__(["operator", "-n", namespace, "--verbose"], {"KUBECONFIG": kubeconfig}, log_path)
+    def __init__(self, kubeconfig: str, namespace: str, log_path: Path, metrics_port: int = 0, **env: str) -> None:
+        self.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+        settings = {
+            "KUBECONFIG": kubeconfig,
+            "KUBEHANDS_METRICS_HOST": "127.0.0.1",
+            "KUBEHANDS_METRICS_PORT": str(metrics_port),
+            **env,
+        }
+        super().__init__(["operator", "-n", namespace, "--verbose"], settings, log_path)
+
+    def scrape(self) -> str | None:
+        """The metrics text, or None while the endpoint does not answer yet."""
+        assert self.process is not None and self.process.poll() is None, self.log_path.read_text()[-4000:]
+        try:
+            response = httpx.get(self.metrics_url, timeout=5)
+        except httpx.HTTPError:
+            return None
+        return response.text if response.status_code == 200 else None
 
 
 class GatewayProcess(ChildProcess):

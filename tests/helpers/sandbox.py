@@ -123,7 +123,9 @@ class SandboxApi:
 
 @contextmanager
 def operator_in_thread(kubeconfig: str, namespace: str, **env: str) -> Iterator[kopf.testing.KopfRunner]:
-    """The operator in this process (kopf's KopfRunner), watching one namespace."""
+    """The operator in this process (kopf's KopfRunner), watching one namespace; no metrics endpoint unless
+    `KUBEHANDS_METRICS_PORT` is given."""
+    env = {"KUBEHANDS_METRICS_PORT": "0", **env}
     saved = {k: os.environ.get(k) for k in ("KUBECONFIG", *env)}
     os.environ.update({"KUBECONFIG": kubeconfig, **env})
     try:

@@ -107,6 +107,7 @@ def live_gateway(kubeconfig: str, agent_server_image: str) -> Iterator[LiveGatew
         "KUBEHANDS_KUBECONFIG": kubeconfig,
         "KUBEHANDS_NAMESPACE": namespace,
         "KUBEHANDS_NAMESPACES": namespace,
+        "KUBEHANDS_METRICS_PORT": "0",  # no fixed port: other tests may run beside this one
         "KUBEHANDS_PUBLIC_URL": f"http://127.0.0.1:{port}",
         "KUBEHANDS_BASE_RESOURCES": SMALL,
         **make_run_gateway_env(),

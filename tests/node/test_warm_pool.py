@@ -24,6 +24,7 @@ from kubehands.api.settings import Settings
 from kubehands.crd import constants
 from kubehands.kube import SANDBOX_POOLS, SANDBOXES
 from tests.helpers.kube import api_client
+from tests.helpers.metrics import sample
 from tests.helpers.processes import GatewayProcess, OperatorProcess, free_port
 from tests.helpers.wait import wait_for
 from tests.node.test_chaos import create_key
@@ -94,7 +95,7 @@ def kube(kubeconfig: str, namespace: str) -> Iterator[Cluster]:
 
 @pytest.fixture
 def operator(kubeconfig: str, namespace: str, tmp_path: Path) -> Iterator[OperatorProcess]:
-    process = OperatorProcess(kubeconfig, namespace, tmp_path / "operator.log")
+    process = OperatorProcess(kubeconfig, namespace, tmp_path / "operator.log", metrics_port=free_port())
     process.start()
     try:
         yield process
@@ -112,6 +113,14 @@ def start_gateway(kubeconfig: str, namespace: str, log: Path, **env: str) -> Gat
 def miss_count(metrics: str, reason: str) -> float:
     prefix = f'kubehands_pool_misses_total{{reason="{reason}"}} '
     return sum(float(line[len(prefix) :]) for line in metrics.splitlines() if line.startswith(prefix))
+
+
+def starts(operator: OperatorProcess, start: str) -> tuple[float, float]:
+    """(count, sum) of the operator's start-latency histogram for one kind of start."""
+    text = operator.scrape() or ""
+    count = sample(text, "kubehands_operator_sandbox_start_seconds_count", start=start)
+    total = sample(text, "kubehands_operator_sandbox_start_seconds_sum", start=start)
+    return count or 0.0, total or 0.0
 
 
 def show_log(path: Path) -> None:
@@ -153,6 +162,12 @@ def test_a_start_claims_a_dormant_member_and_runs_the_session(
             wait_for(lambda: status() == "running", WARM_RUNNING_SECONDS, "the warm sandbox to run")
             running = time.monotonic() - began
             print(f"warm /start answered in {answered:.2f}s; running after {running:.2f}s")
+            # the operator's start-latency histogram: both members' boots, then this one warm start (claim to init)
+            assert starts(operator, "pool_member")[0] >= 2
+            warm = wait_for(lambda: starts(operator, "warm")[0] == 1 and starts(operator, "warm"), 30,
+                            "the operator to observe the warm start")
+            assert 0 <= warm[1] < 60, warm  # claim to init mark: about a second (docs/benchmarks.md)
+            assert starts(operator, "cold") == (0, 0)
 
             claimed = kube.sandbox(rid)
             annotations = claimed["metadata"]["annotations"]
@@ -199,6 +214,10 @@ def test_a_start_claims_a_dormant_member_and_runs_the_session(
             wait_for(lambda: kube.sandbox(rid)["status"].get("phase") == "Paused", 180, "the pause to finish")
             assert http.post("/resume", json={"runtime_id": rid}, headers=api).status_code == 200
             wait_for(lambda: status() == "running", 240, "the resumed sandbox to run")
+            # the resume is a cold start, measured from the resume to the new pod's Ready, observed once
+            cold = wait_for(lambda: starts(operator, "cold")[0] == 1 and starts(operator, "cold"), 30,
+                            "the operator to observe the cold start")
+            assert 0 < cold[1] < 240, cold
             resumed = kube.sandbox(rid)
             assert resumed["status"]["podUID"] != annotations[constants.ANNOTATION_CLAIMED_POD]
             assert output("cat /workspace/warm-file") == "kept"

@@ -335,6 +335,55 @@ def test_operator_runs_alone_with_recreate_and_liveness(rendered: dict[str, list
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
 
 
+def test_operator_metrics_have_a_port_and_a_service(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    docs = rendered["default"]
+    operator = by_kind(docs, "Deployment")["t-kubehands-operator"]
+    container = operator["spec"]["template"]["spec"]["containers"][0]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"liveness": 8080, "metrics": 8090}
+    assert env_of(docs, "t-kubehands-operator")["KUBEHANDS_METRICS_PORT"] == "8090"
+    service = by_kind(docs, "Service")["t-kubehands-operator"]["spec"]
+    assert service["ports"] == [{"name": "metrics", "port": 8090, "targetPort": "metrics", "protocol": "TCP"}]
+    labels = operator["spec"]["template"]["metadata"]["labels"]
+    assert service["selector"].items() <= labels.items()
+    gateway_labels = by_kind(docs, "Deployment")["t-kubehands-gateway"]["spec"]["template"]["metadata"]["labels"]
+    assert not service["selector"].items() <= gateway_labels.items()  # the operator's pod alone
+
+
+def _selected(monitor: dict[str, Any], labels: dict[str, str]) -> bool:
+    return all(labels.get(e["key"]) in e["values"] for e in monitor["spec"]["selector"]["matchExpressions"])
+
+
+@pytest.mark.parametrize("case", ["default", "all-features-values"])
+def test_service_monitor_scrapes_the_gateway_router_and_operator(helm: str, case: str) -> None:
+    values = None if case == "default" else CHART / "ci" / f"{case}.yaml"
+    docs = render(helm, values, KUBE_CURRENT, "--set", "metrics.serviceMonitor.enabled=true")
+    [monitor] = by_kind(docs, "ServiceMonitor").values()
+    endpoints = {e["port"]: e["path"] for e in monitor["spec"]["endpoints"]}
+    assert endpoints == {"http": "/metrics", "metrics": "/metrics"}
+    services = by_kind(docs, "Service")
+    selected = {name for name, svc in services.items() if _selected(monitor, svc["metadata"]["labels"])}
+    expected = {"t-kubehands-gateway", "t-kubehands-operator"}
+    if case == "all-features-values":
+        expected.add("t-kubehands-router")
+    assert selected == expected
+    for name in selected:  # each one answers on exactly one of the endpoints' ports
+        assert len({p["name"] for p in services[name]["spec"]["ports"]} & endpoints.keys()) == 1, name
+
+
+def test_operator_metrics_can_be_switched_off_and_never_share_the_liveness_port(helm: str) -> None:
+    docs = render(helm, None, KUBE_CURRENT, "--set", "operator.metricsPort=0", "--set",
+                  "metrics.serviceMonitor.enabled=true")
+    assert "t-kubehands-operator" not in by_kind(docs, "Service")
+    container = by_kind(docs, "Deployment")["t-kubehands-operator"]["spec"]["template"]["spec"]["containers"][0]
+    assert [p["name"] for p in container["ports"]] == ["liveness"]
+    assert env_of(docs, "t-kubehands-operator")["KUBEHANDS_METRICS_PORT"] == "0"
+    [monitor] = by_kind(docs, "ServiceMonitor").values()
+    assert [e["port"] for e in monitor["spec"]["endpoints"]] == ["http"]
+    error = render_fails(helm, "--set", "operator.metricsPort=8080")
+    assert "operator.metricsPort 8080 is operator.livenessPort" in error
+
+
 def test_gateway_serves_health_and_has_a_pdb(rendered: dict[str, list[dict[str, Any]]]) -> None:
     docs = rendered["default"]
     gateway = by_kind(docs, "Deployment")["t-kubehands-gateway"]

@@ -212,6 +212,17 @@ app.kubernetes.io/component: {{ .component }}
   value: {{ .Values.sandbox.securityContext.fsGroup | quote }}
 - name: KUBEHANDS_WORKSPACE_CHOWN
   value: {{ .Values.sandbox.workspace.chown | quote }}
+- name: KUBEHANDS_METRICS_PORT
+  value: {{ include "kubehands.operatorMetricsPort" . | quote }}
+{{- end }}
+
+{{/* The operator's metrics port (0: none); never kopf's liveness port, which the same pod listens on. */}}
+{{- define "kubehands.operatorMetricsPort" -}}
+{{- $port := int .Values.operator.metricsPort }}
+{{- if and $port (eq $port (int .Values.operator.livenessPort)) }}
+{{- fail (printf "operator.metricsPort %d is operator.livenessPort: kopf's liveness endpoint listens there" $port) }}
+{{- end }}
+{{- $port }}
 {{- end }}
 
 {{/*

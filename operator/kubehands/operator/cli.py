@@ -1,6 +1,7 @@
 """`kubehands operator`: run the Sandbox operator (kopf, standalone: one replica, no peering)."""
 
 import argparse
+from urllib.parse import urlsplit
 
 from kubehands.operator.config import OperatorConfig
 
@@ -20,10 +21,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--liveness",
         metavar="URL",
         default=None,
-        help="serve the liveness probe, e.g. http://0.0.0.0:8080/healthz",
+        help="serve the liveness probe, e.g. http://0.0.0.0:8080/healthz (not on KUBEHANDS_METRICS_PORT)",
     )
     parser.add_argument("--verbose", action="store_true", help="log at INFO, including kopf's own messages")
     parser.add_argument("--debug", action="store_true", help="log at DEBUG")
+
+
+def port_clash(liveness: str | None, metrics_port: int) -> str | None:
+    """Why kopf's liveness endpoint and the metrics endpoint cannot both listen, or None."""
+    if not liveness or not metrics_port:
+        return None
+    try:
+        port = urlsplit(liveness).port
+    except ValueError:
+        return None  # kopf reports a malformed URL itself
+    if port == metrics_port:
+        return f"--liveness {liveness} uses port {port}, which is KUBEHANDS_METRICS_PORT: set another for either"
+    return None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,8 +45,12 @@ def run(args: argparse.Namespace) -> int:
 
     import kubehands.operator  # noqa: F401  (registers the handlers)
 
+    config = OperatorConfig()
+    clash = port_clash(args.liveness, config.metrics_port)
+    if clash:
+        raise SystemExit(f"kubehands operator: {clash}")
     kopf.configure(verbose=args.verbose, debug=args.debug)  # sets up logging for kopf and our loggers
-    namespaces = [] if args.all_namespaces else (args.namespaces or OperatorConfig().namespaces)
+    namespaces = [] if args.all_namespaces else (args.namespaces or config.namespaces)
     kopf.run(
         standalone=True,
         clusterwide=not namespaces,

@@ -100,6 +100,14 @@ class OperatorConfig(BaseSettings):
         description="A Sandbox that should run and is not Ready this long after its creation, resume, restart or "
         "last loss of readiness becomes Failed (Ready=False, StartTimeout). 0: no deadline.",
     )
+    metrics_port: int = Field(
+        8090,
+        ge=0,
+        le=65535,
+        description="Port of the operator's Prometheus metrics (GET /metrics); 0: not served. Must differ from the "
+        "port of kopf's liveness endpoint (--liveness).",
+    )
+    metrics_host: str = Field("0.0.0.0", description="Address the metrics endpoint binds to.")
     workspace_chown: bool = Field(
         False,
         description="Add a root init container that chowns the workspace to runAsUser:runAsGroup. Only for "

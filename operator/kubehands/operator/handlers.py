@@ -22,7 +22,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from kubehands.crd import constants
 from kubehands.kube import SANDBOX_POOLS, SANDBOXES, Obj
-from kubehands.operator import pool_reconcile, pools, reconcile
+from kubehands.operator import metrics, pool_reconcile, pools, reconcile
 from kubehands.operator.culling import CullAction, cull_decision
 from kubehands.operator.plan import drifted, start_deadline_passed
 from kubehands.operator.status import api_error_message
@@ -72,9 +72,15 @@ async def _converge(memo: kopf.Memo, index: SandboxIndex, namespace: str, name: 
     if lock is None:
         lock = memo.locks[(namespace, name)] = asyncio.Lock()
     async with lock:  # `lock` stays referenced while held, so the weak dict keeps it
-        return await reconcile.converge(
-            memo.kube, memo.config, namespace, name, lambda: _indexed_pod(index, namespace, name)
-        )
+        try:
+            problems = await reconcile.converge(
+                memo.kube, memo.config, namespace, name, lambda: _indexed_pod(index, namespace, name)
+            )
+        except Exception:
+            metrics.RECONCILES.labels(metrics.KIND_SANDBOX, metrics.OUTCOME_ERROR).inc()
+            raise
+    metrics.RECONCILES.labels(metrics.KIND_SANDBOX, metrics.OUTCOME_INVALID if problems else metrics.OUTCOME_OK).inc()
+    return problems
 
 
 def log_failure(action: str, namespace: str | None, name: str | None, error: BaseException) -> None:
@@ -112,12 +118,24 @@ def retry_timeouts(error: BaseException) -> BaseException:
 @kopf.on.create(**SANDBOXES.coordinates())
 @kopf.on.update(**SANDBOXES.coordinates())  # type: ignore[arg-type]  # an index argument: see the comment above
 async def reconcile_sandbox(
-    namespace: str | None, name: str, memo: kopf.Memo, sandbox_pods: SandboxIndex, **_: Any
+    namespace: str | None,
+    name: str,
+    memo: kopf.Memo,
+    sandbox_pods: SandboxIndex,
+    old: Mapping[str, Any] | None = None,
+    new: Mapping[str, Any] | None = None,
+    **_: Any,
 ) -> None:
     try:
-        problems = await _converge(memo, sandbox_pods, _namespaced(namespace), name)
+        with metrics.counting_errors("sandbox"):
+            problems = await _converge(memo, sandbox_pods, _namespaced(namespace), name)
     except TimeoutError as e:
         raise retry_timeouts(e) from e
+    # An update that carries the gateway's init mark ends a warm start; after the converge, as kopf repeats a
+    # handler that failed.
+    warm = metrics.warm_start(old, new, datetime.now(UTC)) if new is not None else None
+    if warm is not None:
+        metrics.START_SECONDS.labels(metrics.START_WARM).observe(warm)
     if problems:
         # Status already says Ready=False/InvalidSpec; retrying cannot help until the spec changes.
         raise kopf.PermanentError("invalid spec: " + "; ".join(problems))
@@ -132,7 +150,8 @@ async def pod_changed(
     owner = annotations.get(constants.ANNOTATION_SANDBOX_NAME)
     if owner and "kube" in memo:
         try:
-            await _converge(memo, sandbox_pods, _namespaced(namespace), owner)
+            with metrics.counting_errors("pod_event"):
+                await _converge(memo, sandbox_pods, _namespaced(namespace), owner)
         except TimeoutError as e:
             # kopf never retries event handlers; the culling loop's resync heals a missed pod change.
             log_failure("converging after a pod event", namespace, owner, e)
@@ -147,9 +166,11 @@ async def cull_and_resync(memo: kopf.Memo, body: Mapping[str, Any], pods: Sandbo
     if decision is not None and decision.action == CullAction.PAUSE:
         if await reconcile.pause_idle_sandbox(memo.kube, body):  # the update handler then deletes the pod
             log.info("paused idle sandbox %s/%s: %s", namespace, name, decision.message)
+            metrics.CULLS.labels(metrics.cull_reason(decision, body)).inc()
     elif decision is not None and decision.action == CullAction.DELETE:
         if await reconcile.delete_expired_sandbox(memo.kube, body):
             log.info("deleted sandbox %s/%s: %s", namespace, name, decision.message)
+            metrics.CULLS.labels(metrics.cull_reason(decision, body)).inc()
     elif drifted(body, _indexed_pod(pods, namespace, name)) or start_deadline_passed(
         body, now, memo.config.start_timeout_seconds
     ):
@@ -169,7 +190,8 @@ async def cull_forever(
         for store in list(sandboxes.values()):
             for body in list(store):
                 try:
-                    await cull_and_resync(memo, body, pods)
+                    with metrics.counting_errors("culling"):
+                        await cull_and_resync(memo, body, pods)
                 except Exception as e:  # noqa: BLE001 - one broken Sandbox must not stop culling for all
                     metadata = body.get("metadata") or {}
                     log_failure("culling", metadata.get("namespace"), metadata.get("name"), e)
@@ -216,9 +238,15 @@ async def _converge_pool(
     async with gate.lock:  # `gate` stays referenced while held, so the weak dict keeps it
         while True:
             gate.again = False
-            converged = await pool_reconcile.converge_pool(
-                memo.kube, memo.config, namespace, name, lambda: len(claims.get(key, [])), sweep=sweep
-            )
+            try:
+                converged = await pool_reconcile.converge_pool(
+                    memo.kube, memo.config, namespace, name, lambda: len(claims.get(key, [])), sweep=sweep
+                )
+            except Exception:
+                metrics.RECONCILES.labels(metrics.KIND_POOL, metrics.OUTCOME_ERROR).inc()
+                raise
+            outcome = metrics.OUTCOME_INVALID if converged.problems else metrics.OUTCOME_OK
+            metrics.RECONCILES.labels(metrics.KIND_POOL, outcome).inc()
             _remember_members(memo, namespace, name, converged.members)
             if not gate.again:
                 return converged.problems
@@ -242,7 +270,8 @@ async def reconcile_pool(
     namespace: str | None, name: str, memo: kopf.Memo, pool_claims: ClaimIndex, **_: Any
 ) -> None:
     try:
-        problems = await _converge_pool(memo, pool_claims, _namespaced(namespace), name)
+        with metrics.counting_errors("pool"):
+            problems = await _converge_pool(memo, pool_claims, _namespaced(namespace), name)
     except TimeoutError as e:
         raise retry_timeouts(e) from e
     if problems:
@@ -273,6 +302,8 @@ async def member_changed(
         memo.pool_members[(namespace, name)] = pool
     affected = {p for p in (pool, former) if p}
     claimed_from = pools.claimed_from(body)
+    if former is not None and pool is None and claimed_from and not deleted:
+        metrics.POOL_CLAIMS.labels(namespace, claimed_from).inc()  # once: `former` is forgotten now
     if deleted and claimed_from:
         affected.add(claimed_from)  # its claimed count drops
     for target in sorted(affected):
@@ -285,7 +316,8 @@ async def member_changed(
 
 async def _converge_pool_logged(memo: kopf.Memo, claims: ClaimIndex, namespace: str, name: str) -> None:
     try:
-        await _converge_pool(memo, claims, namespace, name)
+        with metrics.counting_errors("pool_member_event"):
+            await _converge_pool(memo, claims, namespace, name)
     except Exception as e:  # noqa: BLE001 - nothing retries a background converge; the resync heals
         log_failure("converging pool after a member event", namespace, name, e)
 
@@ -297,6 +329,7 @@ async def resync_pools(memo: kopf.Memo, pools_index: PoolIndex, claims: ClaimInd
         for body in list(store):
             metadata = body.get("metadata") or {}
             try:
-                await _converge_pool(memo, claims, metadata["namespace"], metadata["name"], sweep=True)
+                with metrics.counting_errors("pool_resync"):
+                    await _converge_pool(memo, claims, metadata["namespace"], metadata["name"], sweep=True)
             except Exception as e:  # noqa: BLE001 - one broken pool must not stop the others
                 log_failure("resyncing pool", metadata.get("namespace"), metadata.get("name"), e)

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from kubehands.crd import conditions as c
 from kubehands.crd.pool_model import SandboxPool
 from kubehands.kube import CONFLICT, NOT_FOUND, SANDBOX_POOLS, SANDBOXES, Kube, json_body
-from kubehands.operator import pools
+from kubehands.operator import metrics, pools
 from kubehands.operator.config import OperatorConfig
 from kubehands.operator.plan import refusal
 from kubehands.operator.status import status_patch
@@ -150,6 +150,7 @@ async def converge_pool(
                 break
             if created is not None:
                 kept.add(created)
+                metrics.POOL_MEMBERS_CREATED.labels(namespace, name).inc()
     if sweep:
         await sweep_orphan_secrets(kube, namespace, name, now)
     desired = pools.pool_status(body, decided, claimed(), problems, now)

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from kubehands.crd import constants, names
 from kubehands.crd.model import DesiredState, Sandbox
 from kubehands.kube import CONFLICT, MERGE_PATCH, NOT_FOUND, STRATEGIC_MERGE_PATCH, UNPROCESSABLE, Kube, json_body
-from kubehands.operator import builders, volumes
+from kubehands.operator import builders, metrics, volumes
 from kubehands.operator.config import OperatorConfig
 from kubehands.operator.plan import Step, binding_wait, plan, refusal
 from kubehands.operator.status import api_error_message, compute_status, status_patch, transition_event
@@ -220,10 +220,13 @@ async def converge(
     )
     patch = status_patch(body.get("status"), desired)
     if patch:
-        await kube.patch_sandbox_status(namespace, name, patch)  # None: deleted meanwhile
+        patched = await kube.patch_sandbox_status(namespace, name, patch)  # None: deleted meanwhile
         event = transition_event(body.get("status"), {**(body.get("status") or {}), **desired})
         if event:
             _post_event(body, *event)
+        started = metrics.cold_start(body, desired) if patched is not None else None
+        if started is not None:  # once: the next converge reads Ready=True
+            metrics.START_SECONDS.labels(started[0]).observe(started[1])
     if failed is not None:
         raise failed.cause  # kopf retries; a timeout is turned into a quiet retry by the handler
     return problems

@@ -1,5 +1,5 @@
 """kopf's start-up, login, clean-up and liveness hooks: operator-wide kopf settings and the per-run
-resources (configuration, API client, culling loop). The settings themselves live in `config`."""
+resources (configuration, metrics endpoint, API client, culling loop). The settings themselves live in `config`."""
 
 import asyncio
 import contextlib
@@ -11,7 +11,7 @@ import kopf
 
 from kubehands.crd import constants
 from kubehands.kube import Kube, load_configuration
-from kubehands.operator import handlers
+from kubehands.operator import handlers, metrics
 from kubehands.operator.config import OperatorConfig
 
 
@@ -45,6 +45,17 @@ async def configure(
 
     # Read per run, not per import, so a test can change the environment between operator runs.
     memo.config = OperatorConfig()
+    if memo.config.metrics_port:  # first: a port in use stops the operator before it acts on anything
+        try:
+            memo.metrics_runner = await metrics.serve(
+                memo.config.metrics_host,
+                memo.config.metrics_port,
+                lambda: metrics.refresh(metrics.iter_bodies(sandbox_bodies), metrics.iter_bodies(pool_bodies)),
+            )
+        except OSError as e:
+            raise kopf.PermanentError(
+                f"cannot serve metrics on {memo.config.metrics_host}:{memo.config.metrics_port}: {e}"
+            ) from e
     memo.kube = await Kube.connect(request_timeout=memo.config.kube_request_timeout_seconds)
     # One lock per Sandbox serialises handlers, pod events and timers touching it; unused locks vanish.
     memo.locks = weakref.WeakValueDictionary()
@@ -99,6 +110,8 @@ async def close(memo: kopf.Memo, **_: Any) -> None:
             await task
     if "kube" in memo:
         await memo.kube.close()
+    if "metrics_runner" in memo:
+        await memo.metrics_runner.cleanup()
 
 
 @kopf.on.probe(id="now")
