@@ -18,6 +18,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import ValidationError
 
+from kubehands.api.pool_match import Mismatch, never_matches
 from kubehands.crd import conditions as c
 from kubehands.crd.pool_model import SandboxPool
 from kubehands.kube import CONFLICT, NOT_FOUND, SANDBOX_POOLS, SANDBOXES, Kube, json_body
@@ -129,15 +130,19 @@ async def converge_pool(
     if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
         return PoolConverged()  # garbage collection removes the members
     pool, problems = _parse(body)
+    unmatchable: list[Mismatch] | None = None
     if pool is not None:
         problems = pools.validate_pool(pool, config)
+        gateway = config.gateway_settings()
+        if gateway is not None:  # the template as the API server stores it: what the gateway compares
+            unmatchable = never_matches((body.get("spec") or {}).get("template") or {}, gateway)
     listed = await kube.list_objects(SANDBOXES, namespace, label_selector=pools.selector(name))
     members = list(listed.get("items") or [])
     now = datetime.now(UTC)
     if pool is None:
         decided = pools.retire_all(name, members, "the pool's spec is invalid")
     else:
-        decided = pools.plan_pool(pool, members, now, problems=problems)
+        decided = pools.plan_pool(pool, members, now, problems=problems, unmatchable=unmatchable or ())
     kept = {str(m["metadata"]["name"]) for m in pools.members_of(name, members)}
     for deletion in decided.delete:
         if await delete_member(kube, namespace, deletion):
@@ -152,7 +157,7 @@ async def converge_pool(
                 kept.add(created)
     if sweep:
         await sweep_orphan_secrets(kube, namespace, name, now)
-    desired = pools.pool_status(body, decided, claimed(), problems, now)
+    desired = pools.pool_status(body, decided, claimed(), problems, now, unmatchable)
     patch = status_patch(body.get("status"), desired)
     if patch:
         await kube.patch_object_status(SANDBOX_POOLS, namespace, name, patch)  # None: deleted meanwhile
@@ -166,6 +171,6 @@ def _log_transition(namespace: str, name: str, old: Mapping[str, Any] | None, ne
     after = c.find_condition(new.get("conditions") or [], c.READY) or {}
     if before.get("reason") == after.get("reason"):
         return
-    level = logging.WARNING if after.get("reason") in (c.INVALID_SPEC, c.MEMBER_FAILED) else logging.INFO
+    warned = (c.INVALID_SPEC, c.MEMBER_FAILED, *c.UNMATCHABLE_REASONS)
+    level = logging.WARNING if after.get("reason") in warned else logging.INFO
     log.log(level, "pool %s/%s: %s: %s", namespace, name, after.get("reason"), after.get("message"))
-

@@ -45,6 +45,7 @@ async def configure(
 
     # Read per run, not per import, so a test can change the environment between operator runs.
     memo.config = OperatorConfig()
+    memo.config.gateway_settings()  # with pool_match_check, wrong gateway settings stop the start here, said plainly
     memo.kube = await Kube.connect(request_timeout=memo.config.kube_request_timeout_seconds)
     # One lock per Sandbox serialises handlers, pod events and timers touching it; unused locks vanish.
     memo.locks = weakref.WeakValueDictionary()
