@@ -78,8 +78,12 @@ def _caller(profile: Mapping[str, Any]) -> KeyRecord:
     return KeyRecord(name=_SESSION, digest="", profile=Profile.model_validate(profile))
 
 
-def _closest(template: Mapping[str, Any], settings: Settings) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The /start body (without its factor) and the key profile that come closest to `template`."""
+def _closest(
+    template: Mapping[str, Any], settings: Settings, *, gateway_env: bool
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The /start body (without its factor) and the key profile that come closest to `template`. With
+    `gateway_env`, the variables the gateway writes itself (in any routing mode) are left to the gateway rather
+    than sent with the template's values."""
     security = template.get("securityContext") or {}
     body: dict[str, Any] = {
         "image": template.get("image"),
@@ -89,9 +93,8 @@ def _closest(template: Mapping[str, Any], settings: Settings) -> tuple[dict[str,
         "image_pull_policy": template.get("imagePullPolicy"),
         **{theirs: security.get(ours) for ours, theirs in _SECURITY},
     }
-    # The gateway's own variables are left to the gateway: the template must have them as it writes them.
-    theirs = _written_in_any_mode(settings)
-    env = {k: v for k, v in pools.env_map(template.get("env")).items() if k not in theirs and k != ENV_DEFERRED_INIT}
+    left = _written_in_any_mode(settings) if gateway_env else set()
+    env = {k: v for k, v in pools.env_map(template.get("env")).items() if k not in left and k != ENV_DEFERRED_INIT}
     profile = {
         "env": env,
         "nodeSelector": template.get("nodeSelector") or {},
@@ -158,37 +161,75 @@ def _differences(template: Mapping[str, Any], spec: Mapping[str, Any], settings:
     return found
 
 
-def never_matches(template: Mapping[str, Any], settings: Settings) -> list[Mismatch]:
-    """Why no /start can match `template` (a pool's `spec.template`, as the API server stores it) on a gateway with
-    `settings`; empty when some /start can. The first mismatch is the main one; fixing all of them makes the
-    template match the /start described by its own image, command, working dir, ids and environment."""
-    body, profile = _closest(template, settings)
+@dataclass(frozen=True)
+class Matchability:
+    """The answer for one template: `never` says why no /start can match it (empty: some /start can); `overrides`
+    which of the gateway's own variables a matching /start must send itself, with other values than the gateway
+    writes (RUNTIME_URL, ...): possible, but no client is expected to do it."""
+
+    never: tuple[Mismatch, ...] = ()
+    overrides: tuple[Mismatch, ...] = ()
+
+    @property
+    def matchable(self) -> bool:
+        return not self.never
+
+    def condition(self) -> tuple[str, str, str]:
+        """The pool's Matchable condition: status, reason, message."""
+        if self.never:
+            return c.FALSE, self.never[0].reason, summary(self.never)
+        if self.overrides:
+            only = "; ".join(m.message for m in self.overrides)
+            return (
+                c.TRUE,
+                c.GATEWAY_ENV_OVERRIDDEN,
+                f"only a /start that sends these variables itself can match: {only}",
+            )
+        return c.TRUE, c.TEMPLATE_MATCHABLE, "a /start can match this template"
+
+
+def _refused(detail: str) -> Matchability:
+    return Matchability(
+        never=(Mismatch(c.REQUEST_REFUSED, f"the gateway refuses a /start with this template's values: {detail}"),)
+    )
+
+
+def check(template: Mapping[str, Any], settings: Settings) -> Matchability:
+    """Whether some /start can match `template` (a pool's `spec.template`, as the API server stores it) on a gateway
+    with `settings`. Every mismatch is reported (each says what to change), the main one first."""
+    body, profile = _closest(template, settings, gateway_env=False)
+    plain_body, plain_profile = _closest(template, settings, gateway_env=True)
     try:
-        caller = _caller(profile)
+        caller, plain_caller = _caller(profile), _caller(plain_profile)
         _request(body)
     except ValidationError as e:
-        problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
-        return [Mismatch(c.REQUEST_REFUSED, f"the gateway refuses a /start with this template's values: {problems}")]
+        return _refused("; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()))
     try:
         runtime_class_for(settings, template.get("runtimeClassName"))
     except InvalidRequest as e:
-        return [Mismatch(c.RUNTIME_CLASS_NOT_OFFERED, f"runtimeClassName: {e.detail}")]
+        return Matchability(never=(Mismatch(c.RUNTIME_CLASS_NOT_OFFERED, f"runtimeClassName: {e.detail}"),))
     candidates: list[list[Mismatch]] = []
     for factor in settings.resource_factors:
         try:
-            spec = objects.build_sandbox(
-                _request({**body, "resource_factor": factor}), caller, settings, _RUNTIME_ID, _SECRET
-            )["spec"]
+            spec = _derive(body, caller, factor, settings)
         except InvalidRequest as e:
-            return [
-                Mismatch(c.REQUEST_REFUSED, f"the gateway refuses a /start with this template's values: {e.detail}")
-            ]
+            return _refused(e.detail)
         found = _differences(template, spec, settings)
-        if not found:
-            return []
+        if not found:  # some /start matches; does one that leaves the gateway's variables to the gateway?
+            overrides = _differences(template, _derive(plain_body, plain_caller, factor, settings), settings)
+            return Matchability(overrides=tuple(overrides))
         candidates.append(found)
     # Report against the factor whose resources fit, if one does; else against the first factor.
-    return next((f for f in candidates if f[0].reason != c.RESOURCES_NOT_OFFERED), candidates[0])
+    return Matchability(
+        never=tuple(next((f for f in candidates if f[0].reason != c.RESOURCES_NOT_OFFERED), candidates[0]))
+    )
+
+
+def _derive(body: Mapping[str, Any], caller: KeyRecord, factor: int, settings: Settings) -> dict[str, Any]:
+    """The gateway's Sandbox spec for `body` with `resource_factor` `factor`."""
+    request = _request({**body, "resource_factor": factor})
+    spec: dict[str, Any] = objects.build_sandbox(request, caller, settings, _RUNTIME_ID, _SECRET)["spec"]
+    return spec
 
 
 def summary(mismatches: Sequence[Mismatch]) -> str:

@@ -18,7 +18,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from kubehands.api.pool_match import Mismatch, never_matches
+from kubehands.api.pool_match import Matchability, check
 from kubehands.crd import conditions as c
 from kubehands.crd.pool_model import SandboxPool
 from kubehands.kube import CONFLICT, NOT_FOUND, SANDBOX_POOLS, SANDBOXES, Kube, json_body
@@ -130,19 +130,20 @@ async def converge_pool(
     if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
         return PoolConverged()  # garbage collection removes the members
     pool, problems = _parse(body)
-    unmatchable: list[Mismatch] | None = None
+    matchability: Matchability | None = None
     if pool is not None:
         problems = pools.validate_pool(pool, config)
         gateway = config.gateway_settings()
         if gateway is not None:  # the template as the API server stores it: what the gateway compares
-            unmatchable = never_matches((body.get("spec") or {}).get("template") or {}, gateway)
+            matchability = check((body.get("spec") or {}).get("template") or {}, gateway)
     listed = await kube.list_objects(SANDBOXES, namespace, label_selector=pools.selector(name))
     members = list(listed.get("items") or [])
     now = datetime.now(UTC)
     if pool is None:
         decided = pools.retire_all(name, members, "the pool's spec is invalid")
     else:
-        decided = pools.plan_pool(pool, members, now, problems=problems, unmatchable=unmatchable or ())
+        unmatchable = matchability.never if matchability is not None else ()
+        decided = pools.plan_pool(pool, members, now, problems=problems, unmatchable=unmatchable)
     kept = {str(m["metadata"]["name"]) for m in pools.members_of(name, members)}
     for deletion in decided.delete:
         if await delete_member(kube, namespace, deletion):
@@ -157,7 +158,7 @@ async def converge_pool(
                 kept.add(created)
     if sweep:
         await sweep_orphan_secrets(kube, namespace, name, now)
-    desired = pools.pool_status(body, decided, claimed(), problems, now, unmatchable)
+    desired = pools.pool_status(body, decided, claimed(), problems, now, matchability)
     patch = status_patch(body.get("status"), desired)
     if patch:
         await kube.patch_object_status(SANDBOX_POOLS, namespace, name, patch)  # None: deleted meanwhile
@@ -166,7 +167,12 @@ async def converge_pool(
 
 
 def _log_transition(namespace: str, name: str, old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> None:
-    """One log line when the pool's Ready condition changes reason (not at every resync of a broken pool)."""
+    """One log line when the pool's Ready condition changes reason (not at every resync of a broken pool), and one
+    when its template becomes matchable only for /starts that override the gateway's variables."""
+    matchable = c.find_condition(new.get("conditions") or [], c.MATCHABLE) or {}
+    was = c.find_condition((old or {}).get("conditions") or [], c.MATCHABLE) or {}
+    if matchable.get("reason") == c.GATEWAY_ENV_OVERRIDDEN and was.get("reason") != matchable.get("reason"):
+        log.warning("pool %s/%s: %s", namespace, name, matchable.get("message"))
     before = c.find_condition((old or {}).get("conditions") or [], c.READY) or {}
     after = c.find_condition(new.get("conditions") or [], c.READY) or {}
     if before.get("reason") == after.get("reason"):

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from kubehands import kube
-from kubehands.api.pool_match import Mismatch, summary
+from kubehands.api.pool_match import Matchability, Mismatch, summary
 from kubehands.crd import conditions as c
 from kubehands.crd import constants
 from kubehands.crd.model import DesiredState, Phase, PodStatus, Sandbox
@@ -267,30 +267,25 @@ def pool_status(
     claimed: int,
     problems: Sequence[str],
     now: datetime,
-    unmatchable: Sequence[Mismatch] | None = None,
+    matchability: Matchability | None = None,
 ) -> dict[str, Any]:
     """The SandboxPool's status once `plan` is carried out. Works on the raw body, so an unreadable pool is
-    reported too. `claimed` counts the Sandboxes whose `claimed-from` annotation names the pool; `unmatchable` is
-    None when the template was not checked (no Matchable condition then), else why no /start can match it."""
+    reported too. `claimed` counts the Sandboxes whose `claimed-from` annotation names the pool; `matchability` is
+    None when the template was not checked (no Matchable condition then)."""
     metadata = body.get("metadata") or {}
     generation = metadata.get("generation")
     size = (body.get("spec") or {}).get("size", 0)
     current = [
         dict(condition)
         for condition in (body.get("status") or {}).get("conditions") or []
-        if unmatchable is not None or condition.get("type") != c.MATCHABLE  # not checked: a stale answer goes
+        if matchability is not None or condition.get("type") != c.MATCHABLE  # not checked: a stale answer goes
     ]
-    if unmatchable is not None:
-        matchable = (
-            (c.FALSE, unmatchable[0].reason, summary(unmatchable))
-            if unmatchable
-            else (c.TRUE, c.TEMPLATE_MATCHABLE, "a /start can match this template")
-        )
-        current = c.set_condition(current, c.MATCHABLE, *matchable, now, generation)
+    if matchability is not None:
+        current = c.set_condition(current, c.MATCHABLE, *matchability.condition(), now, generation)
     if problems:
         ready = (c.FALSE, c.INVALID_SPEC, "invalid spec: " + "; ".join(problems))
-    elif unmatchable:
-        ready = (c.FALSE, unmatchable[0].reason, summary(unmatchable))
+    elif matchability is not None and matchability.never:
+        ready = (c.FALSE, matchability.never[0].reason, summary(matchability.never))
     elif plan.blocked:
         ready = (c.FALSE, c.INVALID_SPEC, f"no new members: {plan.blocked}")
     elif plan.ready >= size:
