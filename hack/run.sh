@@ -64,7 +64,8 @@ mkdir -p "$RUN_DIR"
 export KUBEHANDS_NAMESPACE="$NAMESPACE" KUBEHANDS_NAMESPACES="$NAMESPACE" KUBEHANDS_KUBECONFIG="$KUBECONFIG"
 export KUBEHANDS_PUBLIC_URL="http://127.0.0.1:${PORT}"
 
-"$BIN/kubehands" operator > "$RUN_DIR/operator.log" 2>&1 &
+# The operator sees the gateway's settings (the same environment): a pool no /start can match gets no members.
+KUBEHANDS_POOL_MATCH_CHECK=true "$BIN/kubehands" operator > "$RUN_DIR/operator.log" 2>&1 &
 pids+=($!)
 kh::log "operator started (log: $RUN_DIR/operator.log)"
 

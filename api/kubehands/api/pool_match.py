@@ -62,7 +62,7 @@ def _written(settings: Settings) -> dict[str, str]:
 def _written_in_any_mode(settings: Settings) -> set[str]:
     """Every variable the gateway writes in some routing mode: one it does not write in this mode is left over from
     a template made for another mode."""
-    modes = get_args(Settings.model_fields["routing_mode"].annotation)
+    modes = get_args(Settings.model_fields["routing_mode"].annotation) or (settings.routing_mode,)
     names: set[str] = set()
     for mode in modes:
         other = settings.model_copy(update={"routing_mode": mode, "inject_url_env": True})

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from kubehands.api.pool_match import Matchability, check
 from kubehands.crd import conditions as c
 from kubehands.crd.pool_model import SandboxPool
-from kubehands.kube import CONFLICT, NOT_FOUND, SANDBOX_POOLS, SANDBOXES, Kube, json_body
+from kubehands.kube import CONFLICT, NOT_FOUND, SANDBOX_POOLS, SANDBOXES, UNPROCESSABLE, Kube, json_body
 from kubehands.operator import pools
 from kubehands.operator.config import OperatorConfig
 from kubehands.operator.plan import refusal
@@ -159,11 +159,37 @@ async def converge_pool(
     if sweep:
         await sweep_orphan_secrets(kube, namespace, name, now)
     desired = pools.pool_status(body, decided, claimed(), problems, now, matchability)
-    patch = status_patch(body.get("status"), desired)
-    if patch:
-        await kube.patch_object_status(SANDBOX_POOLS, namespace, name, patch)  # None: deleted meanwhile
+    await _report(kube, namespace, name, body.get("status"), desired)
     _log_transition(namespace, name, body.get("status"), desired)
     return PoolConverged(problems, kept)
+
+
+_stale_crd_logged: list[bool] = []
+
+
+async def _report(
+    kube: Kube, namespace: str, name: str, current: Mapping[str, Any] | None, desired: dict[str, Any]
+) -> None:
+    """Patch the pool's status. A CRD older than the operator (docs/install.md "Upgrading": Helm never upgrades
+    CRDs) refuses the Matchable condition: then the status goes without it (Ready says the same)."""
+    patch = status_patch(current, desired)
+    if not patch:
+        return
+    try:
+        await kube.patch_object_status(SANDBOX_POOLS, namespace, name, patch)  # None: deleted meanwhile
+    except ApiException as e:
+        if e.status != UNPROCESSABLE or not c.find_condition(patch.get("conditions") or [], c.MATCHABLE):
+            raise
+        if not _stale_crd_logged:
+            _stale_crd_logged.append(True)  # once per process, not at every resync of every pool
+            log.warning(
+                "the SandboxPool CRD refuses the Matchable condition: apply the CRDs of this version (crds/, "
+                "docs/install.md \"Upgrading\"); until then pools report it in Ready only"
+            )
+        desired["conditions"] = [x for x in desired["conditions"] if x["type"] != c.MATCHABLE]
+        patch = status_patch(current, desired)
+        if patch:
+            await kube.patch_object_status(SANDBOX_POOLS, namespace, name, patch)
 
 
 def _log_transition(namespace: str, name: str, old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> None:
