@@ -6,9 +6,12 @@ settings alone: the resources (base resources x an accepted `resource_factor`), 
 policy and runtime class, the URL variables of the routing mode. A template that disagrees with them is never
 claimed, however the /start is written; its members would only hold capacity.
 
-`never_matches` finds out with the gateway's own code: it derives the spec of the /start closest to the template
-(the template's image, command, ids, class and pull policy, once per accepted factor, from a key whose profile
-adds the template's environment, nodeSelector and tolerations) and compares it with `pools.difference`. The
+`check` finds out with the gateway's own code: it derives the spec of the /start closest to the template (the
+template's image, command, ids, class and pull policy, once per accepted factor, from a key whose profile adds
+the template's environment, nodeSelector and tolerations) and compares it with `pools.difference`. Nothing here
+knows what the gateway writes: a new routing mode, or a new variable, is followed through `build_environment`.
+A /start may send the gateway's own variables (RUNTIME_URL, ...) itself, replacing the gateway's values, so a
+template that differs only there still matches such a /start: `check` says so separately (`overrides`). The
 operator reports the answer on the pool (docs/pools.md "A pool no /start can match").
 """
 
