@@ -1240,6 +1240,10 @@ def test_make_run_pool_matches_the_app_default_start(routing: str) -> None:
         return derived_spec(StartRequest.model_validate(APP_DEFAULT_START | changes), caller, settings)
 
     assert pools.difference(template, spec_of()) is None
+    # make run's operator checks the pool (KUBEHANDS_POOL_MATCH_CHECK) with the same settings: matchable.
+    from kubehands.api.pool_match import Matchability, check
+
+    assert check(template, settings) == Matchability()
     # OH_WEB_URL (webhooks, CORS) and the LLM_* variables the app copies into every /start: carried by the init.
     with_web_url = APP_DEFAULT_START["environment"] | {
         "OH_WEBHOOKS_0_BASE_URL": "http://app.test:3000/api/v1/webhooks",
@@ -1325,6 +1329,10 @@ def test_pools_doc_examples_serve_the_app_default_start(
     SandboxPool.model_validate(pool)
     settings = gateway_settings(docs, monkeypatch)
     assert pools.difference(pool["spec"]["template"], derived_spec(start, caller, settings)) is None
+    # The chart's operator finds the hand-written template matchable too (docs/pools.md "A pool no /start ...").
+    from kubehands.api.pool_match import Matchability, check
+
+    assert check(pool["spec"]["template"], operator_gateway_settings(docs, monkeypatch)) == Matchability()
 
     found = re.search(r"as observed:\n\n```json\n(.*?)\n```", POOLS_DOC.read_text(), re.S)
     assert found is not None
