@@ -65,8 +65,9 @@ export KUBEHANDS_NAMESPACE="$NAMESPACE" KUBEHANDS_NAMESPACES="$NAMESPACE" KUBEHA
 export KUBEHANDS_PUBLIC_URL="http://127.0.0.1:${PORT}"
 set -o allexport; source hack/run.env; set +o allexport  # port routing mode: every client works, no DNS needed
 
-# Its metrics on this machine only (the operator's default binds every address, for a pod).
-KUBEHANDS_METRICS_HOST=127.0.0.1 "$BIN/kubehands" operator > "$RUN_DIR/operator.log" 2>&1 &
+# Its metrics on this machine only (the operator's default binds every address, for a pod). It sees the gateway's
+# settings (the same environment): a pool no /start can match gets no members.
+KUBEHANDS_METRICS_HOST=127.0.0.1 KUBEHANDS_POOL_MATCH_CHECK=true "$BIN/kubehands" operator > "$RUN_DIR/operator.log" 2>&1 &
 pids+=($!)
 kh::log "operator started (log: $RUN_DIR/operator.log; metrics: http://127.0.0.1:${KUBEHANDS_METRICS_PORT:-8090}/metrics)"
 

@@ -5,6 +5,7 @@ Members never run here: their template selects no node, so their pods stay Pendi
 kubelet is involved; the node tier claims real dormant agent servers.
 """
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from kubehands.crd import constants
-from tests.helpers.kube import api_client
+from tests.helpers.kube import api_client, apply_crds
 from tests.helpers.sandbox import OperatorProcess, SandboxApi, operator_in_thread, sandbox_manifest
 from tests.helpers.wait import wait_for
 
@@ -363,3 +364,122 @@ def test_a_killed_operator_converges_without_duplicates_or_orphans(
         with pytest.raises(ApiException) as gone:
             pools.core.read_namespaced_secret(orphan, namespace)
         assert gone.value.status == 404
+
+
+# The gateway settings the operator checks templates against (KUBEHANDS_POOL_MATCH_CHECK): subdomain mode, so the
+# gateway writes no boot-only URL variables, and base resources whose factors 1 and 2 are the only ones offered.
+GATEWAY_SETTINGS = {
+    "KUBEHANDS_POOL_MATCH_CHECK": "true",
+    "KUBEHANDS_ROUTING_MODE": "subdomain",
+    "KUBEHANDS_DOMAIN": "sandboxes.test",
+    "KUBEHANDS_BASE_RESOURCES": json.dumps(SMALL),
+    "KUBEHANDS_RESOURCE_FACTORS": "[1, 2]",
+}
+TRIPLE = {"requests": {"cpu": "30m", "memory": "192Mi"}, "limits": {"memory": "3Gi"}}  # factor 3: not offered
+
+
+def printed_status(pools: PoolApi, name: str) -> str:
+    """The pool's `Status` column, as `kubectl get sandboxpools` prints it (the API server's Table)."""
+    table = pools.custom.get_namespaced_custom_object(
+        namespace=pools.namespace,
+        name=name,
+        _headers={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"},
+        **POOLS,
+    )
+    columns = [c["name"] for c in table["columnDefinitions"]]
+    [row] = table["rows"]
+    return str(row["cells"][columns.index("Status")])
+
+
+def conditions(pools: PoolApi, name: str) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in (pools.pool(name).get("status") or {}).get("conditions") or []}
+
+
+CRDS = sorted((Path(__file__).parents[2] / "crds").glob("*.yaml"))
+
+
+def current_crds(kubeconfig: str) -> None:
+    """Apply this version's CRDs if the cluster has others. The shared test cluster may get other checkouts' older
+    SandboxPool CRD (no `Matchable` condition type) at any time; the operator then reports in Ready only, until a
+    resync after this version's CRD is back."""
+    with api_client(kubeconfig) as api:
+        crds = client.ApiextensionsV1Api(api)
+        crd = api.sanitize_for_serialization(
+            crds.read_custom_resource_definition(f"{constants.POOL_PLURAL}.{constants.GROUP}")
+        )
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    types = schema["properties"]["status"]["properties"]["conditions"]["items"]["properties"]["type"]["enum"]
+    if "Matchable" not in types:
+        apply_crds(kubeconfig, CRDS)
+
+
+def matchable(kubeconfig: str, pools: PoolApi, name: str, status: str) -> dict[str, Any] | None:
+    """The pool's Matchable condition once it has `status`: a wait_for predicate."""
+    current_crds(kubeconfig)
+    condition = conditions(pools, name).get("Matchable")
+    return condition if condition and condition["status"] == status else None
+
+
+def test_a_pool_no_start_can_match_gets_a_condition_and_no_members(
+    kubeconfig: str, namespace: str, tmp_path: Path
+) -> None:
+    """The real operator process, with the gateway's settings: a template whose resources are no accepted factor
+    of the base resources says why (Matchable=False, Ready=False, the printed Status), gets no member while a
+    matchable pool beside it fills, and fills once its template is fixed; breaking it again retires its members."""
+    current_crds(kubeconfig)
+    operator = OperatorProcess(kubeconfig, namespace, tmp_path / "operator.log")
+    operator.env.update({**GATEWAY_SETTINGS, "KUBEHANDS_CULL_INTERVAL_SECONDS": "1"})  # resyncs every second
+    with api_client(kubeconfig) as api:
+        pools = PoolApi(api, namespace)
+        operator.start()
+        try:
+            pools.create_pool("never", 2, resources=TRIPLE)
+
+            unmatchable = wait_for(
+                lambda: matchable(kubeconfig, pools, "never", "False"), 60, f"Matchable=False ({operator.log_path})"
+            )
+            assert unmatchable["reason"] == "ResourcesNotOffered"
+            assert unmatchable["message"].startswith(
+                'no /start can match this template: resources: the template has {"limits": {"memory": "3Gi"}, '
+                '"requests": {"cpu": "30m", "memory": "192Mi"}}, but a /start gets the gateway\'s base resources'
+            )
+            assert 'factor 2: {"limits": {"memory": "2Gi"}, "requests": {"cpu": "20m", "memory": "128Mi"}}' in (
+                unmatchable["message"]
+            )
+            ready = conditions(pools, "never")["Ready"]
+            assert (ready["status"], ready["reason"], ready["message"]) == (
+                "False",
+                "ResourcesNotOffered",
+                unmatchable["message"],
+            )
+            assert printed_status(pools, "never") == "ResourcesNotOffered"
+
+            # A matchable pool beside it fills: the operator is working, and in all that time made no member,
+            # Secret or pod for the other one (nor retried it: its warning is logged once).
+            pools.create_pool("fine", 1)
+            wait_for(lambda: pools.count("fine", 1), 60, f"the matchable pool's member (log: {operator.log_path})")
+            fine = wait_for(lambda: matchable(kubeconfig, pools, "fine", "True"), 30, "the other pool Matchable=True")
+            assert fine["reason"] == "TemplateMatchable"
+            assert pools.members("never") == [] and pools.pool_secrets("never") == []
+            fine_member = pools.member_names("fine")
+            assert {p.metadata.labels[constants.LABEL_SANDBOX] for p in pools.pods()} <= fine_member
+            assert operator.log_path.read_text().count(f"pool {namespace}/never: ResourcesNotOffered") == 1
+
+            # Fixed: factor 2 of the base resources. The pool converges like any other.
+            doubled = {"requests": {"cpu": "20m", "memory": "128Mi"}, "limits": {"memory": "2Gi"}}
+            pools.patch_pool("never", {"spec": {"template": {"resources": doubled}}})
+            wait_for(lambda: pools.count("never", 2), 60, f"2 members once fixed (log: {operator.log_path})")
+            fixed = wait_for(lambda: matchable(kubeconfig, pools, "never", "True"), 30, "Matchable=True")
+            assert (fixed["reason"], fixed["message"]) == ("TemplateMatchable", "a /start can match this template")
+            wait_for(lambda: conditions(pools, "never")["Ready"]["reason"] == "Filling", 30, "the pool filling")
+            assert printed_status(pools, "never") == "Filling"
+
+            # Broken again (another workspace than the gateway's): its members go, none come back.
+            pools.patch_pool("never", {"spec": {"template": {"workspace": {"size": "1Gi"}}}})
+            wait_for(lambda: pools.count("never", 0) is not None, 60, "the members retired")
+            wait_for(
+                lambda: conditions(pools, "never")["Ready"]["reason"] == "WorkspaceMismatch", 30, "WorkspaceMismatch"
+            )
+            assert operator.process is not None and operator.process.poll() is None  # never a crash
+        finally:
+            operator.stop()

@@ -737,6 +737,8 @@ def test_environment_matches_the_settings_classes(
             continue
         env = {k: v for k, v in env_of(docs, name).items() if k.startswith("KUBEHANDS_")}
         known = {f"KUBEHANDS_{field.upper()}" for field in cls.model_fields}
+        if cls is OperatorConfig:  # it reads the gateway's settings too, for its pool check
+            known |= {f"KUBEHANDS_{field.upper()}" for field in Settings.model_fields}
         extra = {
             e["name"]
             for e in (
@@ -753,7 +755,9 @@ def test_environment_matches_the_settings_classes(
             for key, value in env.items():
                 if key in known:
                     m.setenv(key, value)
-            cls()  # raises when a value does not parse
+            config = cls()  # raises when a value does not parse
+            if isinstance(config, OperatorConfig):
+                assert config.gateway_settings() is not None  # the chart turns the pool check on; it parses too
 
 
 def test_the_validator_catches_mistakes(schemas_1_20: Path) -> None:
@@ -860,6 +864,39 @@ def gateway_settings(docs: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
         for key, value in env.items():
             m.setenv(key, value)
         return Settings()
+
+
+def operator_gateway_settings(docs: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The gateway's Settings as the rendered operator reads them for its pool check."""
+    from kubehands.operator.config import OperatorConfig
+
+    env = {k: v for k, v in env_of(docs, "t-kubehands-operator").items() if k.startswith("KUBEHANDS_")}
+    with monkeypatch.context() as m:
+        for key in list(os.environ):
+            if key.startswith("KUBEHANDS_"):
+                m.delenv(key)
+        for key, value in env.items():
+            m.setenv(key, value)
+        return OperatorConfig().gateway_settings()
+
+
+# The gateway settings that shape every /start's Sandbox spec: the operator must read them as the gateway does.
+SPEC_SHAPING_SETTINGS = (
+    "routing_mode",
+    "public_url",
+    "domain",
+    "subdomain_scheme",
+    "base_resources",
+    "resource_factors",
+    "workspace_size",
+    "workspace_storage_class",
+    "workspace_mount_path",
+    "image_pull_policy",
+    "runtime_class_map",
+    "default_runtime_class",
+    "require_runtime_class",
+    "inject_url_env",
+)
 
 
 def pool_start(pool: dict[str, Any], values: dict[str, Any], **changes: Any) -> Any:
@@ -970,8 +1007,9 @@ def test_chart_pools_match_the_start_they_are_declared_for(
     helm: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: tuple[str | None, dict[str, Any] | None]
 ) -> None:
     """Each `pools` entry renders to a SandboxPool that the CRD's model accepts, in the gateway's namespace, whose
-    template matches (kubehands.api.pools) the Sandbox spec the rendered gateway derives for the same /start."""
-    from kubehands.api import pools
+    template matches (kubehands.api.pools) the Sandbox spec the rendered gateway derives for the same /start, and
+    that the rendered operator's pool check finds matchable."""
+    from kubehands.api import pool_match, pools
     from kubehands.crd.pool_model import PoolTemplate, SandboxPool
 
     name, override = case
@@ -984,6 +1022,10 @@ def test_chart_pools_match_the_start_they_are_declared_for(
     docs = render(helm, values_file, KUBE_CURRENT, *extra)
     values = chart_values(values_file, override)
     settings = gateway_settings(docs, monkeypatch)
+    operator_view = operator_gateway_settings(docs, monkeypatch)
+    assert operator_view.model_dump(include=set(SPEC_SHAPING_SETTINGS)) == settings.model_dump(
+        include=set(SPEC_SHAPING_SETTINGS)
+    )
     rendered = by_kind(docs, "SandboxPool")
     assert sorted(rendered) == sorted(p["name"] for p in values["pools"])
     known = {f.alias for f in PoolTemplate.model_fields.values()}
@@ -1000,6 +1042,11 @@ def test_chart_pools_match_the_start_they_are_declared_for(
         caller = pool_caller(pool)
         start = pool_start(pool, values)
         assert pools.difference(template, derived_spec(start, caller, settings)) is None, pool["name"]
+        # The operator keeps its members: it finds the template matchable (the `sub` pool sets its own RUNTIME_URL,
+        # which only a /start that sends it matches: said in its Matchable condition).
+        matchability = pool_match.check(template, operator_view)
+        assert matchability.never == (), matchability.never
+        assert bool(matchability.overrides) == (pool["name"] == "sub"), matchability.overrides
         # What POST /api/init delivers may differ: the OpenHands app's callback and CORS variables, LLM keys.
         more = {
             **(start.environment or {}),
@@ -1116,6 +1163,25 @@ def test_chart_pool_lists_follow_the_code() -> None:
     assert _tpl_list("kubehands.poolShapingSettings") <= fields
 
 
+def test_operator_gets_the_gateway_s_spec_settings_for_its_pool_check(
+    rendered: dict[str, list[dict[str, Any]]], helm: str
+) -> None:
+    """The pool check derives specs as the gateway does: the operator gets the same values, including what
+    api.extraEnv overrides (allowed while no pools are declared: pools may come from kubectl)."""
+    env = env_of(rendered["default"], "t-kubehands-operator")
+    assert env["KUBEHANDS_POOL_MATCH_CHECK"] == "true"
+    gateway = env_of(rendered["default"], "t-kubehands-gateway")
+    for name in ("ROUTING_MODE", "PUBLIC_URL", "RESOURCE_FACTORS", "WORKSPACE_SIZE", "WORKSPACE_MOUNT_PATH"):
+        assert env[f"KUBEHANDS_{name}"] == gateway[f"KUBEHANDS_{name}"], name
+    overridden = [{"name": "KUBEHANDS_PUBLIC_URL", "value": "https://elsewhere.example.com"}]
+    docs = render(helm, None, KUBE_CURRENT, "--set-json", f"api.extraEnv={json.dumps(overridden)}")
+    operator_env = by_kind(docs, "Deployment")["t-kubehands-operator"]["spec"]["template"]["spec"]["containers"][0]
+    public = [e["value"] for e in operator_env["env"] if e["name"] == "KUBEHANDS_PUBLIC_URL"]
+    assert public[-1] == "https://elsewhere.example.com"  # the last entry of a name wins, as in the gateway
+    off = env_of(render(helm, None, KUBE_CURRENT, "--set", "operator.poolMatchCheck=false"), "t-kubehands-operator")
+    assert off["KUBEHANDS_POOL_MATCH_CHECK"] == "false" and "KUBEHANDS_ROUTING_MODE" not in off
+
+
 def test_gateway_gets_the_pool_init_timeout(rendered: dict[str, list[dict[str, Any]]], helm: str) -> None:
     assert env_of(rendered["default"], "t-kubehands-gateway")["KUBEHANDS_POOL_INIT_TIMEOUT_SECONDS"] == "10"
     docs = render(helm, None, KUBE_CURRENT, "--set-json", "api.poolInitTimeoutSeconds=2.5")
@@ -1223,6 +1289,10 @@ def test_make_run_pool_matches_the_app_default_start(routing: str) -> None:
         return derived_spec(StartRequest.model_validate(APP_DEFAULT_START | changes), caller, settings)
 
     assert pools.difference(template, spec_of()) is None
+    # make run's operator checks the pool (KUBEHANDS_POOL_MATCH_CHECK) with the same settings: matchable.
+    from kubehands.api.pool_match import Matchability, check
+
+    assert check(template, settings) == Matchability()
     # OH_WEB_URL (webhooks, CORS) and the LLM_* variables the app copies into every /start: carried by the init.
     with_web_url = APP_DEFAULT_START["environment"] | {
         "OH_WEBHOOKS_0_BASE_URL": "http://app.test:3000/api/v1/webhooks",
@@ -1308,6 +1378,10 @@ def test_pools_doc_examples_serve_the_app_default_start(
     SandboxPool.model_validate(pool)
     settings = gateway_settings(docs, monkeypatch)
     assert pools.difference(pool["spec"]["template"], derived_spec(start, caller, settings)) is None
+    # The chart's operator finds the hand-written template matchable too (docs/pools.md "A pool no /start ...").
+    from kubehands.api.pool_match import Matchability, check
+
+    assert check(pool["spec"]["template"], operator_gateway_settings(docs, monkeypatch)) == Matchability()
 
     found = re.search(r"as observed:\n\n```json\n(.*?)\n```", POOLS_DOC.read_text(), re.S)
     assert found is not None

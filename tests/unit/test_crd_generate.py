@@ -206,6 +206,7 @@ def test_pool_names_columns_and_subresources() -> None:
         ("Ready", ".status.ready"),
         ("Claimed", ".status.claimed"),
         ("Desired", ".spec.size"),
+        ("Status", '.status.conditions[?(@.type=="Ready")].reason'),
         ("Age", ".metadata.creationTimestamp"),
     ]
 
@@ -222,7 +223,7 @@ def test_pool_spec() -> None:
     assert spec["properties"]["size"] == {**spec["properties"]["size"], "type": "integer", "minimum": 0, "default": 0}
     assert spec["properties"]["template"]["required"] == ["image"]
     conditions = _schema(POOL_CRD_PATH)["properties"]["status"]["properties"]["conditions"]
-    assert conditions["items"]["properties"]["type"]["enum"] == ["Ready"]  # no `const`: not structural
+    assert conditions["items"]["properties"]["type"]["enum"] == ["Ready", "Matchable"]
 
 
 def test_the_template_is_the_pod_shaping_part_of_a_sandbox_spec() -> None:

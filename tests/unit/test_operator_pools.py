@@ -4,7 +4,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
+from kubehands.api.pool_match import Matchability, Mismatch
 from kubehands.crd.model import Sandbox
 from kubehands.crd.pool_model import SandboxPool
 from kubehands.crd.times import rfc3339
@@ -385,3 +387,65 @@ def test_pool_of_and_claimed_from() -> None:
     assert pools.pool_of(running("a", pool=None)) is None
     claimed = {"metadata": {"annotations": {"kubehands.dev/claimed-from": "warm"}}}
     assert pools.claimed_from(claimed) == "warm" and pools.claimed_from(running("a")) is None
+
+
+# ---- templates no /start can match (the operator's pool_match_check) -----------------------------------------
+
+UNMATCHABLE = Matchability(never=(Mismatch("ResourcesNotOffered", "resources: the template has ..."),))
+
+
+def test_an_unmatchable_pool_retires_every_member_and_makes_none() -> None:
+    members = [running("a"), member("b"), running("claimed", pool=None)]
+    decided = plan_pool(POOL, members, NOW, unmatchable=UNMATCHABLE.never)
+    assert (decided.create, sorted(d.name for d in decided.delete), decided.ready) == (0, ["a", "b"], 0)
+    assert {d.reason for d in decided.delete} == {"no /start can match the pool's template"}
+    assert plan_pool(make_pool(size=2), [], NOW, unmatchable=()).create == 2  # matchable: filled as usual
+
+
+def conditions(status: dict[str, Any]) -> dict[str, tuple[str, str, str]]:
+    return {c["type"]: (c["status"], c["reason"], c["message"]) for c in status["conditions"]}
+
+
+def test_pool_status_of_an_unmatchable_pool() -> None:
+    status = pool_status(pool_body(), PoolPlan(0, (), 0, HASH), 0, [], NOW, UNMATCHABLE)
+    message = "no /start can match this template: resources: the template has ..."
+    assert conditions(status) == {
+        "Ready": ("False", "ResourcesNotOffered", message),
+        "Matchable": ("False", "ResourcesNotOffered", message),
+    }
+    assert [c["type"] for c in status["conditions"]] == ["Ready", "Matchable"]
+    # An invalid spec is reported first: it is what to fix first.
+    invalid = pool_status(pool_body(), PoolPlan(0, (), 0, HASH), 0, ["spec.template: bad"], NOW, UNMATCHABLE)
+    assert conditions(invalid)["Ready"][1] == "InvalidSpec"
+
+
+def test_pool_status_of_a_matchable_pool_and_of_an_unchecked_one() -> None:
+    before = pool_status(pool_body(), PoolPlan(0, (), 0, HASH), 0, [], NOW - timedelta(minutes=5), UNMATCHABLE)
+    fixed = pool_status(pool_body(**before), PoolPlan(3, (), 0, HASH), 0, [], NOW, Matchability())
+    assert conditions(fixed) == {
+        "Ready": ("False", "Filling", "0 of 3 members ready"),
+        "Matchable": ("True", "TemplateMatchable", "a /start can match this template"),
+    }
+    overridden = Matchability(overrides=(Mismatch("GatewayEnvMismatch", "env RUNTIME_URL: ..."),))
+    warned = pool_status(pool_body(**fixed), PoolPlan(0, (), 3, HASH), 0, [], NOW, overridden)
+    assert conditions(warned)["Matchable"] == (
+        "True",
+        "GatewayEnvOverridden",
+        "only a /start that sends these variables itself can match: env RUNTIME_URL: ...",
+    )
+    assert conditions(warned)["Ready"][1] == "PoolReady"
+    # The check turned off: a stale Matchable condition goes.
+    unchecked = pool_status(pool_body(**warned), PoolPlan(0, (), 3, HASH), 0, [], NOW)
+    assert set(conditions(unchecked)) == {"Ready"}
+
+
+def test_the_operator_reads_the_gateway_s_settings_only_when_told(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KUBEHANDS_ROUTING_MODE", "subdomain")
+    monkeypatch.setenv("KUBEHANDS_DOMAIN", "sandboxes.example.com")
+    assert OperatorConfig().gateway_settings() is None
+    monkeypatch.setenv("KUBEHANDS_POOL_MATCH_CHECK", "true")
+    gateway = OperatorConfig().gateway_settings()
+    assert gateway is not None and (gateway.routing_mode, gateway.domain) == ("subdomain", "sandboxes.example.com")
+    monkeypatch.delenv("KUBEHANDS_DOMAIN")
+    with pytest.raises(ValidationError, match="KUBEHANDS_DOMAIN is required"):
+        OperatorConfig().gateway_settings()  # the operator does not start with settings the gateway refuses

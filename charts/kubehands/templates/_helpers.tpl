@@ -131,12 +131,8 @@ app.kubernetes.io/component: {{ .component }}
   value: {{ .Values.sandbox.requireRuntimeClass | default false | quote }}
 {{- end }}
 
-{{/* Gateway/router environment (kubehands.api.settings.Settings). */}}
-{{- define "kubehands.gatewayEnv" -}}
-- name: KUBEHANDS_NAMESPACE
-  value: {{ include "kubehands.sandboxNamespace" . | quote }}
-- name: KUBEHANDS_KEYS_NAMESPACE
-  value: {{ .Release.Namespace | quote }}
+{{/* The gateway's routing settings: they give the URL variables of every /start's spec. */}}
+{{- define "kubehands.routingEnv" -}}
 - name: KUBEHANDS_ROUTING_MODE
   value: {{ .Values.routing.mode | quote }}
 {{- if eq .Values.routing.mode "subdomain" }}
@@ -148,7 +144,10 @@ app.kubernetes.io/component: {{ .component }}
 - name: KUBEHANDS_PUBLIC_URL
   value: {{ include "kubehands.publicUrl" . | quote }}
 {{- end }}
-{{ include "kubehands.sharedSandboxEnv" . }}
+{{- end }}
+
+{{/* The gateway's other settings that shape every /start's Sandbox spec. */}}
+{{- define "kubehands.sandboxShapeEnv" -}}
 - name: KUBEHANDS_RESOURCE_FACTORS
   value: {{ .Values.sandbox.resourceFactors | toJson | quote }}
 - name: KUBEHANDS_WORKSPACE_SIZE
@@ -163,6 +162,17 @@ app.kubernetes.io/component: {{ .component }}
 - name: KUBEHANDS_IMAGE_PULL_POLICY
   value: {{ . | quote }}
 {{- end }}
+{{- end }}
+
+{{/* Gateway/router environment (kubehands.api.settings.Settings). */}}
+{{- define "kubehands.gatewayEnv" -}}
+- name: KUBEHANDS_NAMESPACE
+  value: {{ include "kubehands.sandboxNamespace" . | quote }}
+- name: KUBEHANDS_KEYS_NAMESPACE
+  value: {{ .Release.Namespace | quote }}
+{{ include "kubehands.routingEnv" . }}
+{{ include "kubehands.sharedSandboxEnv" . }}
+{{ include "kubehands.sandboxShapeEnv" . }}
 - name: KUBEHANDS_DEFAULT_MAX_RUNNING
   value: {{ .Values.api.defaultMaxRunning | quote }}
 - name: KUBEHANDS_REGISTRY_PREFIX
@@ -212,6 +222,20 @@ app.kubernetes.io/component: {{ .component }}
   value: {{ .Values.sandbox.securityContext.fsGroup | quote }}
 - name: KUBEHANDS_WORKSPACE_CHOWN
   value: {{ .Values.sandbox.workspace.chown | quote }}
+{{- /* The pool check (docs/pools.md "A pool no /start can match") derives specs as the gateway does: it reads
+       the gateway's settings, from the same values, and the ones api.extraEnv overrides. */}}
+- name: KUBEHANDS_POOL_MATCH_CHECK
+  value: {{ .Values.operator.poolMatchCheck | quote }}
+{{- if .Values.operator.poolMatchCheck }}
+{{ include "kubehands.routingEnv" . }}
+{{ include "kubehands.sandboxShapeEnv" . }}
+{{- $shaping := append (include "kubehands.poolShapingSettings" . | fromJsonArray) "KUBEHANDS_INJECT_URL_ENV" }}
+{{- range .Values.api.extraEnv }}
+{{- if has .name $shaping }}
+- {{ toJson . }}
+{{- end }}
+{{- end }}
+{{- end }}
 - name: KUBEHANDS_METRICS_PORT
   value: {{ include "kubehands.operatorMetricsPort" . | quote }}
 {{- end }}

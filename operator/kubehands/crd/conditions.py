@@ -12,6 +12,7 @@ from kubehands.crd.times import rfc3339
 
 READY = "Ready"
 PAUSED = "Paused"
+MATCHABLE = "Matchable"  # a SandboxPool: whether any /start can claim its members (docs/pools.md)
 
 TRUE, FALSE = "True", "False"
 
@@ -39,6 +40,29 @@ START_TIMEOUT = "StartTimeout"
 POOL_READY = "PoolReady"  # True: as many ready members as spec.size
 POOL_FILLING = "Filling"  # members are being created or are starting
 MEMBER_FAILED = "MemberFailed"  # a member failed (e.g. ImagePullError); it is replaced
+
+# Matchable reasons of a SandboxPool (kubehands.api.pool_match); a False one is also the pool's Ready reason.
+TEMPLATE_MATCHABLE = "TemplateMatchable"  # True: some /start derives a spec that matches the template
+# True, but only for a /start that sends some of the gateway's own variables (RUNTIME_URL, ...) with other values
+GATEWAY_ENV_OVERRIDDEN = "GatewayEnvOverridden"
+RESOURCES_NOT_OFFERED = "ResourcesNotOffered"  # not the base resources times an accepted factor
+RUNTIME_CLASS_NOT_OFFERED = "RuntimeClassNotOffered"  # the gateway refuses the class, or derives another one
+WORKSPACE_MISMATCH = "WorkspaceMismatch"  # size, mount path or StorageClass differ from the gateway's
+PULL_POLICY_MISMATCH = "PullPolicyMismatch"  # no pull policy, but the gateway sets a default one
+GATEWAY_ENV_MISMATCH = "GatewayEnvMismatch"  # a boot-only variable the gateway writes is not in the template
+REQUEST_REFUSED = "RequestRefused"  # the gateway refuses a /start with the template's values (e.g. the image)
+TEMPLATE_MISMATCH = "TemplateMismatch"  # anything else the gateway's matcher finds different
+UNMATCHABLE_REASONS = frozenset(
+    {
+        RESOURCES_NOT_OFFERED,
+        RUNTIME_CLASS_NOT_OFFERED,
+        WORKSPACE_MISMATCH,
+        PULL_POLICY_MISMATCH,
+        GATEWAY_ENV_MISMATCH,
+        REQUEST_REFUSED,
+        TEMPLATE_MISMATCH,
+    }
+)
 
 # Paused reasons.
 NOT_PAUSED = "NotPaused"

@@ -206,6 +206,8 @@ def pool_crd() -> dict[str, Any]:
                 {"name": "Ready", "type": "integer", "jsonPath": ".status.ready"},
                 {"name": "Claimed", "type": "integer", "jsonPath": ".status.claimed"},
                 {"name": "Desired", "type": "integer", "jsonPath": ".spec.size"},
+                # Why it is (not) Ready: Filling, MemberFailed, InvalidSpec, or why no /start can match it.
+                {"name": "Status", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].reason'},
                 {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
             ],
             "schema": {"openAPIV3Schema": pool_open_api_schema()},

@@ -85,7 +85,9 @@ class SandboxPoolSpec(_Object):
 
 
 class PoolCondition(Condition):
-    type: Literal["Ready"]  # a pool has only the Ready condition
+    # Ready; and Matchable, whether any /start can claim a member (only when the operator checks templates). A pool
+    # has other condition types than a Sandbox: pydantic takes the override, mypy sees a field type changed.
+    type: Literal["Ready", "Matchable"]  # type: ignore[assignment]
 
 
 class SandboxPoolStatus(_Object):
@@ -108,4 +110,3 @@ class SandboxPool(Resource):
     kind: str = constants.POOL_KIND
     spec: SandboxPoolSpec
     status: SandboxPoolStatus = Field(default_factory=SandboxPoolStatus)
-

@@ -3,9 +3,10 @@
 import json
 from typing import Annotated, Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, PrivateAttr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from kubehands.api.settings import Settings as GatewaySettings
 from kubehands.crd.resources import DEFAULT_BASE_RESOURCES, validate_base_resources
 from kubehands.kube import DEFAULT_REQUEST_TIMEOUT_SECONDS
 
@@ -108,11 +109,20 @@ class OperatorConfig(BaseSettings):
         "port of kopf's liveness endpoint (--liveness).",
     )
     metrics_host: str = Field("0.0.0.0", description="Address the metrics endpoint binds to.")
+    pool_match_check: bool = Field(
+        False,
+        description="Check every SandboxPool's template against the gateway's settings, read from the same "
+        "KUBEHANDS_* variables the gateway gets (routing mode and URL, base resources and factors, workspace, pull "
+        "policy, runtime classes): a pool no /start can match gets Matchable=False and no members. The chart "
+        "turns it on and passes those variables.",
+    )
     workspace_chown: bool = Field(
         False,
         description="Add a root init container that chowns the workspace to runAsUser:runAsGroup. Only for "
         "storage that ignores fsGroup (e.g. the kube-controller-manager hostpath provisioner).",
     )
+
+    _gateway: GatewaySettings | None = PrivateAttr(None)
 
     @field_validator("namespaces", "allowed_volume_types", mode="before")
     @classmethod
@@ -142,3 +152,11 @@ class OperatorConfig(BaseSettings):
             return None
         return self.runtime_class_map.get(wanted) or None
 
+    def gateway_settings(self) -> GatewaySettings | None:
+        """The gateway's settings, from this process's environment, when `pool_match_check` is on (read once; a
+        ValidationError says which variable is wrong)."""
+        if not self.pool_match_check:
+            return None
+        if self._gateway is None:
+            self._gateway = GatewaySettings()
+        return self._gateway

@@ -18,9 +18,10 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import ValidationError
 
+from kubehands.api.pool_match import Matchability, check
 from kubehands.crd import conditions as c
 from kubehands.crd.pool_model import SandboxPool
-from kubehands.kube import CONFLICT, NOT_FOUND, SANDBOX_POOLS, SANDBOXES, Kube, json_body
+from kubehands.kube import CONFLICT, NOT_FOUND, SANDBOX_POOLS, SANDBOXES, UNPROCESSABLE, Kube, json_body
 from kubehands.operator import metrics, pools
 from kubehands.operator.config import OperatorConfig
 from kubehands.operator.plan import refusal
@@ -129,15 +130,20 @@ async def converge_pool(
     if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
         return PoolConverged()  # garbage collection removes the members
     pool, problems = _parse(body)
+    matchability: Matchability | None = None
     if pool is not None:
         problems = pools.validate_pool(pool, config)
+        gateway = config.gateway_settings()
+        if gateway is not None:  # the template as the API server stores it: what the gateway compares
+            matchability = check((body.get("spec") or {}).get("template") or {}, gateway)
     listed = await kube.list_objects(SANDBOXES, namespace, label_selector=pools.selector(name))
     members = list(listed.get("items") or [])
     now = datetime.now(UTC)
     if pool is None:
         decided = pools.retire_all(name, members, "the pool's spec is invalid")
     else:
-        decided = pools.plan_pool(pool, members, now, problems=problems)
+        unmatchable = matchability.never if matchability is not None else ()
+        decided = pools.plan_pool(pool, members, now, problems=problems, unmatchable=unmatchable)
     kept = {str(m["metadata"]["name"]) for m in pools.members_of(name, members)}
     for deletion in decided.delete:
         if await delete_member(kube, namespace, deletion):
@@ -153,20 +159,51 @@ async def converge_pool(
                 metrics.POOL_MEMBERS_CREATED.labels(namespace, name).inc()
     if sweep:
         await sweep_orphan_secrets(kube, namespace, name, now)
-    desired = pools.pool_status(body, decided, claimed(), problems, now)
-    patch = status_patch(body.get("status"), desired)
-    if patch:
-        await kube.patch_object_status(SANDBOX_POOLS, namespace, name, patch)  # None: deleted meanwhile
+    desired = pools.pool_status(body, decided, claimed(), problems, now, matchability)
+    await _report(kube, namespace, name, body.get("status"), desired)
     _log_transition(namespace, name, body.get("status"), desired)
     return PoolConverged(problems, kept)
 
 
+_stale_crd_logged: list[bool] = []
+
+
+async def _report(
+    kube: Kube, namespace: str, name: str, current: Mapping[str, Any] | None, desired: dict[str, Any]
+) -> None:
+    """Patch the pool's status. A CRD older than the operator (docs/install.md "Upgrading": Helm never upgrades
+    CRDs) refuses the Matchable condition: then the status goes without it (Ready says the same)."""
+    patch = status_patch(current, desired)
+    if not patch:
+        return
+    try:
+        await kube.patch_object_status(SANDBOX_POOLS, namespace, name, patch)  # None: deleted meanwhile
+    except ApiException as e:
+        if e.status != UNPROCESSABLE or not c.find_condition(patch.get("conditions") or [], c.MATCHABLE):
+            raise
+        if not _stale_crd_logged:
+            _stale_crd_logged.append(True)  # once per process, not at every resync of every pool
+            log.warning(
+                "the SandboxPool CRD refuses the Matchable condition: apply the CRDs of this version (crds/, "
+                "docs/install.md \"Upgrading\"); until then pools report it in Ready only"
+            )
+        desired["conditions"] = [x for x in desired["conditions"] if x["type"] != c.MATCHABLE]
+        patch = status_patch(current, desired)
+        if patch:
+            await kube.patch_object_status(SANDBOX_POOLS, namespace, name, patch)
+
+
 def _log_transition(namespace: str, name: str, old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> None:
-    """One log line when the pool's Ready condition changes reason (not at every resync of a broken pool)."""
+    """One log line when the pool's Ready condition changes reason (not at every resync of a broken pool), and one
+    when its template becomes matchable only for /starts that override the gateway's variables."""
+    matchable = c.find_condition(new.get("conditions") or [], c.MATCHABLE) or {}
+    was = c.find_condition((old or {}).get("conditions") or [], c.MATCHABLE) or {}
+    if matchable.get("reason") == c.GATEWAY_ENV_OVERRIDDEN and was.get("reason") != matchable.get("reason"):
+        log.warning("pool %s/%s: %s", namespace, name, matchable.get("message"))
     before = c.find_condition((old or {}).get("conditions") or [], c.READY) or {}
     after = c.find_condition(new.get("conditions") or [], c.READY) or {}
     if before.get("reason") == after.get("reason"):
         return
-    level = logging.WARNING if after.get("reason") in (c.INVALID_SPEC, c.MEMBER_FAILED) else logging.INFO
+    warned = (c.INVALID_SPEC, c.MEMBER_FAILED, *c.UNMATCHABLE_REASONS)
+    level = logging.WARNING if after.get("reason") in warned else logging.INFO
     log.log(level, "pool %s/%s: %s: %s", namespace, name, after.get("reason"), after.get("message"))
-

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from kubehands import kube
+from kubehands.api.pool_match import Matchability, Mismatch, summary
 from kubehands.crd import conditions as c
 from kubehands.crd import constants
 from kubehands.crd.model import DesiredState, Phase, PodStatus, Sandbox
@@ -204,16 +205,25 @@ def _surplus_order(member: Mapping[str, Any]) -> tuple[bool, bool, float, str]:
 
 
 def plan_pool(
-    pool: SandboxPool, members: Sequence[Mapping[str, Any]], now: datetime, *, problems: Sequence[str] = ()
+    pool: SandboxPool,
+    members: Sequence[Mapping[str, Any]],
+    now: datetime,
+    *,
+    problems: Sequence[str] = (),
+    unmatchable: Sequence[Mismatch] = (),
 ) -> PoolPlan:
     """What keeps the pool at `spec.size` ready members from its current template.
 
     `members` are the Sandboxes listed with the pool's label (anything else is ignored); `problems` are the
-    pool's spec problems (`validate_pool`), which retire every member.
+    pool's spec problems (`validate_pool`) and `unmatchable` why no /start can claim its members
+    (`pool_match.never_matches`): either retires every member, since none would ever serve a session.
     """
     current = template_hash(pool)
     if problems:
         return replace(retire_all(pool.name, members, "the pool's spec is invalid"), template_hash=current)
+    if unmatchable:
+        retired = retire_all(pool.name, members, "no /start can match the pool's template")
+        return replace(retired, template_hash=current)
     live = members_of(pool.name, members)
     deletions: list[MemberDeletion] = []
     kept: list[Mapping[str, Any]] = []
@@ -252,15 +262,30 @@ def plan_pool(
 
 
 def pool_status(
-    body: Mapping[str, Any], plan: PoolPlan, claimed: int, problems: Sequence[str], now: datetime
+    body: Mapping[str, Any],
+    plan: PoolPlan,
+    claimed: int,
+    problems: Sequence[str],
+    now: datetime,
+    matchability: Matchability | None = None,
 ) -> dict[str, Any]:
     """The SandboxPool's status once `plan` is carried out. Works on the raw body, so an unreadable pool is
-    reported too. `claimed` counts the Sandboxes whose `claimed-from` annotation names the pool."""
+    reported too. `claimed` counts the Sandboxes whose `claimed-from` annotation names the pool; `matchability` is
+    None when the template was not checked (no Matchable condition then)."""
     metadata = body.get("metadata") or {}
     generation = metadata.get("generation")
     size = (body.get("spec") or {}).get("size", 0)
+    current = [
+        dict(condition)
+        for condition in (body.get("status") or {}).get("conditions") or []
+        if matchability is not None or condition.get("type") != c.MATCHABLE  # not checked: a stale answer goes
+    ]
+    if matchability is not None:
+        current = c.set_condition(current, c.MATCHABLE, *matchability.condition(), now, generation)
     if problems:
         ready = (c.FALSE, c.INVALID_SPEC, "invalid spec: " + "; ".join(problems))
+    elif matchability is not None and matchability.never:
+        ready = (c.FALSE, matchability.never[0].reason, summary(matchability.never))
     elif plan.blocked:
         ready = (c.FALSE, c.INVALID_SPEC, f"no new members: {plan.blocked}")
     elif plan.ready >= size:
@@ -269,7 +294,6 @@ def pool_status(
         ready = (c.FALSE, c.MEMBER_FAILED, f"{plan.ready} of {size} members ready; {plan.failing}")
     else:
         ready = (c.FALSE, c.POOL_FILLING, f"{plan.ready} of {size} members ready")
-    current = (body.get("status") or {}).get("conditions") or []
     return {
         "ready": plan.ready,
         "claimed": claimed,

@@ -45,6 +45,7 @@ async def configure(
 
     # Read per run, not per import, so a test can change the environment between operator runs.
     memo.config = OperatorConfig()
+    memo.config.gateway_settings()  # with pool_match_check, wrong gateway settings stop the start here, said plainly
     if memo.config.metrics_port:  # first: a port in use stops the operator before it acts on anything
         try:
             memo.metrics_runner = await metrics.serve(
