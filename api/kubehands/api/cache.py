@@ -123,6 +123,10 @@ class Reflector:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"reflector-{self.name}")
 
+    async def load(self) -> None:
+        """Fill the cache with one list and no watch (a command that reads the state once)."""
+        await self._list()
+
     async def stop(self) -> None:
         if self._task:
             self._task.cancel()
@@ -275,6 +279,12 @@ class Caches:
 
     async def stop(self) -> None:
         await asyncio.gather(*(r.stop() for r in (*self._all, *self._optional)))
+
+    async def load(self) -> None:
+        """Fill every cache once, without watching (`kubehands sandboxes`). Pools and pods stay optional: without
+        them (no CRD, no RBAC) nothing is claimed and no pod is shown."""
+        await asyncio.gather(*(r.load() for r in self._all))
+        await asyncio.gather(*(r.load() for r in self._optional), return_exceptions=True)
 
     @property
     def synced(self) -> bool:
