@@ -30,7 +30,7 @@ from kubehands.crd.constants import (
     MANAGED_BY,
 )
 from kubehands.crd.names import pod_name
-from kubehands.kube import SANDBOX_POOLS, Kube, labels
+from kubehands.kube import SANDBOX_POOLS, Kube, labels, raise_for_status
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +173,7 @@ class Reflector:
 
     async def _list(self) -> str:
         response = await self._list_fn(self._namespace, _preload_content=False, **self._kwargs())
-        body = await response.json()
+        body = await (await raise_for_status(response)).json()  # an error's Status is no empty list
         fresh = {item["metadata"]["name"]: self._transform(item) for item in body.get("items") or []}
         for name in set(self.items) - set(fresh):
             self._notify("DELETED", self.items.pop(name))

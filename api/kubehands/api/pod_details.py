@@ -27,7 +27,7 @@ from kubehands.api.schemas import RuntimeStatus
 from kubehands.api.settings import Settings
 from kubehands.crd.constants import SANDBOX_CONTAINER_NAME
 from kubehands.crd.times import parse_time
-from kubehands.kube import Kube
+from kubehands.kube import Kube, raise_for_status
 
 log = logging.getLogger(__name__)
 
@@ -175,9 +175,10 @@ async def read_log(
         kwargs["tail_lines"] = tail_lines
     if limit_bytes is not None:
         kwargs["limit_bytes"] = limit_bytes
-    return await kube.core.read_namespaced_pod_log(
+    response = await kube.core.read_namespaced_pod_log(
         pod, namespace, _preload_content=False, _request_timeout=timeout, **kwargs
     )
+    return await raise_for_status(response)
 
 
 async def read_events(kube: Kube, namespace: str, name: str, timeout: float = FETCH_TIMEOUT_SECONDS) -> list[Obj]:
@@ -190,7 +191,7 @@ async def read_events(kube: Kube, namespace: str, name: str, timeout: float = FE
         _preload_content=False,
         _request_timeout=timeout,
     )
-    body = await response.json()  # type: ignore[attr-defined]  # a raw answer; the stubs name the model
+    body = await (await raise_for_status(response)).json()
     return list(body.get("items") or [])
 
 
