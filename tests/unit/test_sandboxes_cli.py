@@ -76,4 +76,4 @@ def test_table_aligns_columns_and_shortens_long_session_ids() -> None:
     assert header.startswith("RUNTIME ID       SESSION ID")
     assert line.split()[1] == "s" * 37 + "..." and line.split()[8] == "-"  # no node
     assert line.split()[-3:] == ["1h", "1h", "cold"]
-    assert table([]) == header
+    assert table([]).split() == header.split()
