@@ -6,6 +6,7 @@ from typing import Any
 import pytest
 
 from kubehands.api.sandboxes_cli import CommandError, duration, resolve, row, table
+from kubehands.cli import main
 from kubehands.crd.constants import ANNOTATION_CLAIMED_FROM, LABEL_POOL
 from kubehands.crd.model import DesiredState
 from tests.helpers.api import sandbox_object
@@ -77,3 +78,17 @@ def test_table_aligns_columns_and_shortens_long_session_ids() -> None:
     assert line.split()[1] == "s" * 37 + "..." and line.split()[8] == "-"  # no node
     assert line.split()[-3:] == ["1h", "1h", "cold"]
     assert table([]).split() == header.split()
+
+
+def test_sandboxes_cli_refuses_bad_input_before_connecting(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code = main(["sandboxes", "--kubeconfig", "/nonexistent", "logs", "x", "--tail", "-1"])
+    assert (code, capsys.readouterr().err) == (2, "error: --tail must be 0 or more\n")
+    assert main(["sandboxes", "--kubeconfig", "/nonexistent", "list"]) == 2
+    assert capsys.readouterr().err == "error: no kubeconfig file at /nonexistent\n"
+    monkeypatch.setenv("KUBEHANDS_ROUTING_MODE", "subdomain")  # the gateway's settings apply, and are checked
+    assert main(["sandboxes", "list"]) == 2
+    assert capsys.readouterr().err == (
+        "error: invalid settings: Value error, KUBEHANDS_DOMAIN is required in subdomain routing mode\n"
+    )

@@ -22,6 +22,7 @@ from typing import Any
 import aiohttp
 import httpx
 from kubernetes_asyncio.client.exceptions import ApiException
+from kubernetes_asyncio.config.config_exception import ConfigException
 from pydantic import ValidationError
 
 from kubehands.api.errors import GatewayError, api_exception_detail
@@ -115,6 +116,8 @@ async def _run(args: argparse.Namespace) -> int:
     try:
         if getattr(args, "tail", None) is not None and args.tail < 0:
             raise ValueError("--tail must be 0 or more")
+        if args.kubeconfig and not os.path.isfile(args.kubeconfig):
+            raise ValueError(f"no kubeconfig file at {args.kubeconfig}")
         settings = Settings(namespace=args.namespace, keys_namespace=args.keys_namespace, kubeconfig=args.kubeconfig)
         kube = await Kube.connect(settings.kubeconfig, settings.kube_request_timeout_seconds)
         gateway = Gateway.assemble(settings, kube, httpx.AsyncClient(trust_env=False))
@@ -132,7 +135,13 @@ async def _run(args: argparse.Namespace) -> int:
     except (aiohttp.ClientError, TimeoutError) as exc:  # before OSError, which both can be
         print(f"error: Kubernetes API not reachable: {exc or type(exc).__name__}", file=sys.stderr)
         return 1
-    except (ValueError, ValidationError, OSError) as exc:
+    except ValidationError as exc:  # the KUBEHANDS_* settings, on one line
+        print(f"error: invalid settings: {'; '.join(str(e['msg']) for e in exc.errors())}", file=sys.stderr)
+        return 2
+    except ConfigException as exc:
+        print(f"error: kubeconfig: {exc}", file=sys.stderr)
+        return 2
+    except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
