@@ -272,7 +272,7 @@ class PodDetails:
             events = await self._guarded(runtime_id, "events", read_events(self._kube, namespace, runtime_id))
             logs = None
             source = log_source(self._pod_of(runtime_id))
-            if source is not None:
+            if source is not None and self._settings.pod_log_tail_lines > 0:
                 logs = await self._guarded(runtime_id, "log", self._read_log(runtime_id, *source))
         fetched = self._fetched.get(runtime_id)
         if fetched is None or fetched.pod_uid != pod_uid:
