@@ -91,7 +91,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     logs.add_argument("-p", "--previous", action="store_true", help="the previous (crashed) run's log")
     for command in (get, logs, *(sub.choices[n] for n in ("pause", "resume", "stop"))):
         command.add_argument("id", help="runtime id or session id")
-    for command in (get, logs, *(sub.choices[n] for n in ("pause", "resume", "stop"))):
         command.add_argument("--key", help="the API key whose session this is (when several keys use the id)")
 
 
