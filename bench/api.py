@@ -127,6 +127,7 @@ def handler_cost(system: System, counts: list[int], calls: int = 100) -> dict[st
     from kubehands.api.alive import AliveTracker
     from kubehands.api.cache import Caches
     from kubehands.api.keys import KeyRecord
+    from kubehands.api.pod_details import PodDetails
     from kubehands.api.sandboxes import SandboxService
     from kubehands.api.settings import Settings
     from kubehands.kube import Kube
@@ -142,7 +143,8 @@ def handler_cost(system: System, counts: list[int], calls: int = 100) -> dict[st
             for count in counts:
                 caches = Caches(kube, system.namespace, system.namespace)
                 alive = AliveTracker(settings, caches, http)
-                service = SandboxService(settings, caches, kube, alive, http)
+                details = PodDetails(settings, kube, caches.pod)
+                service = SandboxService(settings, caches, kube, alive, http, details)
                 sessions = []
                 for i in range(count):
                     sandbox, secret = system.paused_manifests(f"micro-{i}")

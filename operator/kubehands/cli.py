@@ -13,6 +13,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "operator": ("kubehands.operator.cli", "run the Sandbox operator (kopf)"),
     "gateway": ("kubehands.api.cli", "run the OpenHands runtime API gateway (uvicorn)"),
     "keys": ("kubehands.api.keys_cli", "create, list and revoke API keys"),
+    "sandboxes": ("kubehands.api.sandboxes_cli", "list, inspect, pause, resume and stop sandboxes; print their logs"),
 }
 
 

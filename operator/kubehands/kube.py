@@ -71,6 +71,17 @@ def labels(obj: Mapping[str, Any] | None) -> dict[str, str]:
     return dict(((obj or {}).get("metadata") or {}).get("labels") or {})
 
 
+async def raise_for_status(response: Any) -> Any:
+    """`response`, a `_preload_content=False` answer, when it is a success; else its ApiException, as a preloaded
+    call would have raised (the client checks the status only when it reads the body itself)."""
+    if 200 <= response.status <= 299:
+        return response
+    exc = ApiException(status=response.status, reason=response.reason)
+    exc.body = await response.text()
+    response.release()
+    raise exc
+
+
 def json_body[M](body: Mapping[str, Any], model: type[M]) -> M:
     """`body`, a plain API JSON dict, where the client's annotations name a model class (`model`).
 

@@ -215,6 +215,7 @@ async def serve_gateway(
     finally:
         await gateway.activity.stop()
         await gateway.alive.stop()
+        await gateway.details.stop()
         await gateway.upstream.close()
         await gateway.http.aclose()
         await gateway.kube.close()

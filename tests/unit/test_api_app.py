@@ -37,6 +37,7 @@ async def api() -> AsyncIterator[httpx.AsyncClient]:
     app.state.gateway = gateway
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw.test") as http:
         yield http
+    await gateway.details.stop()
     await gateway.http.aclose()
     await gateway.kube.close()
 

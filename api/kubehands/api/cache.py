@@ -22,8 +22,15 @@ from kubehands.api.constants import (
 from kubehands.api.keys import KeyRecord, record_from_secret
 from kubehands.api.pools import claimable
 from kubehands.api.runtime import secret_session_key
-from kubehands.crd.constants import LABEL_POOL
-from kubehands.kube import SANDBOX_POOLS, Kube, labels
+from kubehands.crd.constants import (
+    COMPONENT_SANDBOX,
+    LABEL_COMPONENT,
+    LABEL_MANAGED_BY,
+    LABEL_POOL,
+    MANAGED_BY,
+)
+from kubehands.crd.names import pod_name
+from kubehands.kube import SANDBOX_POOLS, Kube, labels, raise_for_status
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +39,24 @@ WATCH_TIMEOUT_SECONDS = 300
 
 ListFn = Callable[..., Awaitable[Any]]
 Obj = dict[str, Any]
+
+
+# The operator's sandbox pods; of each, only what runtime objects and `kubehands sandboxes` show.
+POD_SELECTOR = f"{LABEL_COMPONENT}={COMPONENT_SANDBOX},{LABEL_MANAGED_BY}={MANAGED_BY}"
+_POD_METADATA = ("name", "namespace", "uid", "resourceVersion", "creationTimestamp", "deletionTimestamp", "labels")
+_POD_STATUS = ("phase", "reason", "message", "podIP", "initContainerStatuses", "containerStatuses")
+
+
+def trim_pod(pod: Obj) -> Obj:
+    """A pod as the gateway keeps it: its identity, node and container statuses (a pod's spec and managed fields
+    are most of its size, and a thousand sandboxes are a thousand pods)."""
+    metadata = pod.get("metadata") or {}
+    status = pod.get("status") or {}
+    return {
+        "metadata": {k: metadata[k] for k in _POD_METADATA if k in metadata},
+        "spec": {"nodeName": (pod.get("spec") or {}).get("nodeName")},
+        "status": {k: status[k] for k in _POD_STATUS if k in status},
+    }
 
 
 def _rv(obj: Obj) -> int:
@@ -76,8 +101,16 @@ class LabelIndex:
 class Reflector:
     """A cache of one kind of object in one namespace, kept current by list+watch."""
 
-    def __init__(self, name: str, list_fn: ListFn, namespace: str, label_selector: str | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        list_fn: ListFn,
+        namespace: str,
+        label_selector: str | None = None,
+        transform: Callable[[Obj], Obj] | None = None,
+    ) -> None:
         self.name = name
+        self._transform = transform or (lambda obj: obj)  # what of each object is kept (memory)
         self._list_fn = list_fn
         self._namespace = namespace
         self._selector = label_selector
@@ -92,6 +125,10 @@ class Reflector:
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"reflector-{self.name}")
+
+    async def load(self) -> None:
+        """Fill the cache with one list and no watch (a command that reads the state once)."""
+        await self._list()
 
     async def stop(self) -> None:
         if self._task:
@@ -139,8 +176,8 @@ class Reflector:
 
     async def _list(self) -> str:
         response = await self._list_fn(self._namespace, _preload_content=False, **self._kwargs())
-        body = await response.json()
-        fresh = {item["metadata"]["name"]: item for item in body.get("items") or []}
+        body = await (await raise_for_status(response)).json()  # an error's Status is no empty list
+        fresh = {item["metadata"]["name"]: self._transform(item) for item in body.get("items") or []}
         for name in set(self.items) - set(fresh):
             self._notify("DELETED", self.items.pop(name))
         for name, item in fresh.items():
@@ -163,7 +200,7 @@ class Reflector:
                     _request_timeout=WATCH_TIMEOUT_SECONDS + 30,
                     **self._kwargs(),
                 ):
-                    kind, obj = event["type"], event["raw_object"]
+                    kind, obj = event["type"], self._transform(event["raw_object"])
                     resource_version = str(
                         (obj.get("metadata") or {}).get("resourceVersion") or resource_version
                     )
@@ -207,6 +244,7 @@ class Caches:
 
     SandboxPools are watched with the control API (only /start claims), but never hold up readiness: a cluster
     without the pool CRD, or a gateway without RBAC on pools, serves every /start cold (docs/gateway.md).
+    The sandbox pods likewise (container statuses in runtime objects; empty without them).
     """
 
     def __init__(
@@ -225,6 +263,7 @@ class Caches:
 
         self.sandboxes = Reflector("sandboxes", kube.list_sandboxes, namespace)
         self.pools = Reflector("pools", list_pools, namespace)
+        self.pods = Reflector("pods", kube.core.list_namespaced_pod, namespace, POD_SELECTOR, trim_pod)
         self.session_keys = Reflector(
             "session-keys", kube.core.list_namespaced_secret, namespace, f"{LABEL_SESSION_KEY}=true"
         )
@@ -233,7 +272,8 @@ class Caches:
         )
         self.secrets = secrets
         self._all = (self.sandboxes, self.session_keys, self.api_keys) if secrets else (self.sandboxes,)
-        self._optional = (self.pools,) if secrets else ()
+        # Pods only give runtime objects their container statuses: without them (no RBAC) those stay empty.
+        self._optional = (self.pools, self.pods) if secrets else ()
         self._by_owner = LabelIndex(self.sandboxes, lambda s: _label_key(s, LABEL_OWNER))
         self._members = LabelIndex(self.sandboxes, lambda s: _label_key(s, LABEL_POOL))
         self._by_session = LabelIndex(self.sandboxes, lambda s: _label_key(s, LABEL_OWNER, LABEL_SESSION))
@@ -259,6 +299,12 @@ class Caches:
 
     async def stop(self) -> None:
         await asyncio.gather(*(r.stop() for r in (*self._all, *self._optional)))
+
+    async def load(self) -> None:
+        """Fill every cache once, without watching (`kubehands sandboxes`). Pools and pods stay optional: without
+        them (no CRD, no RBAC) nothing is claimed and no pod is shown."""
+        await asyncio.gather(*(r.load() for r in self._all))
+        await asyncio.gather(*(r.load() for r in self._optional), return_exceptions=True)
 
     @property
     def synced(self) -> bool:
@@ -336,6 +382,10 @@ class Caches:
     def claimable_members(self, pool: Obj) -> list[Obj]:
         """The pool's members a /start may claim now (`pools.claimable`)."""
         return [m for m in self._members.get(str(pool["metadata"]["name"])) if claimable(m, pool)]
+
+    def pod(self, runtime_id: str) -> Obj | None:
+        """The sandbox's pod (trimmed, `trim_pod`); None when it has none or pods are not watched."""
+        return self.pods.items.get(pod_name(runtime_id))
 
     def session_key(self, sandbox: Obj) -> str | None:
         """The sandbox's session key from the Secret cache; None when unknown (or Secrets are not watched)."""

@@ -11,6 +11,7 @@ from kubehands.api.activity import ActivityRecorder
 from kubehands.api.alive import AliveTracker
 from kubehands.api.cache import Caches
 from kubehands.api.images import ImageCatalog
+from kubehands.api.pod_details import PodDetails
 from kubehands.api.recovery import ClaimRecovery
 from kubehands.api.sandboxes import SandboxService
 from kubehands.api.settings import Settings
@@ -32,6 +33,7 @@ class Gateway:
     alive: AliveTracker
     activity: ActivityRecorder
     sandboxes: SandboxService
+    details: PodDetails
     images: ImageCatalog
     recovery: ClaimRecovery
 
@@ -46,7 +48,9 @@ class Gateway:
             slot_of=partial(urls.port_slot, settings) if settings.routing_mode == "port" else None,
         )
         alive = AliveTracker(settings, caches, http)
-        sandboxes = SandboxService(settings, caches, kube, alive, http)
+        details = PodDetails(settings, kube, caches.pod)
+        caches.sandboxes.add_listener(details.on_event)
+        sandboxes = SandboxService(settings, caches, kube, alive, http, details)
         return cls(
             settings=settings,
             kube=kube,
@@ -56,6 +60,7 @@ class Gateway:
             alive=alive,
             activity=ActivityRecorder(settings, caches, kube),
             sandboxes=sandboxes,
+            details=details,
             images=ImageCatalog(settings, kube),
             recovery=ClaimRecovery(caches, sandboxes),
         )
@@ -85,6 +90,7 @@ class Gateway:
         await self.recovery.stop()
         await self.activity.stop()
         await self.alive.stop()
+        await self.details.stop()
         await self.caches.stop()
         await self.upstream.close()
         await self.http.aclose()

@@ -54,3 +54,10 @@ POOL_INIT_SECONDS = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
     registry=REGISTRY,
 )
+POD_DETAIL_CALLS = Counter(
+    "kubehands_pod_detail_calls_total",
+    "API calls for the events and log lines of starting and failed sandboxes, by call (events, log) and outcome "
+    "(ok, error).",
+    ["call", "outcome"],
+    registry=REGISTRY,
+)

@@ -4,6 +4,7 @@ Pure functions over the Sandbox and session-key Secret as the caches hold them (
 """
 
 import base64
+from dataclasses import dataclass, field
 from typing import Any
 
 from kubehands.api import urls
@@ -14,6 +15,15 @@ from kubehands.crd.constants import ANNOTATION_CLAIMED_POD, ANNOTATION_INIT, INI
 from kubehands.crd.model import DesiredState, Phase, PodStatus
 
 Obj = dict[str, Any]
+
+@dataclass
+class Details:
+    """What a runtime object says about its pod beyond the status pair (`kubehands.api.pod_details`)."""
+
+    container_statuses: list[Obj] = field(default_factory=list)
+    events: list[Obj] = field(default_factory=list)
+    pod_logs: str = ""
+
 
 # Pod statuses the operator reports for a pod that will not become ready by itself.
 _BROKEN = (PodStatus.FAILED, PodStatus.CRASH_LOOP_BACK_OFF, PodStatus.UNKNOWN)
@@ -114,10 +124,12 @@ def runtime_object(
     sandbox: Obj | None,
     session_key: str | None,
     alive: bool,
+    details: Details | None = None,
 ) -> RuntimeObject:
     status, pod_status = runtime_status(sandbox, alive)
     observed = (sandbox or {}).get("status") or {}
     reasons = observed.get("restartReasons") or []
+    details = details or Details()
     return RuntimeObject(
         runtime_id=runtime_id,
         session_id=session_id,
@@ -128,4 +140,7 @@ def runtime_object(
         work_hosts=urls.work_hosts(settings, runtime_id),
         restart_count=int(observed.get("restartCount") or 0),
         restart_reasons=[str(r) for r in reasons] if isinstance(reasons, list) else [],
+        container_statuses=details.container_statuses,
+        events=details.events,
+        pod_logs=details.pod_logs,
     )

@@ -62,6 +62,7 @@ from kubehands.api.errors import (
     api_exception_detail,
 )
 from kubehands.api.keys import KeyRecord
+from kubehands.api.pod_details import PodDetails
 from kubehands.api.ports import PortSlots
 from kubehands.api.runtime import (
     is_pool_member,
@@ -145,10 +146,12 @@ class SandboxService:
         kube: Kube,
         alive: AliveTracker,
         http: httpx.AsyncClient,
+        details: PodDetails,
     ) -> None:
         self.settings = settings
         self.caches = caches
         self.alive = alive
+        self.details = details
         # Members this replica is claiming right now: concurrent /starts on one replica never race each other
         # for a member (the cache shows a member unclaimed until its claim patch comes back).
         self._claiming: set[str] = set()
@@ -159,14 +162,20 @@ class SandboxService:
 
     # ---- reads (cache only) -------------------------------------------------------------------
 
-    def to_runtime(self, sandbox: Obj) -> RuntimeObject:
+    def to_runtime(self, sandbox: Obj, *, fetch: bool = True) -> RuntimeObject:
+        """The runtime object of a cached sandbox. `fetch`: refresh its events and log lines when they are older
+        than their TTL (single-runtime reads; lists and batches show what was fetched last)."""
+        runtime_id = sandbox["metadata"]["name"]
+        alive = self.alive.is_alive(sandbox)
+        status, _ = runtime_status(sandbox, alive)
         return runtime_object(
             self.settings,
-            sandbox["metadata"]["name"],
+            runtime_id,
             sandbox_session_id(sandbox),
             sandbox,
             self.caches.session_key(sandbox),
-            self.alive.is_alive(sandbox),
+            alive,
+            self.details.details(runtime_id, status, fetch=fetch),
         )
 
     def _claim_runtime(self, claim: Obj) -> RuntimeObject:
@@ -191,7 +200,7 @@ class SandboxService:
                 return self._claim_runtime(claim)
         return self.to_runtime(self.owned(caller, runtime_id))
 
-    def find_session(self, caller: KeyRecord, session_id: str) -> RuntimeObject | None:
+    def find_session(self, caller: KeyRecord, session_id: str, *, fetch: bool = True) -> RuntimeObject | None:
         """The newest sandbox of (caller, session_id); else a claim whose Sandbox is on its way."""
         label = session_label(session_id)
         candidates = [
@@ -200,7 +209,7 @@ class SandboxService:
         if candidates:
             live = [s for s in candidates if not (s["metadata"].get("deletionTimestamp"))]
             newest = max(live or candidates, key=lambda s: str(s["metadata"].get("creationTimestamp") or ""))
-            return self.to_runtime(newest)
+            return self.to_runtime(newest, fetch=fetch)
         claim = self.caches.claim(objects.claim_name(caller.name, session_id))
         if claim is not None and _fresh_claim(claim) and labels(claim).get(LABEL_RUNTIME_ID):
             return self._claim_runtime(claim)
@@ -209,7 +218,7 @@ class SandboxService:
     def list_runtimes(self, caller: KeyRecord) -> list[RuntimeObject]:
         """docs/runtime-api.md §8.13: starting and running sandboxes only (V1-app counts every entry as
         running)."""
-        return [self.to_runtime(s) for s in self.caches.owned_sandboxes(caller.name) if is_live(s)]
+        return [self.to_runtime(s, fetch=False) for s in self.caches.owned_sandboxes(caller.name) if is_live(s)]
 
     def running_count(self, caller: KeyRecord) -> int:
         return self._holding(caller.name)

@@ -133,6 +133,20 @@ class Settings(BaseSettings):
         "the session starts cold on the same sandbox.",
     )
 
+    # --- Pod details (events and log lines of starting and failed sandboxes) ---------------------
+    pod_details_ttl_seconds: float = Field(
+        5.0,
+        gt=0,
+        description="How long the events and log lines of a starting or failed sandbox are reused: at most one "
+        "events call and one log call per sandbox per this many seconds, however often clients poll.",
+    )
+    pod_log_tail_lines: int = Field(
+        50, ge=0, description="Lines of the sandbox container's log in `pod_logs` (0: none, no log call)."
+    )
+    pod_log_max_bytes: int = Field(
+        16_384, ge=1024, description="Largest `pod_logs`, in bytes (the log call's limitBytes)."
+    )
+
     # --- Control API --------------------------------------------------------------------------
     max_body_bytes: int = Field(1_048_576, description="Largest control-API request body (413 above).")
     max_header_bytes: int = Field(

@@ -115,3 +115,4 @@ MANAGED_ENV = frozenset((*ENV_SESSION_KEYS, ENV_SECRET_KEY, ENV_RUNTIME_ID, *ENV
 DEFAULT_WORKSPACE_SIZE = "10Gi"
 DEFAULT_WORKSPACE_MOUNT_PATH = "/workspace"
 WORKSPACE_VOLUME_NAME = "workspace"  # the pod volume; spec.volumes may not reuse it
+SANDBOX_CONTAINER_NAME = "sandbox"  # the pod's one container (the gateway and `kubehands sandboxes logs` read its log)

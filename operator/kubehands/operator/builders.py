@@ -9,7 +9,7 @@ from kubehands.crd import constants, names
 from kubehands.crd.model import Sandbox, SandboxSpec
 from kubehands.operator.config import OperatorConfig
 
-CONTAINER_NAME = "sandbox"
+CONTAINER_NAME = constants.SANDBOX_CONTAINER_NAME
 CHOWN_CONTAINER_NAME = "workspace-chown"
 READINESS_PATH = "/alive"
 

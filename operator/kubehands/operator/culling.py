@@ -6,11 +6,13 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from kubehands.crd import conditions as c
 from kubehands.crd import constants
+from kubehands.crd.activity import last_activity
 from kubehands.crd.model import DesiredState, Phase
 from kubehands.crd.times import parse_time
 from kubehands.operator.config import OperatorConfig
+
+__all__ = ["CullAction", "CullDecision", "cull_decision", "last_activity"]
 
 
 class CullAction(StrEnum):
@@ -27,25 +29,6 @@ class CullDecision:
 def _seconds(spec: Mapping[str, Any], field: str, default: int) -> int:
     value = spec.get(field)
     return default if value is None else int(value)
-
-
-def last_activity(sandbox: Mapping[str, Any]) -> datetime | None:
-    """The latest sign of life: gateway activity, or the current pod's start, or the (re)start request.
-
-    A resumed Sandbox keeps an old `lastActivityTime`; the pod and condition times stop it from
-    being culled again before anyone could use it.
-    """
-    status = sandbox.get("status") or {}
-    paused = c.find_condition(status.get("conditions") or [], c.PAUSED) or {}
-    candidates = [
-        status.get("lastActivityTime"),
-        status.get("podCreatedTime"),
-        status.get("readyTime"),
-        (sandbox.get("metadata") or {}).get("creationTimestamp"),
-        paused.get("lastTransitionTime") if paused.get("status") == c.FALSE else None,
-    ]
-    moments = [m for m in (parse_time(x) for x in candidates) if m is not None]
-    return max(moments, default=None)
 
 
 def cull_decision(sandbox: Mapping[str, Any], config: OperatorConfig, now: datetime) -> CullDecision | None:

@@ -24,7 +24,7 @@ async def batch(
     if len(given) > MAX_BATCH:  # before any other work on them: the count bounds everything below
         raise InvalidRequest(f"at most {MAX_BATCH} ids per request")
     wanted = dict.fromkeys(given)  # de-duplicated in first-seen order, in linear time
-    found = (gateway.sandboxes.find_session(caller, session_id) for session_id in wanted)
+    found = (gateway.sandboxes.find_session(caller, session_id, fetch=False) for session_id in wanted)
     return [runtime for runtime in found if runtime is not None]
 
 

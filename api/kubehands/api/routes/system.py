@@ -26,6 +26,7 @@ async def prometheus(gateway: GatewayDep) -> Response:
         ("session_keys", gateway.caches.session_keys),
         ("api_keys", gateway.caches.api_keys),
         ("pools", gateway.caches.pools),
+        ("pods", gateway.caches.pods),
     ):
         metrics.CACHED.labels(name).set(len(reflector.items))
     metrics.POOL_READY.clear()  # pools deleted since the last scrape disappear
