@@ -19,7 +19,6 @@ KEY_NAME="${KUBEHANDS_KEY_NAME:-dev}"
 POOL_SIZE="${KUBEHANDS_POOL_SIZE:-2}"
 POOL_NAME="openhands-app"
 BIN="$ROOT/.venv/bin"
-KUBECTL_BIN="${KUBECTL:-/usr/lib/google-cloud-sdk/bin/kubectl.1.27}"
 RUN_DIR="$KUBEHANDS_STATE/run"
 [[ $POOL_SIZE =~ ^[0-9]+$ ]] || kh::die "KUBEHANDS_POOL_SIZE must be a number (0 disables the warm pool), got '$POOL_SIZE'"
 
@@ -58,8 +57,8 @@ trap 'exit 130' INT TERM
 
 mkdir -p "$RUN_DIR"
 "$BIN/python" -m kubehands.crd.install --kubeconfig "$KUBECONFIG" crds/*.yaml
-"$KUBECTL_BIN" --kubeconfig "$KUBECONFIG" create namespace "$NAMESPACE" --dry-run=client -o yaml \
-  | "$KUBECTL_BIN" --kubeconfig "$KUBECONFIG" apply -f - >/dev/null
+"$KUBECTL" --kubeconfig "$KUBECONFIG" create namespace "$NAMESPACE" --dry-run=client -o yaml \
+  | "$KUBECTL" --kubeconfig "$KUBECONFIG" apply -f - >/dev/null
 
 export KUBEHANDS_NAMESPACE="$NAMESPACE" KUBEHANDS_NAMESPACES="$NAMESPACE" KUBEHANDS_KUBECONFIG="$KUBECONFIG"
 export KUBEHANDS_PUBLIC_URL="http://127.0.0.1:${PORT}"
@@ -72,7 +71,7 @@ kh::log "operator started (log: $RUN_DIR/operator.log)"
 if (( POOL_SIZE > 0 )); then
   app_start_body | "$BIN/python" hack/pool-manifest.py --name "$POOL_NAME" --size "$POOL_SIZE" --apply
   kh::log "warm pool $POOL_NAME: $POOL_SIZE agent servers of $SANDBOX_IMAGE warming; the OpenHands app's first" \
-    "sandboxes start warm (kubectl get sbxpool -n $NAMESPACE; KUBEHANDS_POOL_SIZE=0 disables)"
+    "sandboxes start warm ($KUBECTL get sbxpool -n $NAMESPACE; KUBEHANDS_POOL_SIZE=0 disables)"
 else
   "$BIN/python" hack/pool-manifest.py --name "$POOL_NAME" --delete
   kh::log "warm pool disabled (KUBEHANDS_POOL_SIZE=0): every sandbox starts cold"
@@ -91,6 +90,7 @@ pids+=($!)
 kh::wait_for "gateway /health" 30 curl -sf "http://127.0.0.1:${PORT}/health" \
   || { tail -20 "$RUN_DIR/gateway.log" >&2; kh::die "gateway did not start; see $RUN_DIR/gateway.log"; }
 kh::log "gateway listening on http://127.0.0.1:${PORT} (log: $RUN_DIR/gateway.log); Ctrl-C stops everything"
+kh::log "kubectl for this cluster (built with it): $KUBECTL --kubeconfig $KUBECONFIG"
 
 echo "RUNTIME=remote"
 echo "SANDBOX_REMOTE_RUNTIME_API_URL=http://127.0.0.1:${PORT}"

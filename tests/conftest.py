@@ -59,6 +59,14 @@ def kubeconfig(cluster: dict[str, str]) -> str:
         apply_crds(path, crd_files)
     return path
 
+@pytest.fixture(scope="session")
+def kubectl(cluster: dict[str, str]) -> str:
+    """The kubectl built with the cluster's Kubernetes (hack/build-kubernetes.sh), as `cluster.sh status` names it."""
+    path = cluster.get("KUBECTL", "")
+    assert os.access(path, os.X_OK), f"no kubectl at {path!r}: run hack/build-kubernetes.sh"
+    return path
+
+
 @pytest.fixture
 def namespace(kubeconfig: str) -> Iterator[str]:
     """A fresh namespace per test, deleted afterwards (KUBEHANDS_KEEP_NAMESPACE=1 keeps it)."""
