@@ -36,7 +36,8 @@ cluster-status:
 images: deps venv  ## build local images (pause, agent-server, kubehands) and import them
 	hack/build-images.sh all
 
-run: venv cluster images  ## cluster + CRDs + operator + gateway; prints the OpenHands environment
+# Not `cluster`: hack/run.sh starts it, so that it knows whether Ctrl-C must stop it again.
+run: venv kubernetes images  ## cluster + CRDs + operator + gateway; prints the OpenHands environment
 	hack/run.sh
 
 test: lint deps venv kubernetes images  ## lint, then the whole test suite (unit, cluster, node tiers)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make run`: the local cluster (started if needed), the CRDs, the operator and the gateway,
-# then the environment that points OpenHands at them, one NAME=value per line. Ctrl-C stops
-# the operator and gateway it started (and the cluster, if this run started it).
+# then the environment that points OpenHands at them, one NAME=value per line. Ctrl-C (SIGINT to the
+# foreground process group) or SIGTERM, at any point, stops the operator and gateway it started and,
+# if this run started the cluster, the cluster too (restoring the host); tests/host/ checks this.
 #
 # It also declares a warm pool (docs/pools.md) for the /start the OpenHands app server sends by default with
 # AGENT_SERVER_IMAGE_REPOSITORY/TAG naming the printed SANDBOX_IMAGE, so the first sandboxes start warm.
@@ -22,8 +23,32 @@ BIN="$ROOT/.venv/bin"
 RUN_DIR="$KUBEHANDS_STATE/run"
 [[ $POOL_SIZE =~ ^[0-9]+$ ]] || kh::die "KUBEHANDS_POOL_SIZE must be a number (0 disables the warm pool), got '$POOL_SIZE'"
 
+# Whether the cluster was running before: the Makefile's `run` target must not start it first.
 was_running=0
 hack/cluster.sh status >/dev/null 2>&1 && was_running=1
+
+pids=()
+alive() { grep -qs '^State:[[:space:]]*[^Z]' "/proc/$1/status"; }   # running, not a zombie awaiting wait
+cleanup() {
+  # A second Ctrl-C must not cut the teardown short; the commands below inherit the ignore.
+  trap '' INT TERM
+  local pid deadline=$((SECONDS + 20))
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do
+    while alive "$pid" && (( SECONDS < deadline )); do sleep 0.2; done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  if [[ $was_running == 0 ]]; then
+    kh::log "stopping the cluster this run started"
+    hack/cluster.sh down
+  fi
+}
+# Installed before anything starts: a signal during the cluster's start still stops it.
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
 cluster_env=$(hack/cluster.sh up)
 eval "export $(echo "$cluster_env" | grep -E '^(KUBECONFIG|SANDBOX_IMAGE)=' | tr '\n' ' ')"
 hack/build-images.sh import >/dev/null
@@ -44,16 +69,6 @@ app_start_body() {
  "run_as_user": 10001, "run_as_group": 10001, "fs_group": 10001}
 EOF
 }
-
-pids=()
-cleanup() {
-  local pid
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  [[ $was_running == 1 ]] || hack/cluster.sh down
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
 mkdir -p "$RUN_DIR"
 "$BIN/python" -m kubehands.crd.install --kubeconfig "$KUBECONFIG" crds/*.yaml
@@ -101,3 +116,4 @@ echo "SANDBOX_IMAGE=$SANDBOX_IMAGE"
 # Stay in the foreground until Ctrl-C or until a component dies.
 wait -n "${pids[@]}"
 kh::log "a component exited; stopping"
+exit 1

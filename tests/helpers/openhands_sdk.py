@@ -60,13 +60,16 @@ def sdk_command(python: str, api_url: str, key: str, image: str, session: str) -
 
 
 def sdk_env(tmp_path: Path, domain_suffix: str, address: str) -> dict[str, str]:
-    """Environment for the client: `*{domain_suffix}` resolves to `address`, no proxies, no outbound fetches."""
+    """Environment for the client: `*{domain_suffix}` resolves to `address`, no proxies, no outbound fetches,
+    and a TMPDIR in `tmp_path` (the SDK creates browser-use-downloads-* folders there, the flow its files)."""
     (tmp_path / "sitecustomize.py").write_text(WILDCARD_DNS.format(suffix=domain_suffix, address=address))
+    (tmp_path / "tmp").mkdir(exist_ok=True)
     env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
     return env | {
         "LITELLM_LOCAL_MODEL_COST_MAP": "True",
         "OPENHANDS_SUPPRESS_BANNER": "1",
         "PYTHONPATH": str(tmp_path),
+        "TMPDIR": str(tmp_path / "tmp"),
     }
 
 

@@ -1,6 +1,8 @@
 """`kubehands gateway`: serve the gateway with uvicorn."""
 
 import argparse
+import signal
+import sys
 from typing import Any
 
 # uvicorn's own default for ws_max_size, and the gateway's default websocket_max_message_bytes.
@@ -57,6 +59,10 @@ def serve(
     serve their baselines through this too, so they differ from the gateway only in the app."""
     import uvicorn
 
+    # After its graceful shutdown uvicorn re-raises the SIGTERM it caught. The default action would end the
+    # process before atexit runs, and the Kubernetes client's atexit removes the certificate and key files
+    # it wrote to $TMPDIR for the kubeconfig: exit through SystemExit instead (status 143, as on a signal).
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     options = uvicorn_options(host, port, log_level, proxy_headers, ws_max_size=ws_max_size)
     uvicorn.run(app, factory=isinstance(app, str), **options)
 
