@@ -40,7 +40,7 @@ images: deps venv  ## build local images (pause, agent-server, kubehands) and im
 run: venv kubernetes images  ## cluster + CRDs + operator + gateway; prints the OpenHands environment
 	hack/run.sh
 
-test: lint deps venv kubernetes images  ## lint, then the whole test suite (unit, cluster, node tiers)
+test: lint deps venv kubernetes images  ## lint, then the whole test suite (unit, cluster, node tiers; then the host tier if no cluster ran)
 	hack/test.sh $(PYTEST_ARGS)
 
 test-unit: venv  ## unit tier only: no cluster

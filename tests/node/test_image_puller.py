@@ -54,9 +54,7 @@ def test_image_puller_runs_the_sandbox_image_and_stays(
         def running_pod() -> client.V1Pod | None:
             pods = core.list_namespaced_pod(namespace, label_selector=selector).items
             ready = [
-                p
-                for p in pods
-                if any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
+                p for p in pods if any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
             ]
             return ready[0] if ready else None
 
@@ -74,9 +72,11 @@ def test_image_puller_runs_the_sandbox_image_and_stays(
         assert not any(v.secret for v in pod.spec.volumes or []), "the pod has no service-account token"
         nodes = core.list_node().items
         status = wait_for(
-            lambda: (s := apps.read_namespaced_daemon_set(daemon_set["metadata"]["name"], namespace).status)
-            and s.number_ready == s.desired_number_scheduled
-            and s,
+            lambda: (
+                (s := apps.read_namespaced_daemon_set(daemon_set["metadata"]["name"], namespace).status)
+                and s.number_ready == s.desired_number_scheduled
+                and s
+            ),
             30,
             "the DaemonSet to count its pods ready",
         )
