@@ -140,7 +140,10 @@ def recorded_cluster_pids() -> dict[str, tuple[int, int]]:
     """The cluster components' recorded PIDs, by component, with their start times (a reused PID is not them)."""
     pids = {}
     for pid_file in (STATE / "pids").glob("*.pid"):
-        pid = int(pid_file.read_text().strip())
+        text = pid_file.read_text().strip()
+        if not text:  # being written by a start the signal races (the other checks still see that process)
+            continue
+        pid = int(text)
         started = start_time(pid)
         assert started is not None, f"{pid_file.name}: process {pid} is not running"
         pids[pid_file.name.removesuffix(".pid")] = (pid, started)
@@ -162,6 +165,21 @@ def host_before(tmp_path: Path) -> Iterator[Path]:
     # Only what this test started can be running now (none ran before it).
     if cluster_running() or STATE.exists():
         subprocess.run([str(CLUSTER_SH), "down"], check=False)
+
+
+@pytest.fixture
+def make_run(host_before: Path, tmp_path: Path) -> Iterator[MakeRun]:
+    """`make run` started on the snapshotted host; stopped (SIGTERM to its group) if a failed test left it running,
+    before host_before stops what is left of its cluster."""
+    run = MakeRun.start(tmp_path)
+    yield run
+    if run.process.poll() is None:
+        os.killpg(run.process.pid, signal.SIGTERM)
+        try:
+            run.process.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            os.killpg(run.process.pid, signal.SIGKILL)
+            run.process.wait(timeout=30)
 
 
 def stop_and_check(run: MakeRun, sig: signal.Signals, cluster_pids: dict[str, tuple[int, int]], snapshot: Path) -> None:
@@ -191,8 +209,10 @@ def stop_and_check(run: MakeRun, sig: signal.Signals, cluster_pids: dict[str, tu
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_signal_to_make_run_stops_everything_it_started(host_before: Path, tmp_path: Path, sig: signal.Signals) -> None:
-    run = MakeRun.start(tmp_path)
+def test_signal_to_make_run_stops_everything_it_started(
+    make_run: MakeRun, host_before: Path, sig: signal.Signals
+) -> None:
+    run = make_run
     environment = run.wait_for_environment()
     assert environment["SANDBOX_API_KEY"] and environment["SANDBOX_REMOTE_RUNTIME_API_URL"].startswith("http://")
     cluster_pids = recorded_cluster_pids()
@@ -200,9 +220,9 @@ def test_signal_to_make_run_stops_everything_it_started(host_before: Path, tmp_p
     stop_and_check(run, sig, cluster_pids, host_before)
 
 
-def test_ctrl_c_while_the_cluster_starts_stops_it(host_before: Path, tmp_path: Path) -> None:
+def test_ctrl_c_while_the_cluster_starts_stops_it(make_run: MakeRun, host_before: Path) -> None:
     """Ctrl-C during `hack/cluster.sh up` (etcd and the API server started, the rest not yet)."""
-    run = MakeRun.start(tmp_path)
+    run = make_run
     run.wait_for_stderr("starting kube-apiserver", ENV_TIMEOUT)
     cluster_pids = recorded_cluster_pids()
     assert {"etcd", "containerd"} <= set(cluster_pids), f"recorded PIDs: {cluster_pids}"
