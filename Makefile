@@ -36,10 +36,11 @@ cluster-status:
 images: deps venv  ## build local images (pause, agent-server, kubehands) and import them
 	hack/build-images.sh all
 
-run: venv cluster images  ## cluster + CRDs + operator + gateway; prints the OpenHands environment
+# Not `cluster`: hack/run.sh starts it, so that it knows whether Ctrl-C must stop it again.
+run: venv kubernetes images  ## cluster + CRDs + operator + gateway; prints the OpenHands environment
 	hack/run.sh
 
-test: lint deps venv kubernetes images  ## lint, then the whole test suite (unit, cluster, node tiers)
+test: lint deps venv kubernetes images  ## lint, then the whole test suite (unit, cluster, node tiers; then the host tier if no cluster ran)
 	hack/test.sh $(PYTEST_ARGS)
 
 test-unit: venv  ## unit tier only: no cluster

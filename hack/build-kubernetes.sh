@@ -1,17 +1,27 @@
 #!/usr/bin/env bash
-# Build kube-apiserver, kube-controller-manager, kube-scheduler, kubelet and kube-proxy
+# Build kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kube-proxy and kubectl
 # from Debian's `kubernetes` source package into $K8S_BIN (once; later runs reuse it).
+# Only the binaries the cache lacks are built (a cache from before kubectl was added gets just kubectl),
+# and each is renamed into place atomically: a running cluster's binaries are never rewritten or removed.
 set -o errexit -o nounset -o pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 
-COMPONENTS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
+COMPONENTS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl)
 
-have_all() { for c in "${COMPONENTS[@]}"; do [[ -x $K8S_BIN/$c ]] || return 1; done; }
-if have_all; then kh::log "kubernetes ${K8S_VERSION} binaries cached in ${K8S_BIN}"; exit 0; fi
+lacks_some() {  # sets `missing`; true when the cache lacks any binary
+  missing=(); for c in "${COMPONENTS[@]}"; do [[ -x $K8S_BIN/$c ]] || missing+=("$c"); done
+  (( ${#missing[@]} > 0 ))
+}
+cached() { kh::log "kubernetes ${K8S_VERSION} binaries cached in ${K8S_BIN}"; exit 0; }
+lacks_some || cached
 
 work="${KUBEHANDS_CACHE}/build/kubernetes"
 mkdir -p "$work"
 cd "$work"
+# One build at a time; a second caller waits, then builds only what the first did not.
+exec 9> "$work/.lock"
+flock 9
+lacks_some || cached
 
 # A private apt configuration with a deb-src entry, so the host's sources stay untouched.
 apt_dir="$work/apt"
@@ -42,8 +52,8 @@ if [[ ! -d $src ]]; then
   mv "$src.tmp" "$src"
 fi
 
-kh::log "building ${COMPONENTS[*]} (takes ~5 min cold on 2 cores)"
-whats=(); for c in "${COMPONENTS[@]}"; do whats+=("cmd/$c"); done
+kh::log "building ${missing[*]} (takes ~5 min cold on 2 cores)"
+whats=(); for c in "${missing[@]}"; do whats+=("cmd/$c"); done
 (
   cd "$src"
   export HOME="$work/home" GOPATH="$work/gopath" GOCACHE="$work/gocache" GOFLAGS=-mod=vendor
@@ -51,9 +61,11 @@ whats=(); for c in "${COMPONENTS[@]}"; do whats+=("cmd/$c"); done
   mkdir -p "$HOME"
   make WHAT="${whats[*]}" > "$work/build.log" 2>&1 || { tail -40 "$work/build.log"; exit 1; }
 )
-mkdir -p "$K8S_BIN.tmp"
-for c in "${COMPONENTS[@]}"; do install -m 0755 "$src/_output/local/bin/linux/amd64/$c" "$K8S_BIN.tmp/$c"; done
-rm -rf "$K8S_BIN"; mv "$K8S_BIN.tmp" "$K8S_BIN"
+mkdir -p "$K8S_BIN"
+for c in "${missing[@]}"; do
+  install -m 0755 "$src/_output/local/bin/linux/amd64/$c" "$K8S_BIN/.$c.tmp"
+  mv -f "$K8S_BIN/.$c.tmp" "$K8S_BIN/$c"
+done
 # The source tree and Go caches are 2+ GB and only needed for a rebuild.
 rm -rf "$src" "$work/gocache" "$work/gopath" "$work/home"
 kh::log "kubernetes ${K8S_VERSION} binaries in ${K8S_BIN}"

@@ -1,7 +1,17 @@
 #!/usr/bin/env bash
 # Snapshot the host state a cluster run may change, or verify it is back to that snapshot.
 #   hack/check-host.sh snapshot FILE    hack/check-host.sh verify FILE
+# verify also fails on new top-level entries of /tmp that are still there (a run must leave nothing in /tmp);
+# entries that disappeared meanwhile are not its business.
+# Knobs: KUBEHANDS_CHECK_TMP (default /tmp: the folder checked), KUBEHANDS_CHECK_TMP_IGNORE (more
+# space-separated glob patterns of entries other programs on this machine create, e.g. 'tmux-*').
 set -o errexit -o nounset -o pipefail
+
+TMP_ROOT="${KUBEHANDS_CHECK_TMP:-/tmp}"
+# What the OS creates there by itself: systemd's PrivateTmp folders and the X11/ICE socket folders.
+TMP_IGNORE=('systemd-private-*' '.X11-unix' '.ICE-unix' '.XIM-unix' '.font-unix' '.Test-unix' 'snap-private-tmp')
+read -r -a extra_ignore <<< "${KUBEHANDS_CHECK_TMP_IGNORE:-}"
+TMP_IGNORE+=("${extra_ignore[@]}")
 
 state() {
   local k
@@ -21,13 +31,35 @@ state() {
   true
 }
 
+# One "tmp NAME" line per top-level entry of $TMP_ROOT (hidden ones too), sorted.
+tmp_entries() {
+  local path name pattern
+  for path in "$TMP_ROOT"/* "$TMP_ROOT"/.[!.]* "$TMP_ROOT"/..?*; do
+    [[ -e $path || -L $path ]] || continue   # an unmatched glob stays literal
+    name=${path##*/}
+    for pattern in "${TMP_IGNORE[@]}"; do
+      # shellcheck disable=SC2053  # a glob match is the point
+      [[ $name == $pattern ]] && continue 2
+    done
+    printf 'tmp %q\n' "$name"
+  done | LC_ALL=C sort
+}
+
 case ${1:-} in
-  snapshot) state > "$2" ;;
+  snapshot) { state; tmp_entries; } > "$2" ;;
   verify)
-    if ! diff <(cat "$2") <(state) >&2; then
+    rc=0
+    if ! diff <(grep -v '^tmp ' "$2") <(state) >&2; then
       echo "host state differs from the snapshot (< before, > now)" >&2
-      exit 1
+      rc=1
     fi
-    echo "host state restored" >&2 ;;
+    left=$(LC_ALL=C comm -13 <(grep '^tmp ' "$2" | LC_ALL=C sort) <(tmp_entries) | sed "s|^tmp |$TMP_ROOT/|")
+    if [[ -n $left ]]; then
+      echo "left in $TMP_ROOT since the snapshot:" >&2
+      echo "$left" | sed 's/^/  /' >&2
+      rc=1
+    fi
+    [[ $rc == 0 ]] && echo "host state restored" >&2
+    exit $rc ;;
   *) echo "usage: $0 snapshot|verify FILE" >&2; exit 2 ;;
 esac

@@ -2,9 +2,9 @@
 # A real single-node Kubernetes v1.20.2 on this machine: etcd, kube-apiserver,
 # kube-controller-manager, kube-scheduler, containerd, kubelet and kube-proxy.
 #
-#   hack/cluster.sh up       start it (idempotent), wait for the node to be Ready, print KUBECONFIG=
+#   hack/cluster.sh up       start it (idempotent), wait for the node to be Ready, print KUBECONFIG=, KUBECTL=
 #   hack/cluster.sh down     stop every process it started (by PID) and undo its host changes
-#   hack/cluster.sh status   exit 0 when it is running
+#   hack/cluster.sh status   exit 0 when it is running (and print the same lines as up)
 #
 # Knobs (environment): KUBEHANDS_CACHE (default ~/.cache/kubehands; binaries, images, containerd
 # content), KUBEHANDS_STATE (default $KUBEHANDS_CACHE/cluster; certs, etcd, logs, PIDs; removed by down).
@@ -22,8 +22,6 @@ SERVICE_IP=10.0.0.1
 APISERVER_PORT=16443
 ETCD_PORT=23790
 SANDBOX_UID=10001            # the host-path provisioner runs as this uid, so its volumes are writable by sandboxes
-KUBECTL="${KUBECTL:-/usr/lib/google-cloud-sdk/bin/kubectl.1.27}"
-[[ -x $KUBECTL ]] || KUBECTL=kubectl
 
 S="$KUBEHANDS_STATE"
 PKI="$S/pki"
@@ -375,6 +373,7 @@ kh::down() {
 kh::print_env() {
   echo "KUBECONFIG=$KUBECONFIG_ADMIN"
   echo "SANDBOX_IMAGE=$AGENT_SERVER_IMAGE"
+  echo "KUBECTL=$KUBECTL"   # the same version as the cluster: $KUBECTL --kubeconfig $KUBECONFIG get nodes
 }
 
 kh::status() {

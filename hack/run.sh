@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make run`: the local cluster (started if needed), the CRDs, the operator and the gateway,
-# then the environment that points OpenHands at them, one NAME=value per line. Ctrl-C stops
-# the operator and gateway it started (and the cluster, if this run started it).
+# then the environment that points OpenHands at them, one NAME=value per line. Ctrl-C (SIGINT to the
+# foreground process group) or SIGTERM, at any point, stops the operator and gateway it started and,
+# if this run started the cluster, the cluster too (restoring the host); tests/host/ checks this.
 #
 # It also declares a warm pool (docs/pools.md) for the /start the OpenHands app server sends by default with
 # AGENT_SERVER_IMAGE_REPOSITORY/TAG naming the printed SANDBOX_IMAGE, so the first sandboxes start warm.
@@ -19,12 +20,35 @@ KEY_NAME="${KUBEHANDS_KEY_NAME:-dev}"
 POOL_SIZE="${KUBEHANDS_POOL_SIZE:-2}"
 POOL_NAME="openhands-app"
 BIN="$ROOT/.venv/bin"
-KUBECTL_BIN="${KUBECTL:-/usr/lib/google-cloud-sdk/bin/kubectl.1.27}"
 RUN_DIR="$KUBEHANDS_STATE/run"
 [[ $POOL_SIZE =~ ^[0-9]+$ ]] || kh::die "KUBEHANDS_POOL_SIZE must be a number (0 disables the warm pool), got '$POOL_SIZE'"
 
+# Whether the cluster was running before: the Makefile's `run` target must not start it first.
 was_running=0
 hack/cluster.sh status >/dev/null 2>&1 && was_running=1
+
+pids=()
+alive() { grep -qs '^State:[[:space:]]*[^Z]' "/proc/$1/status"; }   # running, not a zombie awaiting wait
+cleanup() {
+  # A second Ctrl-C must not cut the teardown short; the commands below inherit the ignore.
+  trap '' INT TERM
+  local pid deadline=$((SECONDS + 20))
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do
+    while alive "$pid" && (( SECONDS < deadline )); do sleep 0.2; done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  if [[ $was_running == 0 ]]; then
+    kh::log "stopping the cluster this run started"
+    hack/cluster.sh down
+  fi
+}
+# Installed before anything starts: a signal during the cluster's start still stops it.
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
 cluster_env=$(hack/cluster.sh up)
 eval "export $(echo "$cluster_env" | grep -E '^(KUBECONFIG|SANDBOX_IMAGE)=' | tr '\n' ' ')"
 hack/build-images.sh import >/dev/null
@@ -46,20 +70,10 @@ app_start_body() {
 EOF
 }
 
-pids=()
-cleanup() {
-  local pid
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  [[ $was_running == 1 ]] || hack/cluster.sh down
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
 mkdir -p "$RUN_DIR"
 "$BIN/python" -m kubehands.crd.install --kubeconfig "$KUBECONFIG" crds/*.yaml
-"$KUBECTL_BIN" --kubeconfig "$KUBECONFIG" create namespace "$NAMESPACE" --dry-run=client -o yaml \
-  | "$KUBECTL_BIN" --kubeconfig "$KUBECONFIG" apply -f - >/dev/null
+"$KUBECTL" --kubeconfig "$KUBECONFIG" create namespace "$NAMESPACE" --dry-run=client -o yaml \
+  | "$KUBECTL" --kubeconfig "$KUBECONFIG" apply -f - >/dev/null
 
 export KUBEHANDS_NAMESPACE="$NAMESPACE" KUBEHANDS_NAMESPACES="$NAMESPACE" KUBEHANDS_KUBECONFIG="$KUBECONFIG"
 export KUBEHANDS_PUBLIC_URL="http://127.0.0.1:${PORT}"
@@ -75,7 +89,7 @@ kh::log "operator started (log: $RUN_DIR/operator.log; metrics: http://127.0.0.1
 if (( POOL_SIZE > 0 )); then
   app_start_body | "$BIN/python" hack/pool-manifest.py --name "$POOL_NAME" --size "$POOL_SIZE" --apply
   kh::log "warm pool $POOL_NAME: $POOL_SIZE agent servers of $SANDBOX_IMAGE warming; the OpenHands app's first" \
-    "sandboxes start warm (kubectl get sbxpool -n $NAMESPACE; KUBEHANDS_POOL_SIZE=0 disables)"
+    "sandboxes start warm ($KUBECTL get sbxpool -n $NAMESPACE; KUBEHANDS_POOL_SIZE=0 disables)"
 else
   "$BIN/python" hack/pool-manifest.py --name "$POOL_NAME" --delete
   kh::log "warm pool disabled (KUBEHANDS_POOL_SIZE=0): every sandbox starts cold"
@@ -94,6 +108,7 @@ pids+=($!)
 kh::wait_for "gateway /health" 30 curl -sf "http://127.0.0.1:${PORT}/health" \
   || { tail -20 "$RUN_DIR/gateway.log" >&2; kh::die "gateway did not start; see $RUN_DIR/gateway.log"; }
 kh::log "gateway listening on http://127.0.0.1:${PORT} (log: $RUN_DIR/gateway.log); Ctrl-C stops everything"
+kh::log "kubectl for this cluster (built with it): $KUBECTL --kubeconfig $KUBECONFIG"
 
 echo "RUNTIME=remote"
 echo "SANDBOX_REMOTE_RUNTIME_API_URL=http://127.0.0.1:${PORT}"
@@ -104,3 +119,4 @@ echo "SANDBOX_IMAGE=$SANDBOX_IMAGE"
 # Stay in the foreground until Ctrl-C or until a component dies.
 wait -n "${pids[@]}"
 kh::log "a component exited; stopping"
+exit 1

@@ -3,6 +3,9 @@
 The `cluster` fixture brings the local Kubernetes up once per session (hack/cluster.sh up) and tears
 it down at the end, even when tests fail. A cluster that was already running (`make cluster`) is used
 and left running. A cluster that cannot start is a failure, never a skip.
+
+tests/host is collected only when the command line names it (`pytest tests/host`): its tests start and stop
+clusters of their own, so hack/test.sh runs them in a pytest run of their own, after the others.
 """
 
 import os
@@ -15,7 +18,23 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 CLUSTER_SH = ROOT / "hack" / "cluster.sh"
-TIER_ORDER = {"unit": 0, "cluster": 1, "node": 2}
+TIER_ORDER = {"unit": 0, "cluster": 1, "node": 2, "host": 3}
+HOST_TIER = ROOT / "tests" / "host"
+
+
+def _names_host_tier(arg: str, invocation_dir: Path) -> bool:
+    path = (invocation_dir / arg.split("::", 1)[0]).resolve()
+    return path == HOST_TIER or HOST_TIER in path.parents
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Leave tests/host out unless an argument names it (or a file in it)."""
+    if collection_path != HOST_TIER:
+        return None
+    if any(_names_host_tier(arg, config.invocation_params.dir) for arg in config.args):
+        return None
+    return True
+
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -58,6 +77,14 @@ def kubeconfig(cluster: dict[str, str]) -> str:
 
         apply_crds(path, crd_files)
     return path
+
+@pytest.fixture(scope="session")
+def kubectl(cluster: dict[str, str]) -> str:
+    """The kubectl built with the cluster's Kubernetes (hack/build-kubernetes.sh), as `cluster.sh status` names it."""
+    path = cluster.get("KUBECTL", "")
+    assert os.access(path, os.X_OK), f"no kubectl at {path!r}: run hack/build-kubernetes.sh"
+    return path
+
 
 @pytest.fixture
 def namespace(kubeconfig: str) -> Iterator[str]:

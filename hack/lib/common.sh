@@ -15,6 +15,8 @@ K8S_VERSION="v1.20.2"
 K8S_DEB_SOURCE_VERSION="1.20.5+really1.20.2-1.1+deb12u1"
 K8S_ORIG_SHA256="b83c0780efb182d928dc63d46488a847f161f04e40a94b96bf5247dd671ecdfc"
 K8S_BIN="${KUBEHANDS_CACHE}/kubernetes-${K8S_VERSION}/bin"
+# kubectl of the same version, built with the cluster (hack/build-kubernetes.sh): the one every script uses.
+KUBECTL="${K8S_BIN}/kubectl"
 AGENT_SERVER_VERSION="${AGENT_SERVER_VERSION:-1.58.2}"
 
 kh::log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }

@@ -2,7 +2,6 @@
 
 import json
 import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -119,9 +118,7 @@ def test_unknown_fields_are_pruned(sandboxes: SandboxApi) -> None:
     assert "surprise" not in sandboxes.create(manifest, with_secret=False)["spec"]
 
 
-def test_kubectl_columns_and_short_name(kubeconfig: str, sandboxes: SandboxApi) -> None:
-    kubectl = shutil.which("kubectl")
-    assert kubectl, "kubectl is needed for this test (it is part of the cluster tooling)"
+def test_kubectl_columns_and_short_name(kubeconfig: str, kubectl: str, sandboxes: SandboxApi) -> None:
     sandboxes.create(sandbox_manifest("kh-cols", "img:1", sessionID="session-1"), with_secret=False)
     sandboxes.patch_status("kh-cols", phase="Starting", podStatus="pending")
     output = subprocess.run(

@@ -39,11 +39,16 @@ def free_port_range(count: int, start: int = 21000) -> str:
 
 
 class ChildProcess:
-    """A `kubehands` component as a child process, logging to a file, for tests that must kill it hard."""
+    """A `kubehands` component as a child process, logging to a file, for tests that must kill it hard.
+
+    Its TMPDIR is a folder beside the log (the test's tmp_path): the Kubernetes client writes the kubeconfig's
+    certificate and key files there, which a SIGKILL leaves behind."""
 
     def __init__(self, args: list[str], env: dict[str, str], log_path: Path) -> None:
         self.args = [sys.executable, "-m", "kubehands.cli", *args]
-        self.env = {**os.environ, **env}
+        tmpdir = log_path.parent / "tmp"
+        tmpdir.mkdir(parents=True, exist_ok=True)
+        self.env = {**os.environ, "TMPDIR": str(tmpdir), **env}
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
 

@@ -27,9 +27,11 @@ async def dormant(tmp_path: Path) -> AsyncIterator[tuple[str, dict[str, Any]]]:
     """A dormant agent server: its base URL, and a member Sandbox whose status points at it."""
     port = free_port()
     server = Path(openhands_sdk.sdk_python()).parent / "agent-server"
+    (tmp_path / "tmp").mkdir()
     env = {
         "PATH": "/usr/bin:/bin",
         "HOME": str(tmp_path),
+        "TMPDIR": str(tmp_path / "tmp"),  # it creates browser-use-downloads-* folders there
         "OH_DEFERRED_INIT": "true",
         "OH_SECRET_KEY": INIT_KEY,
         "OH_SESSION_API_KEYS_0": INIT_KEY,

@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.mark.timeout(720)
 def test_every_benchmark_runs_with_tiny_sizes(kubeconfig: str, agent_server_image: str, tmp_path: Path) -> None:
     results, report = tmp_path / "results", tmp_path / "benchmarks.md"
-    env = {**os.environ, "KUBECONFIG": kubeconfig, "SANDBOX_IMAGE": agent_server_image}
+    (tmp_path / "tmp").mkdir()  # its TMPDIR: the logs a failed benchmark keeps, and the gateways' key files
+    env = {**os.environ, "KUBECONFIG": kubeconfig, "SANDBOX_IMAGE": agent_server_image, "TMPDIR": str(tmp_path / "tmp")}
     # SIGTERM on timeout, not SIGKILL: bench.run then stops the operator and gateway it started
     with subprocess.Popen(
         [sys.executable, "-m", "bench.run", "--quick", "--results", str(results), "--report", str(report)],

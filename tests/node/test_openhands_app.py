@@ -17,7 +17,6 @@ import re
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -97,12 +96,15 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 @pytest.fixture(scope="module")
-def live_gateway(kubeconfig: str, agent_server_image: str) -> Iterator[LiveGateway]:
+def live_gateway(
+    kubeconfig: str, agent_server_image: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveGateway]:
     namespace = f"kh-e2e-{uuid.uuid4().hex[:8]}"
-    logs = Path(tempfile.mkdtemp(prefix="kh-e2e-logs-"))
+    logs = tmp_path_factory.mktemp("e2e-logs")
     port = free_port()
     env = {
         **os.environ,
+        "TMPDIR": str(logs),  # the Kubernetes client's certificate files, should a process be killed
         "KUBECONFIG": kubeconfig,
         "KUBEHANDS_KUBECONFIG": kubeconfig,
         "KUBEHANDS_NAMESPACE": namespace,
@@ -164,15 +166,19 @@ class AppServer:
 
 
 @pytest.fixture(scope="module")
-def app_server(live_gateway: LiveGateway, agent_server_image: str) -> Iterator[AppServer]:
+def app_server(
+    live_gateway: LiveGateway, agent_server_image: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[AppServer]:
     python = client_python("app")
     port = free_port()
-    state = Path(tempfile.mkdtemp(prefix="kh-app-"))
+    state = tmp_path_factory.mktemp("app")
     (state / "cwd").mkdir()  # empty: the app reads ./.env
+    (state / "tmp").mkdir()  # its TMPDIR: the app creates browser-use-downloads-* folders there
     repository, tag = agent_server_image.rsplit(":", 1)
     env = {
         "PATH": os.environ["PATH"],
         "HOME": str(state),
+        "TMPDIR": str(state / "tmp"),
         **CLIENT_ENV,
         "SERVE_FRONTEND": "false",
         "OH_PERSISTENCE_DIR": str(state / "persistence"),

@@ -289,7 +289,7 @@ def by_kind(docs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
 
 def pod_specs(docs: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
     for d in docs:
-        if d["kind"] == "Deployment":
+        if d["kind"] in ("Deployment", "DaemonSet"):
             yield d["metadata"]["name"], d["spec"]["template"]["spec"]
         elif d["kind"] == "Pod":
             yield d["metadata"]["name"], d["spec"]
@@ -317,7 +317,7 @@ def test_control_plane_pods_are_hardened(rendered: dict[str, list[dict[str, Any]
     for name, spec in pod_specs(rendered[case]):
         assert spec["securityContext"]["runAsNonRoot"] is True, name
         assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, name
-        for container in spec["containers"]:
+        for container in [*spec.get("initContainers", []), *spec["containers"]]:
             sc = container["securityContext"]
             assert sc["readOnlyRootFilesystem"] is True, name
             assert sc["allowPrivilegeEscalation"] is False, name
@@ -1389,3 +1389,90 @@ def test_pools_doc_examples_serve_the_app_default_start(
     assert {k: v for k, v in body.items() if k != "session_id"} == {
         k: v for k, v in APP_DEFAULT_START.items() if k != "session_id"
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# The image pre-puller (prePuller, docs/install.md)
+
+
+def image_puller(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    return by_kind(docs, "DaemonSet")["t-kubehands-image-puller"]
+
+
+def test_image_puller_is_off_by_default(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    for case in ("default", "minimal-values", "subdomain-values"):
+        assert by_kind(rendered[case], "DaemonSet") == {}, case
+
+
+def test_image_puller_pulls_each_sandbox_image_once_where_sandboxes_run(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    docs = rendered["all-features-values"]
+    values = yaml.safe_load((CHART / "ci" / "all-features-values.yaml").read_text())
+    spec = image_puller(docs)["spec"]["template"]["spec"]
+    # sandbox.image, the pools' images (each SandboxPool's), extraImages: each once, in that order.
+    pool_images = [p["spec"]["template"]["image"] for p in by_kind(docs, "SandboxPool").values()]
+    pulled = [c["image"] for c in spec["initContainers"]]
+    assert pulled == [
+        "kubehands/agent-server:1.58.2",
+        "registry.example.com/agent-server:1.58.2",
+        "registry.example.com/agent-server:1.59.0",
+    ]
+    assert set(pool_images) <= set(pulled)
+    assert [c["name"] for c in spec["initContainers"]] == ["pull-0", "pull-1", "pull-2"]
+    for container in spec["initContainers"]:
+        assert container["command"] == ["true"] and "args" not in container
+        assert container["imagePullPolicy"] == "IfNotPresent"
+    [pause] = spec["containers"]
+    assert pause["image"] == "registry.k8s.io/pause:3.10" and "command" not in pause
+    # The nodes sandbox pods may land on: their nodeSelector, and every toleration sandboxes or pools have.
+    assert spec["nodeSelector"] == values["sandbox"]["nodeSelector"]
+    pool_tolerations = [t for p in values["pools"] for t in p["template"].get("tolerations", [])]
+    for toleration in [*values["sandbox"]["tolerations"], *pool_tolerations, *values["prePuller"]["extraTolerations"]]:
+        assert toleration in spec["tolerations"]
+    assert len(spec["tolerations"]) == len({json.dumps(t, sort_keys=True) for t in spec["tolerations"]})
+    assert spec["priorityClassName"] == "background"
+
+
+def test_image_puller_has_least_privilege(helm: str) -> None:
+    docs = render(helm, None, KUBE_CURRENT, "--set", "prePuller.enabled=true")
+    puller = image_puller(docs)
+    assert puller["metadata"]["namespace"] == NAMESPACE
+    assert puller["spec"]["updateStrategy"]["rollingUpdate"]["maxUnavailable"] == "100%"
+    spec = puller["spec"]["template"]["spec"]
+    assert spec["automountServiceAccountToken"] is False
+    assert "serviceAccountName" not in spec, "the namespace's default account, and no token of it"
+    assert spec["securityContext"]["runAsNonRoot"] is True and spec["securityContext"]["runAsUser"] != 0
+    for key in ("hostNetwork", "hostPID", "hostIPC", "volumes", "nodeSelector", "tolerations"):
+        assert key not in spec, key
+    containers = [*spec["initContainers"], *spec["containers"]]
+    assert [c["image"] for c in spec["initContainers"]] == ["kubehands/agent-server:1.58.2"]
+    for container in containers:
+        assert container["securityContext"] == {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        }
+        assert "ports" not in container and "volumeMounts" not in container and "env" not in container
+        assert container["resources"]["limits"] == {"cpu": "50m", "memory": "32Mi"}
+        assert container["resources"]["requests"] == {"cpu": "1m", "memory": "8Mi"}
+
+
+def test_image_puller_follows_the_sandbox_image_settings(helm: str) -> None:
+    docs = render(
+        helm,
+        None,
+        KUBE_CURRENT,
+        "--set",
+        "prePuller.enabled=true,sandbox.image.repository=ghcr.io/openhands/agent-server,sandbox.image.tag=",
+        "--set",
+        "prePuller.imagePullPolicy=Never,prePuller.command={sh,-c,exit 0}",
+    )
+    [pull] = image_puller(docs)["spec"]["template"]["spec"]["initContainers"]
+    assert pull["image"] == "ghcr.io/openhands/agent-server"
+    assert pull["imagePullPolicy"] == "Never"
+    assert pull["command"] == ["sh", "-c", "exit 0"]
+    message = render_fails(helm, "--set", "prePuller.enabled=true,sandbox.image.repository=")
+    assert "prePuller.enabled: no image to pull" in message
+    message = render_fails(helm, "--set", "prePuller.enabled=true,prePuller.imagePullPolicy=Sometimes")
+    assert "/prePuller/imagePullPolicy" in message

@@ -2,7 +2,9 @@
 
 import argparse
 import resource
+import signal
 import socket
+import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -95,6 +97,10 @@ def serve(
     mode's sandbox ports) are served by the same app on the same host."""
     import uvicorn
 
+    # After its graceful shutdown uvicorn re-raises the SIGTERM it caught. The default action would end the
+    # process before atexit runs, and the Kubernetes client's atexit removes the certificate and key files
+    # it wrote to $TMPDIR for the kubeconfig: exit through SystemExit instead (status 143, as on a signal).
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     options = uvicorn_options(host, port, log_level, proxy_headers, ws_max_size=ws_max_size)
     if not extra_ports:
         uvicorn.run(app, factory=isinstance(app, str), **options)

@@ -306,3 +306,28 @@ left alone (rendering it would make Helm refuse to adopt it).
 {{- end }}
 {{- toJson $ak._state }}
 {{- end }}
+
+{{/* The images prePuller pulls, as a JSON list without duplicates: sandbox.image, each warm pool's own image,
+     then prePuller.extraImages. */}}
+{{- define "kubehands.prePulledImages" -}}
+{{- $images := list }}
+{{- with .Values.sandbox.image.repository }}
+{{- $images = append $images (ternary (printf "%s:%s" . $.Values.sandbox.image.tag) . (ne (toString $.Values.sandbox.image.tag) "")) }}
+{{- end }}
+{{- range .Values.pools }}
+{{- with (.template | default dict).image }}{{ $images = append $images . }}{{ end }}
+{{- end }}
+{{- range .Values.prePuller.extraImages }}{{ $images = append $images . }}{{ end }}
+{{- if not $images }}
+{{- fail "prePuller.enabled: no image to pull (set sandbox.image.repository, a pool image or prePuller.extraImages)" }}
+{{- end }}
+{{- toJson (uniq $images) }}
+{{- end }}
+
+{{/* securityContext of every pre-puller container: it only runs a no-op, then sleeps. */}}
+{{- define "kubehands.prePullerContainerSecurity" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+capabilities:
+  drop: ["ALL"]
+{{- end }}
