@@ -6,8 +6,9 @@ Triggers, all level-based (each one recomputes everything from current state):
 - any event of a kubehands pod: the pod progressed, crashed, or vanished;
 - SandboxPool resume/create/update (spec.size, also through `/scale`, or the template changed);
 - any event of a pool member: it progressed, failed, was claimed (its pool label is gone) or deleted;
-- the culling loop (`cull_forever`): idle culling, paused TTL, a safety net for missed pod events, and a resync
-  of every pool (failed members past their grace, orphan member Secrets, missed member events).
+- the culling loop (`cull_forever`): maximum lifetime, idle culling, paused TTL, a safety net for missed pod
+  events, and a resync of every pool (failed members past their grace, orphan member Secrets, missed member
+  events).
 """
 
 import asyncio
@@ -139,8 +140,8 @@ async def pod_changed(
 
 
 async def cull_and_resync(memo: kopf.Memo, body: Mapping[str, Any], pods: SandboxIndex) -> None:
-    """One Sandbox's periodic check: pause when idle, delete when paused too long, else heal drift or
-    report a passed start deadline."""
+    """One Sandbox's periodic check: delete it past its maximum lifetime, pause it when idle, delete it when paused
+    too long, else heal drift or report a passed start deadline."""
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
     now = datetime.now(UTC)
     decision = cull_decision(body, memo.config, now)
@@ -148,8 +149,8 @@ async def cull_and_resync(memo: kopf.Memo, body: Mapping[str, Any], pods: Sandbo
         if await reconcile.pause_idle_sandbox(memo.kube, body):  # the update handler then deletes the pod
             log.info("paused idle sandbox %s/%s: %s", namespace, name, decision.message)
     elif decision is not None and decision.action == CullAction.DELETE:
-        if await reconcile.delete_expired_sandbox(memo.kube, body):
-            log.info("deleted sandbox %s/%s: %s", namespace, name, decision.message)
+        if await reconcile.delete_culled_sandbox(memo.kube, body, decision.reason, decision.message):
+            log.info("deleted sandbox %s/%s (%s): %s", namespace, name, decision.reason, decision.message)
     elif drifted(body, _indexed_pod(pods, namespace, name)) or start_deadline_passed(
         body, now, memo.config.start_timeout_seconds
     ):
