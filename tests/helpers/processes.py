@@ -52,10 +52,10 @@ class ChildProcess:
 
 
 class OperatorProcess(ChildProcess):
-    """`kubehands operator` watching one namespace."""
+    """`kubehands operator` watching one namespace, configured by `KUBEHANDS_*` variables (`env`) as in a pod."""
 
-    def __init__(self, kubeconfig: str, namespace: str, log_path: Path) -> None:
-        super().__init__(["operator", "-n", namespace, "--verbose"], {"KUBECONFIG": kubeconfig}, log_path)
+    def __init__(self, kubeconfig: str, namespace: str, log_path: Path, **env: str) -> None:
+        super().__init__(["operator", "-n", namespace, "--verbose"], {"KUBECONFIG": kubeconfig, **env}, log_path)
 
 
 class GatewayProcess(ChildProcess):
