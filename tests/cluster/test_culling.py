@@ -10,6 +10,7 @@ container runs: the pods select no node and stay Unschedulable, so no kubelet is
 """
 
 import io
+import time
 from collections.abc import Iterator
 from contextlib import redirect_stdout
 from datetime import timedelta
@@ -25,8 +26,8 @@ from kubernetes.client.rest import ApiException
 from kubehands.cli import main as kubehands_main
 from kubehands.crd import constants
 from kubehands.crd.times import parse_time
-from tests.helpers.kube import api_client
-from tests.helpers.processes import GatewayProcess, OperatorProcess, free_port
+from tests.helpers.kube import api_client, apply_crds
+from tests.helpers.processes import ROOT, GatewayProcess, OperatorProcess, free_port
 from tests.helpers.sandbox import SandboxApi, sandbox_manifest
 from tests.helpers.wait import wait_for
 
@@ -36,11 +37,15 @@ MISSING_IMAGE = "kubehands.invalid/no-such-image:0"
 NO_NODE = {"kubehands.dev/test-no-such-node": "true"}  # the pods stay Unschedulable
 SMALL = '{"requests": {"cpu": "10m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}}'
 TTL = 5
-LIFETIME = 6
+LIFETIME = 10  # long enough to see the Sandbox and its PVC on a loaded machine first
 
 
 @pytest.fixture
 def sandboxes(kubeconfig: str, namespace: str) -> Iterator[SandboxApi]:
+    # This checkout's CRDs once more: the session installed them at its start, but on a cluster that other
+    # checkouts' test sessions share, one of theirs may have replaced them since, and an older schema prunes
+    # spec.maxLifetimeSeconds.
+    apply_crds(kubeconfig, sorted((ROOT / "crds").glob("*.yaml")))
     with api_client(kubeconfig) as api:
         yield SandboxApi(api, namespace)
 
@@ -58,23 +63,33 @@ def operator(kubeconfig: str, namespace: str, tmp_path: Path) -> Iterator[Operat
         process.stop()
 
 
-def _deletion(sandboxes: SandboxApi, name: str, timeout: int) -> dict[str, Any]:
-    """Watch the Sandbox until it is deleted; its last state (the DELETED event's object)."""
-    since = sandboxes.get(name)["metadata"]["resourceVersion"]
-    stream = watch.Watch()
-    for event in stream.stream(
-        sandboxes.custom.list_namespaced_custom_object,
-        constants.GROUP,
-        constants.VERSION,
-        sandboxes.namespace,
-        constants.PLURAL,
-        field_selector=f"metadata.name={name}",
-        resource_version=since,
-        timeout_seconds=timeout,
-    ):
-        if event["type"] == "DELETED":
+def _deletion(sandboxes: SandboxApi, name: str, since: str, timeout: int) -> dict[str, Any]:
+    """Watch the Sandbox from resourceVersion `since` until it is deleted (the watch replays what happened since,
+    so a deletion before the call is seen too); its last state, the DELETED event's object.
+
+    A watch the API server ends early (it ends every watch of a CRD whose schema changes) is resumed from the last
+    version seen."""
+    deadline = time.monotonic() + timeout
+    while (remaining := int(deadline - time.monotonic())) > 0:
+        stream = watch.Watch()
+        try:
+            for event in stream.stream(
+                sandboxes.custom.list_namespaced_custom_object,
+                constants.GROUP,
+                constants.VERSION,
+                sandboxes.namespace,
+                constants.PLURAL,
+                field_selector=f"metadata.name={name}",
+                resource_version=since,
+                timeout_seconds=remaining,
+            ):
+                since = event["object"]["metadata"]["resourceVersion"]
+                if event["type"] == "DELETED":
+                    return dict(event["object"])
+        except ApiException as e:
+            raise AssertionError(f"the watch of sandbox {name} failed (was the CRD replaced meanwhile?): {e}") from e
+        finally:
             stream.stop()
-            return dict(event["object"])
     raise AssertionError(f"sandbox {name} was not deleted within {timeout}s")
 
 
@@ -115,11 +130,11 @@ def test_a_paused_sandbox_is_deleted_after_its_ttl_with_its_pvc_and_secret(
         status = sandboxes.phase("kh-ttl", "Paused", "not found")
         return status if status and status.get("pausedTime") else None
 
+    since = sandboxes.get("kh-ttl")["metadata"]["resourceVersion"]
     paused_at = parse_time(wait_for(paused, 60, f"the Sandbox paused {log}")["pausedTime"])
     assert paused_at is not None
-    assert sandboxes.exists("kh-ttl")  # paused, not deleted (yet)
 
-    last = _deletion(sandboxes, "kh-ttl", TTL + 60)
+    last = _deletion(sandboxes, "kh-ttl", since, TTL + 60)
     ready = _ready(last["status"])
     assert (ready["status"], ready["reason"]) == ("False", "PausedTTLExpired"), last["status"]
     assert f"paused TTL of {TTL}s" in ready["message"]
@@ -191,15 +206,16 @@ def test_a_sandbox_past_its_maximum_lifetime_is_deleted_with_the_reason(
             return str(response.json()["runtime_id"])
 
         doomed = start(short, "doomed")
+        created = sandboxes.get(doomed)
         kept = start(long, "kept")
         # The gateway's default (3600 s) capped by the key's ceiling; the other key gets the default.
-        spec = sandboxes.get(doomed)["spec"]
+        spec = created["spec"]
         assert spec.get("maxLifetimeSeconds") == LIFETIME, f"{spec} (is the installed CRD this branch's?)"
         assert sandboxes.get(kept)["spec"]["maxLifetimeSeconds"] == 3600
         claim = spec["sessionKeySecretRef"]["name"]
         wait_for(lambda: sandboxes.pvcs(doomed), 60, f"the workspace PVC {log}")
 
-        last = _deletion(sandboxes, doomed, LIFETIME + 60)
+        last = _deletion(sandboxes, doomed, created["metadata"]["resourceVersion"], LIFETIME + 60)
         ready = _ready(last["status"])
         assert (ready["status"], ready["reason"]) == ("False", "MaxLifetimeExceeded"), last["status"]
         assert f"maximum lifetime of {LIFETIME}s" in ready["message"]
@@ -208,10 +224,10 @@ def test_a_sandbox_past_its_maximum_lifetime_is_deleted_with_the_reason(
 
         event = wait_for(lambda: _event(sandboxes, doomed, "MaxLifetimeExceeded"), 30, f"the Event {log}")
         assert event.type == "Normal" and f"maximum lifetime of {LIFETIME}s" in event.message
-        created = parse_time(last["metadata"]["creationTimestamp"])
-        assert created is not None
+        born = parse_time(last["metadata"]["creationTimestamp"])
+        assert born is not None
         # Measured from the creation; the Event's time is kept in whole seconds, so it may read up to 1 s early.
-        assert timedelta(seconds=LIFETIME - 1) <= event.first_timestamp - created <= timedelta(seconds=LIFETIME + 30)
+        assert timedelta(seconds=LIFETIME - 1) <= event.first_timestamp - born <= timedelta(seconds=LIFETIME + 30)
 
         # To the client the session is gone, as after /stop; its Secret and PVC go with the Sandbox.
         wait_for(
