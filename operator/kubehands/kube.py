@@ -205,14 +205,26 @@ class Kube:
         return dict(patched)
 
     async def patch_object_status(
-        self, resource: CustomResource, namespace: str, name: str, status: Mapping[str, Any]
+        self,
+        resource: CustomResource,
+        namespace: str,
+        name: str,
+        status: Mapping[str, Any],
+        *,
+        resource_version: str | None = None,
     ) -> Obj | None:
-        """A merge patch of the status subresource; None when the object is gone."""
+        """A merge patch of the status subresource; None when the object is gone.
+
+        With `resource_version`, only that version is patched (409 when it changed meanwhile).
+        """
+        body: Obj = {"status": dict(status)}
+        if resource_version is not None:
+            body["metadata"] = {"resourceVersion": resource_version}
         try:
             patched = await self.custom.patch_namespaced_custom_object_status(
                 namespace=namespace,
                 name=name,
-                body={"status": dict(status)},
+                body=body,
                 _content_type=MERGE_PATCH,  # type: ignore[call-arg]  # the client accepts it; its stubs omit it
                 **resource.coordinates(),
             )
@@ -262,9 +274,11 @@ class Kube:
         """A JSON merge patch of the Sandbox (metadata and spec). Raises 404/409 as ApiException."""
         return await self.patch_object(SANDBOXES, namespace, name, patch)
 
-    async def patch_sandbox_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> Obj | None:
-        """A merge patch of the status subresource; None when the Sandbox is gone."""
-        return await self.patch_object_status(SANDBOXES, namespace, name, status)
+    async def patch_sandbox_status(
+        self, namespace: str, name: str, status: Mapping[str, Any], *, resource_version: str | None = None
+    ) -> Obj | None:
+        """A merge patch of the status subresource; None when the Sandbox is gone (see `patch_object_status`)."""
+        return await self.patch_object_status(SANDBOXES, namespace, name, status, resource_version=resource_version)
 
     async def delete_sandbox(
         self, namespace: str, name: str, *, resource_version: str | None = None

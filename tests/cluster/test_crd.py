@@ -54,6 +54,8 @@ def _spec(**changes: Any) -> dict[str, Any]:
     [
         ("kh-state", _spec(state="Stopped"), 'spec.state: Unsupported value: "Stopped"'),
         ("kh-idle", _spec(idleTimeoutSeconds=-1), "spec.idleTimeoutSeconds: Invalid value: -1"),
+        ("kh-life", _spec(maxLifetimeSeconds=0), "spec.maxLifetimeSeconds: Invalid value: 0"),
+        ("kh-life-big", _spec(maxLifetimeSeconds=2**31), "spec.maxLifetimeSeconds: Invalid value: 2147483648"),
         ("kh-noimage", {"sessionKeySecretRef": {"name": "s"}}, "spec.image: Required value"),
         ("kh-nokey", {"image": "img:1"}, "spec.sessionKeySecretRef: Required value"),
         ("kh-pull", _spec(imagePullPolicy="Sometimes"), "spec.imagePullPolicy: Unsupported value"),

@@ -372,6 +372,30 @@ async def test_a_key_whose_profile_is_unreadable_gets_422_at_start(api: httpx.As
     assert "resourceCeiling" in response.json()["detail"]
 
 
+@pytest.mark.parametrize(
+    ("ceiling", "expected"),
+    [(c, 422) for c in (0, -1, 2**31, 2**64, 1e300, True, "3600", "forever", [3600], {"s": 1})] + [(3600, 503)],
+)
+async def test_a_key_with_a_hostile_lifetime_ceiling_gets_422_at_start(
+    api: httpx.AsyncClient, ceiling: Any, expected: int
+) -> None:
+    """A profile Secret written by hand with a lifetime ceiling the CLI would have refused: /start says so (422),
+    before anything is written. This gateway has no API server behind it: 503 means a valid ceiling passed."""
+    import base64
+    import json
+
+    from kubehands.api.keys import build_key_secret, hash_key
+
+    secret = build_key_secret("hostile", hash_key("khk_hostile"), Profile(), "default")
+    secret["data"]["profile.json"] = base64.b64encode(json.dumps({"maxLifetimeSeconds": ceiling}).encode()).decode()
+    secret["metadata"]["resourceVersion"] = "1"
+    _gateway(api).caches.api_keys.upsert(secret)
+    response = await api.post("/start", json=START, headers={"X-API-Key": "khk_hostile"})
+    assert response.status_code == expected, response.text
+    if expected == 422:
+        assert "maxLifetimeSeconds" in response.json()["detail"]
+
+
 async def test_sessions_batch_checks_its_size_before_anything_else(api: httpx.AsyncClient) -> None:
     a = {"X-API-Key": KEY_A}
     repeated = await api.get("/sessions/batch", params={"ids": ",".join(["S-a"] * 1001)}, headers=a)

@@ -200,3 +200,65 @@ def test_a_restart_patch_replaces_the_spec_and_keeps_session_and_workspace() -> 
     assert annotations["kubehands.dev/restarted-at"] == "2026-05-01T12:00:00Z"
     assert annotations["kubehands.dev/session-key-sha256"] == "d" * 64
     assert set(patch) == {"metadata", "spec"}
+
+
+# ---- maximum lifetime --------------------------------------------------------------------------------------
+
+
+def _keyed(ceiling: int | None) -> KeyRecord:
+    return KeyRecord(name="team-a", digest="0" * 64, profile=Profile(maxLifetimeSeconds=ceiling))
+
+
+@pytest.mark.parametrize(
+    ("default", "ceiling", "expected"),
+    [
+        (0, None, None),  # no limit anywhere: the spec has no field
+        (86_400, None, 86_400),  # the gateway's default
+        (0, 3_600, 3_600),  # the key's ceiling alone
+        (86_400, 3_600, 3_600),  # the ceiling lowers the default
+        (1_800, 3_600, 1_800),  # a ceiling never raises it
+    ],
+)
+def test_the_lifetime_is_the_default_capped_by_the_keys_ceiling(
+    default: int, ceiling: int | None, expected: int | None
+) -> None:
+    settings = Settings(default_max_lifetime_seconds=default)
+    spec = objects.build_sandbox(_start(), _keyed(ceiling), settings, RID, "kh-session-x")["spec"]
+    assert spec.get("maxLifetimeSeconds") == expected
+    assert ("maxLifetimeSeconds" in spec) is (expected is not None)
+    assert Sandbox.model_validate({"spec": spec}).spec.max_lifetime_seconds == expected
+
+
+@pytest.mark.parametrize("field", ["max_lifetime_seconds", "maxLifetimeSeconds", "timeout", "keep_alive"])
+def test_a_client_cannot_ask_for_another_lifetime(field: str) -> None:
+    """No OpenHands client sends a lifetime: such a field is ignored like any unknown one (docs/runtime-api.md)."""
+    settings = Settings(default_max_lifetime_seconds=600)
+    for value in (1, 10**9, 0, None):
+        spec = objects.build_sandbox(_start(**{field: value}), _keyed(None), settings, RID, "kh-session-x")["spec"]
+        assert spec["maxLifetimeSeconds"] == 600
+
+
+@pytest.mark.parametrize("value", [-1, 2**31, "a day"])
+def test_the_default_lifetime_setting_is_checked_at_startup(value: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KUBEHANDS_DEFAULT_MAX_LIFETIME_SECONDS", str(value))
+    with pytest.raises(ValueError, match="default_max_lifetime_seconds"):
+        Settings()
+
+
+def test_the_default_lifetime_setting_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().default_max_lifetime_seconds == 0  # no limit unless configured
+    monkeypatch.setenv("KUBEHANDS_DEFAULT_MAX_LIFETIME_SECONDS", "86400")
+    assert Settings().default_max_lifetime_seconds == 86_400
+
+
+def test_a_restart_applies_the_current_lifetime_policy() -> None:
+    """A re-/start of a failed session rebuilds the lifetime from the key's current ceiling (the clock still counts
+    from the creation): an administrator's lowered ceiling reaches it, a removed limit removes it."""
+    from datetime import UTC, datetime
+
+    old = objects.build_sandbox(_start(), _keyed(7_200), Settings(), RID, "kh-session-x")
+    now = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
+    lowered = objects.build_sandbox(_start(), _keyed(600), Settings(), RID, "kh-session-x")
+    assert objects.restart_patch(old, lowered, now)["spec"]["maxLifetimeSeconds"] == 600
+    unlimited = objects.build_sandbox(_start(), _keyed(None), Settings(), RID, "kh-session-x")
+    assert objects.restart_patch(old, unlimited, now)["spec"]["maxLifetimeSeconds"] is None

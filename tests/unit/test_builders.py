@@ -321,9 +321,8 @@ def test_workspace_chown_init_container() -> None:
 
 def test_spec_hash_ignores_fields_that_do_not_shape_the_pod() -> None:
     base = builders.pod_spec_hash(make_sandbox().spec)
-    assert (
-        builders.pod_spec_hash(make_sandbox(state="Paused", idleTimeoutSeconds=5, sessionID="x").spec) == base
-    )
+    unshaping = make_sandbox(state="Paused", idleTimeoutSeconds=5, maxLifetimeSeconds=60, sessionID="x")
+    assert builders.pod_spec_hash(unshaping.spec) == base
     assert builders.pod_spec_hash(make_sandbox(image="agent:2").spec) != base
     assert builders.pod_spec_hash(make_sandbox(workspace={"mountPath": "/w"}).spec) != base
 
@@ -366,3 +365,31 @@ def test_a_restart_request_changes_the_spec_hash() -> None:
     pod = builders.build_pod(first, config())
     assert pod["metadata"]["annotations"]["kubehands.dev/spec-hash"] == builders.sandbox_pod_hash(first)
     assert builders.build_pvc(first) == builders.build_pvc(make_sandbox())
+
+
+def test_an_event_about_a_sandbox_names_it_and_outlives_it() -> None:
+    from datetime import UTC, datetime
+
+    body = {
+        "apiVersion": "kubehands.dev/v1alpha1",
+        "kind": "Sandbox",
+        "metadata": {"name": "kh-a", "namespace": "ns", "uid": "u-1", "resourceVersion": "42"},
+    }
+    event = builders.build_event(body, "Normal", "MaxLifetimeExceeded", "deleted", datetime(2026, 1, 2, tzinfo=UTC))
+    assert event["metadata"] == {"generateName": "kh-a.", "namespace": "ns"}
+    assert event["involvedObject"] == {
+        "apiVersion": "kubehands.dev/v1alpha1",
+        "kind": "Sandbox",
+        "name": "kh-a",
+        "namespace": "ns",
+        "uid": "u-1",
+        "resourceVersion": "42",
+    }
+    assert (event["type"], event["reason"], event["message"], event["count"]) == (
+        "Normal",
+        "MaxLifetimeExceeded",
+        "deleted",
+        1,
+    )
+    assert event["firstTimestamp"] == event["lastTimestamp"] == "2026-01-02T00:00:00Z"
+    assert event["source"] == {"component": "kubehands-operator"}

@@ -1190,6 +1190,15 @@ def test_gateway_gets_the_pool_init_timeout(rendered: dict[str, list[dict[str, A
     assert by_kind(rendered["default"], "SandboxPool") == {}  # no pools unless declared
 
 
+def test_gateway_gets_the_default_lifetime(rendered: dict[str, list[dict[str, Any]]], helm: str) -> None:
+    """sandbox.maxLifetimeSeconds is the gateway's default (the operator reads each Sandbox's own field)."""
+    assert env_of(rendered["default"], "t-kubehands-gateway")["KUBEHANDS_DEFAULT_MAX_LIFETIME_SECONDS"] == "0"
+    docs = render(helm, None, KUBE_CURRENT, "--set", "sandbox.maxLifetimeSeconds=86400")
+    assert env_of(docs, "t-kubehands-gateway")["KUBEHANDS_DEFAULT_MAX_LIFETIME_SECONDS"] == "86400"
+    assert "KUBEHANDS_DEFAULT_MAX_LIFETIME_SECONDS" not in env_of(docs, "t-kubehands-operator")
+    assert "/sandbox/maxLifetimeSeconds" in render_fails(helm, "--set", "sandbox.maxLifetimeSeconds=-1")
+
+
 def test_notes_name_the_warm_pools(helm: str, notes_chart: Path) -> None:
     notes, _ = render_notes(helm, notes_chart, CHART / "ci" / "all-features-values.yaml")
     assert "Warm pools (docs/pools.md): openhands-app (3), large (1)." in notes

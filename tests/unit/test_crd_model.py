@@ -44,6 +44,9 @@ def test_volume_source_type() -> None:
     [
         {"state": "Stopped"},
         {"idleTimeoutSeconds": -1},
+        {"maxLifetimeSeconds": 0},
+        {"maxLifetimeSeconds": -5},
+        {"maxLifetimeSeconds": 2**31},
         {"imagePullPolicy": "Sometimes"},
         {"ports": [{"name": "agent", "containerPort": 70000}]},
         {"workingDir": "relative"},

@@ -96,11 +96,29 @@ def test_invalid_key_names(name: str) -> None:
         {"resourceCeiling": {"cpu": "lots"}},  # else every /start of the key failed
         {"resourceCeiling": {"memory": "-1Gi"}},
         {"env": {"..x": "1"}},
+        {"maxLifetimeSeconds": 0},  # the CRD refuses 0: "no limit" is no ceiling, not 0
+        {"maxLifetimeSeconds": -60},
+        {"maxLifetimeSeconds": 2**31},  # above what the CRD accepts
+        {"maxLifetimeSeconds": 10**30},
+        {"maxLifetimeSeconds": True},  # strict: never a lifetime of 1 s
+        {"maxLifetimeSeconds": "3600"},
+        {"maxLifetimeSeconds": 3600.0},
+        {"maxLifetimeSeconds": "1h"},
     ],
 )
 def test_invalid_profiles(profile: dict) -> None:
     with pytest.raises(ValidationError):
         keys.Profile.model_validate(profile)
+
+
+def test_the_lifetime_ceiling_round_trips_through_the_secret() -> None:
+    profile = keys.Profile.model_validate({"maxLifetimeSeconds": 3600})
+    assert profile.max_lifetime_seconds == 3600
+    secret = keys.build_key_secret("team-a", "0" * 64, profile, "kubehands")
+    record = keys.record_from_secret(secret)
+    assert record is not None and record.profile_error is None
+    assert record.profile.max_lifetime_seconds == 3600
+    assert json.loads(base64.b64decode(secret["data"]["profile.json"])) == {"maxLifetimeSeconds": 3600}
 
 
 def test_profile_file_and_max_running(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -112,8 +130,8 @@ def test_profile_file_and_max_running(tmp_path) -> None:  # type: ignore[no-unty
         "resourceCeiling: {memory: 16Gi}\n"
         "volumes:\n  - {name: team-data, mountPath: /data, persistentVolumeClaim: {claimName: team-data}}\n"
     )
-    profile = load_profile(path, 4)
-    assert profile.max_running == 4
+    profile = load_profile(path, 4, 3600)
+    assert profile.max_running == 4 and profile.max_lifetime_seconds == 3600
     assert profile.env == {"TEAM": "data"} and profile.resource_ceiling == {"memory": "16Gi"}
     assert profile.volumes[0].persistent_volume_claim is not None
     assert load_profile(None, None) == keys.Profile()
@@ -130,6 +148,11 @@ def test_keys_cli_rejects_bad_input_before_any_api_call(tmp_path, capsys) -> Non
     bad.write_text("resourceCeiling: {cpu: four}\n")
     assert main(["keys", "--kubeconfig", str(tmp_path / "none"), "create", "ok", "--profile", str(bad)]) == 2
     assert "resourceCeiling" in capsys.readouterr().err
+    bad.write_text("maxLifetimeSeconds: 0\n")
+    assert main(["keys", "--kubeconfig", str(tmp_path / "none"), "create", "ok", "--profile", str(bad)]) == 2
+    assert "maxLifetimeSeconds" in capsys.readouterr().err
+    assert main(["keys", "--kubeconfig", str(tmp_path / "none"), "create", "ok", "--max-lifetime-seconds", "-1"]) == 2
+    assert "maxLifetimeSeconds" in capsys.readouterr().err
 
 
 def test_a_stored_profile_that_does_not_validate_still_authenticates() -> None:

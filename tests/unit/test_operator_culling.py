@@ -4,7 +4,7 @@ from typing import Any
 import pytest
 
 from kubehands.operator.config import OperatorConfig
-from kubehands.operator.culling import CullAction, cull_decision, last_activity
+from kubehands.operator.culling import CullAction, CullReason, cull_decision, last_activity, lifetime_start
 
 pytestmark = pytest.mark.unit
 NOW = datetime(2026, 1, 2, 12, 0, 0, tzinfo=UTC)
@@ -34,6 +34,7 @@ CONFIG = OperatorConfig(idle_timeout_seconds=1200, paused_ttl_seconds=3600)
 def test_idle_sandbox_is_paused() -> None:
     decision = cull_decision(body(lastActivityTime=ago(1300), readyTime=ago(5000)), CONFIG, NOW)
     assert decision is not None and decision.action is CullAction.PAUSE
+    assert decision.reason is CullReason.IDLE_TIMEOUT and decision.reason == "IdleTimeout"
 
 
 def test_recent_activity_keeps_it_running() -> None:
@@ -76,6 +77,8 @@ def test_per_sandbox_idle_timeout(spec: dict[str, Any], expected: CullAction | N
 def test_paused_past_ttl_is_deleted() -> None:
     decision = cull_decision(body("Paused", pausedTime=ago(3700)), CONFIG, NOW)
     assert decision is not None and decision.action is CullAction.DELETE
+    assert decision.reason is CullReason.PAUSED_TTL_EXPIRED and decision.reason == "PausedTTLExpired"
+    assert "3600s" in decision.message
 
 
 @pytest.mark.parametrize("status", [{"pausedTime": ago(100)}, {}])
@@ -144,3 +147,77 @@ def test_a_dormant_pool_member_is_never_culled() -> None:
     claimed["metadata"]["annotations"] = {"kubehands.dev/claimed-from": "warm"}
     decision = cull_decision(claimed, CONFIG, NOW)
     assert decision is not None and decision.action is CullAction.PAUSE
+
+
+# ---- maximum lifetime ------------------------------------------------------------------------------------------
+
+
+def test_the_reasons_are_a_fixed_set_of_condition_reasons() -> None:
+    """The handler counts culls by reason: the values are the stable CamelCase reasons of conditions and Events."""
+    assert [r.value for r in CullReason] == ["IdleTimeout", "PausedTTLExpired", "MaxLifetimeExceeded"]
+
+
+@pytest.mark.parametrize(
+    "sandbox",
+    [
+        body(lastActivityTime=ago(1)),  # busy
+        body(phase="Starting"),  # still starting
+        body("Paused", pausedTime=ago(1)),  # paused within its TTL
+        body(generation=3, observed=2),  # a spec change in flight
+        body(phase="Failed"),
+    ],
+    ids=["busy", "starting", "paused", "generation-in-flight", "failed"],
+)
+def test_past_its_lifetime_a_sandbox_is_deleted_whatever_its_state(sandbox: dict[str, Any]) -> None:
+    sandbox["spec"]["maxLifetimeSeconds"] = 9_000  # created 10 000 s ago
+    decision = cull_decision(sandbox, OperatorConfig(idle_timeout_seconds=0, paused_ttl_seconds=0), NOW)
+    assert decision is not None
+    assert (decision.action, decision.reason) == (CullAction.DELETE, CullReason.MAX_LIFETIME_EXCEEDED)
+    assert decision.reason == "MaxLifetimeExceeded"
+    assert "9000s" in decision.message and ago(10_000)[:19] in decision.message
+
+
+@pytest.mark.parametrize(("lifetime", "culled"), [(10_001, False), (10_000, True), (None, False)])
+def test_the_lifetime_is_measured_from_creation(lifetime: int | None, culled: bool) -> None:
+    sandbox = body(lastActivityTime=ago(1), spec={"maxLifetimeSeconds": lifetime} if lifetime else {})
+    decision = cull_decision(sandbox, CONFIG, NOW)
+    assert (decision is not None and decision.reason is CullReason.MAX_LIFETIME_EXCEEDED) is culled
+
+
+def test_the_lifetime_wins_over_idle_culling() -> None:
+    """Idle and past its lifetime: deleted, not merely paused (a resume would only restart the clock of idleness)."""
+    sandbox = body(lastActivityTime=ago(9_000), spec={"maxLifetimeSeconds": 5_000})
+    decision = cull_decision(sandbox, CONFIG, NOW)
+    assert decision is not None and decision.reason is CullReason.MAX_LIFETIME_EXCEEDED
+
+
+def test_a_claimed_member_lives_from_its_claim() -> None:
+    """A pool member waited dormant since its creation; its session's lifetime starts at the claim."""
+    claimed = body(lastActivityTime=ago(1), spec={"maxLifetimeSeconds": 3_600})  # created 10 000 s ago
+    claimed["metadata"]["annotations"] = {"kubehands.dev/claimed-at": ago(3_000), "kubehands.dev/claimed-from": "p"}
+    assert lifetime_start(claimed) == NOW - timedelta(seconds=3_000)
+    assert cull_decision(claimed, CONFIG, NOW) is None
+    claimed["metadata"]["annotations"]["kubehands.dev/claimed-at"] = ago(3_600)
+    decision = cull_decision(claimed, CONFIG, NOW)
+    assert decision is not None and decision.reason is CullReason.MAX_LIFETIME_EXCEEDED
+    assert ago(3_600)[:19] in decision.message
+
+
+def test_a_claim_time_that_is_no_timestamp_counts_from_creation() -> None:
+    claimed = body(lastActivityTime=ago(1), spec={"maxLifetimeSeconds": 3_600})
+    claimed["metadata"]["annotations"] = {"kubehands.dev/claimed-at": "yesterday"}
+    assert lifetime_start(claimed) == NOW - timedelta(seconds=10_000)
+    decision = cull_decision(claimed, CONFIG, NOW)
+    assert decision is not None and decision.reason is CullReason.MAX_LIFETIME_EXCEEDED
+
+
+def test_a_dormant_member_is_never_culled_for_its_lifetime() -> None:
+    member = body(spec={"maxLifetimeSeconds": 1})
+    member["metadata"]["labels"] = {"kubehands.dev/pool": "warm"}
+    assert cull_decision(member, CONFIG, NOW) is None
+
+
+def test_a_sandbox_being_deleted_is_left_alone() -> None:
+    going = body("Paused", pausedTime=ago(90_000), spec={"maxLifetimeSeconds": 1})
+    going["metadata"]["deletionTimestamp"] = ago(1)
+    assert cull_decision(going, CONFIG, NOW) is None

@@ -15,7 +15,7 @@ from kubehands.crd.times import rfc3339
 from kubehands.operator import metrics
 from kubehands.operator.cli import port_clash
 from kubehands.operator.config import OperatorConfig
-from kubehands.operator.culling import CullAction, CullDecision
+from kubehands.operator.culling import CullAction, CullDecision, CullReason
 from kubehands.operator.status import compute_status
 from tests.helpers.processes import free_port
 
@@ -143,10 +143,14 @@ def test_pool_numbers() -> None:
 
 
 def test_cull_reasons() -> None:
-    pause, delete = CullDecision(CullAction.PAUSE, "idle"), CullDecision(CullAction.DELETE, "ttl")
+    pause = CullDecision(CullAction.PAUSE, CullReason.IDLE_TIMEOUT, "idle")
+    delete = CullDecision(CullAction.DELETE, CullReason.PAUSED_TTL_EXPIRED, "ttl")
+    lifetime = CullDecision(CullAction.DELETE, CullReason.MAX_LIFETIME_EXCEEDED, "old")
     assert metrics.cull_reason(pause, {"status": {"phase": "Running"}}) == metrics.CULL_IDLE
     assert metrics.cull_reason(pause, {"status": {"phase": "Failed"}}) == metrics.CULL_FAILED
     assert metrics.cull_reason(delete, {"status": {"phase": "Paused"}}) == metrics.CULL_PAUSED_TTL
+    for phase in ("Running", "Paused", "Failed"):
+        assert metrics.cull_reason(lifetime, {"status": {"phase": phase}}) == metrics.CULL_MAX_LIFETIME
 
 
 def test_error_classes_and_counting() -> None:

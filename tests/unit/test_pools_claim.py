@@ -222,6 +222,27 @@ def test_the_claim_patch_makes_the_member_the_sessions_sandbox() -> None:
     assert not runtime.is_pool_member(claimed)
 
 
+def test_a_claimed_member_lives_for_the_sessions_lifetime_from_the_claim() -> None:
+    """The claim brings the lifetime a cold /start would get; the operator counts it from `claimed-at`, not from
+    the member's creation (it may have waited dormant for longer than the lifetime)."""
+    from kubehands.api.keys import Profile
+    from kubehands.operator.config import OperatorConfig
+    from kubehands.operator.culling import CullReason, cull_decision, lifetime_start
+
+    capped = KeyRecord(name="team-a", digest="0" * 64, profile=Profile(maxLifetimeSeconds=3_600))
+    cold = objects.build_sandbox(REQUEST, capped, SETTINGS, MEMBER, "kh-session-abc")
+    assert pools.matches(TEMPLATE, cold["spec"])  # the lifetime does not shape the pod: the pool still serves it
+    member = make_member()
+    member["metadata"]["creationTimestamp"] = "2026-02-01T00:00:00Z"  # a month dormant
+    claimed = merge_patch(member, pools.claim_patch(member, cold, "p", NOW))
+    assert claimed["spec"]["maxLifetimeSeconds"] == 3_600
+    assert lifetime_start(claimed) == NOW
+    config = OperatorConfig(idle_timeout_seconds=0)
+    assert cull_decision(claimed, config, NOW + timedelta(seconds=3_599)) is None
+    decision = cull_decision(claimed, config, NOW + timedelta(seconds=3_600))
+    assert decision is not None and decision.reason is CullReason.MAX_LIFETIME_EXCEEDED
+
+
 def test_after_the_init_the_claimed_sandbox_is_an_ordinary_one() -> None:
     claimed = merge_patch(make_member(), pools.claim_patch(make_member(), COLD, "p", NOW))
     claimed["metadata"]["generation"] = claimed["status"]["observedGeneration"] = 2  # the operator re-stamped

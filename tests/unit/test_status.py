@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 
-from kubehands.operator.status import compute_status, observe_pod, status_patch, transition_event
+from kubehands.operator.status import compute_status, culled_status, observe_pod, status_patch, transition_event
 
 pytestmark = pytest.mark.unit
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -262,6 +262,31 @@ def test_paused_by_the_idle_culler_and_paused_time_is_kept() -> None:
     status = compute_status(body, None, [], NOW)
     assert status["conditions"][1]["reason"] == "IdleTimeout"
     assert status["pausedTime"] == "2026-01-01T00:00:00Z"
+
+
+def test_the_status_of_a_culled_sandbox_says_why_it_goes() -> None:
+    """Written just before the delete: Ready=False with the cull's reason; the phase and pod fields stay."""
+    running = compute_status(sandbox(), pod("Running", {"Ready": "True", **SCHEDULED}, podIP="10.88.0.2"), [], NOW)
+    running["lastActivityTime"] = "2026-01-02T03:04:00Z"
+    later = datetime(2026, 1, 2, 4, 0, 0, tzinfo=UTC)
+    culled = culled_status(sandbox(status=running), "MaxLifetimeExceeded", "alive too long", later)
+    assert set(culled) == {"conditions", "message"} and culled["message"] == "alive too long"
+    ready, paused = culled["conditions"]
+    assert (ready["type"], ready["status"], ready["reason"], ready["message"]) == (
+        "Ready",
+        "False",
+        "MaxLifetimeExceeded",
+        "alive too long",
+    )
+    assert ready["lastTransitionTime"] == "2026-01-02T04:00:00Z" and ready["observedGeneration"] == 2
+    assert paused == running["conditions"][1]  # untouched
+    assert status_patch(running, culled) == culled
+
+    paused_status = compute_status(sandbox("Paused", {"pausedTime": T0}), None, [], NOW)
+    culled = culled_status(sandbox("Paused", paused_status), "PausedTTLExpired", "paused too long", later)
+    ready, before = culled["conditions"][0], paused_status["conditions"][0]
+    assert ready["reason"] == "PausedTTLExpired"
+    assert ready["lastTransitionTime"] == before["lastTransitionTime"]  # not Ready before either: the time stays
 
 
 def test_status_patch_only_changes_and_never_touches_last_activity() -> None:

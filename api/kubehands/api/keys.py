@@ -11,9 +11,9 @@ import json
 import re
 import secrets
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator
 
 from kubehands.api.constants import (
     API_KEY_SECRET_PREFIX,
@@ -26,7 +26,7 @@ from kubehands.api.constants import (
     MANAGED_BY_GATEWAY,
     PART_OF,
 )
-from kubehands.crd.model import ENV_NAME_PATTERN, Toleration, Volume
+from kubehands.crd.model import ENV_NAME_PATTERN, MAX_LIFETIME_SECONDS, Toleration, Volume
 from kubehands.crd.resources import is_quantity
 
 KEY_PREFIX = "khk_"
@@ -74,6 +74,14 @@ class Profile(BaseModel):
         description="Upper bound for scaled requests and limits.",
     )
     max_running: int | None = Field(None, ge=0, alias="maxRunning", description="Running-sandbox limit.")
+    # Strict: a `true` or `"60"` in a profile is a mistake, never a lifetime of 1 s or 60 s.
+    max_lifetime_seconds: Annotated[int, Strict()] | None = Field(
+        None,
+        ge=1,
+        le=MAX_LIFETIME_SECONDS,
+        alias="maxLifetimeSeconds",
+        description="Ceiling of the lifetime of every sandbox the key starts (lowers the gateway's default).",
+    )
     pools: list[str] = Field(
         default_factory=list,
         description="The SandboxPools (names) whose members the key's /start may claim; empty = every pool.",

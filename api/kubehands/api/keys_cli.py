@@ -50,15 +50,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--profile", type=Path, help="YAML/JSON sandbox profile (volumes, env, nodeSelector, ...)"
     )
     create.add_argument("--max-running", type=int, help="running-sandbox limit for this key")
+    create.add_argument(
+        "--max-lifetime-seconds", type=int, help="ceiling of the lifetime of each sandbox this key starts"
+    )
     sub.add_parser("list", help="list key names and their profiles")
     revoke = sub.add_parser("revoke", help="delete a key")
     revoke.add_argument("name")
 
 
-def load_profile(path: Path | None, max_running: int | None) -> Profile:
+def load_profile(path: Path | None, max_running: int | None, max_lifetime_seconds: int | None = None) -> Profile:
     data: dict[str, Any] = yaml.safe_load(path.read_text()) or {} if path else {}
     if max_running is not None:
         data["maxRunning"] = max_running
+    if max_lifetime_seconds is not None:
+        data["maxLifetimeSeconds"] = max_lifetime_seconds
     return Profile.model_validate(data)
 
 
@@ -77,7 +82,11 @@ async def _run(args: argparse.Namespace) -> int:
     try:
         # Bad input is refused before any connection to the API server.
         name = validate_key_name(args.name) if args.keys_command in ("create", "revoke") else ""
-        profile = load_profile(args.profile, args.max_running) if args.keys_command == "create" else Profile()
+        profile = (
+            load_profile(args.profile, args.max_running, args.max_lifetime_seconds)
+            if args.keys_command == "create"
+            else Profile()
+        )
         kube = await Kube.connect(args.kubeconfig)
         try:
             await _execute(kube, args.keys_command, args.namespace, name, profile)

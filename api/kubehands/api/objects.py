@@ -33,7 +33,7 @@ from kubehands.api.constants import (
 from kubehands.api.keys import KeyRecord
 from kubehands.api.schemas import StartRequest
 from kubehands.api.settings import Settings
-from kubehands.api.start_request import parse_command, resources_for, runtime_class_for
+from kubehands.api.start_request import max_lifetime_for, parse_command, resources_for, runtime_class_for
 from kubehands.crd.constants import (
     ANNOTATION_RESTARTED_AT,
     ANNOTATION_SESSION_KEY_SHA256,
@@ -62,6 +62,7 @@ REBUILT_ON_RESTART = (
     "volumes",
     "nodeSelector",
     "tolerations",
+    "maxLifetimeSeconds",  # the key's and the gateway's current policy; the clock still counts from creation
 )
 
 
@@ -143,6 +144,9 @@ def build_sandbox(
         spec["command"] = command
     if req.working_dir:
         spec["workingDir"] = req.working_dir
+    lifetime = max_lifetime_for(settings, caller.profile.max_lifetime_seconds)
+    if lifetime:  # the operator deletes the sandbox this long after its creation (or warm-pool claim)
+        spec["maxLifetimeSeconds"] = lifetime
     runtime_class = runtime_class_for(settings, req.runtime_class)
     if runtime_class:  # the operator maps it to a RuntimeClass (KUBEHANDS_RUNTIME_CLASS_MAP)
         spec["runtimeClassName"] = runtime_class

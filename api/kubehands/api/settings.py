@@ -11,6 +11,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kubehands.crd.constants import DEFAULT_WORKSPACE_MOUNT_PATH, DEFAULT_WORKSPACE_SIZE
+from kubehands.crd.model import MAX_LIFETIME_SECONDS
 from kubehands.crd.resources import DEFAULT_BASE_RESOURCES, validate_base_resources
 from kubehands.kube import DEFAULT_REQUEST_TIMEOUT_SECONDS
 
@@ -104,6 +105,14 @@ class Settings(BaseSettings):
 
     # --- Keys and tenancy ---------------------------------------------------------------------
     default_max_running: int = Field(10, description="Running-sandbox limit for keys without their own.")
+    default_max_lifetime_seconds: int = Field(
+        0,
+        ge=0,
+        le=MAX_LIFETIME_SECONDS,
+        description="spec.maxLifetimeSeconds of every sandbox a /start creates: the operator deletes it this long "
+        "after its creation (or warm-pool claim), whatever its state. A key's profile may lower it "
+        "(maxLifetimeSeconds). 0: no limit (idle culling and the paused TTL still apply).",
+    )
     rotate_session_key_on_resume: bool = Field(
         False, description="Mint a new session API key on /resume (breaks V0 and APIRemoteWorkspace)."
     )

@@ -1,4 +1,5 @@
-"""Reading a /start request beyond its schema: the container command and the scaled resources.
+"""Reading a /start request beyond its schema: the container command, the scaled resources, the runtime class and
+the maximum lifetime.
 
 What the request model cannot check alone (the configured factors, the key's resource ceiling) is
 refused here with `InvalidRequest` (422), before anything is written.
@@ -63,6 +64,16 @@ def resources_for(settings: Settings, factor: int | None, ceiling: dict[str, str
                     f"ceiling of {cap}"
                 )
     return {section: values for section, values in scaled.items() if values}
+
+
+def max_lifetime_for(settings: Settings, ceiling: int | None) -> int | None:
+    """`spec.maxLifetimeSeconds`: the gateway's default (0: none), capped by the key's ceiling; None: no limit.
+
+    No /start field asks for a lifetime: no OpenHands client sends one (docs/runtime-api.md), so a client can
+    neither lengthen nor shorten it.
+    """
+    bounds = [b for b in (settings.default_max_lifetime_seconds, ceiling) if b]
+    return min(bounds, default=None)
 
 
 def runtime_class_for(settings: Settings, requested: str | None) -> str | None:

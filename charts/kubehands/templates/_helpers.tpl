@@ -175,6 +175,8 @@ app.kubernetes.io/component: {{ .component }}
 {{ include "kubehands.sandboxShapeEnv" . }}
 - name: KUBEHANDS_DEFAULT_MAX_RUNNING
   value: {{ .Values.api.defaultMaxRunning | quote }}
+- name: KUBEHANDS_DEFAULT_MAX_LIFETIME_SECONDS
+  value: {{ .Values.sandbox.maxLifetimeSeconds | default 0 | quote }}
 - name: KUBEHANDS_REGISTRY_PREFIX
   value: {{ .Values.api.registryPrefix | quote }}
 - name: KUBEHANDS_ASSUME_IMAGES_EXIST

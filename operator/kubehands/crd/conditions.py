@@ -36,6 +36,11 @@ INVALID_SPEC = "InvalidSpec"
 # the message keeps the last problem observed.
 START_TIMEOUT = "StartTimeout"
 
+# Ready reasons the culling loop writes just before it deletes a Sandbox (docs/operator.md, "Culling"), and the
+# reasons of the Events it posts: paused longer than pausedTTLSeconds, alive longer than maxLifetimeSeconds.
+PAUSED_TTL_EXPIRED = "PausedTTLExpired"
+MAX_LIFETIME_EXCEEDED = "MaxLifetimeExceeded"
+
 # Ready reasons of a SandboxPool (docs/design/0010-warm-pools.md); InvalidSpec is shared with the Sandbox.
 POOL_READY = "PoolReady"  # True: as many ready members as spec.size
 POOL_FILLING = "Filling"  # members are being created or are starting

@@ -67,7 +67,7 @@ ANNOTATION_CLAIMED_FROM = f"{GROUP}/claimed-from"
 # On a claimed Sandbox, written by the gateway with the claim: when it claimed (RFC 3339), and the claimed
 # pod's status.restartCount then. Any gateway replica restarts the sandbox cold when its init is not done long
 # after the claim (the claiming replica died), or when the claimed pod's container restarted since (it boots
-# dormant again). The operator reads neither.
+# dormant again). The operator reads only the claim time: the claimed Sandbox's maxLifetimeSeconds counts from it.
 ANNOTATION_CLAIMED_AT = f"{GROUP}/claimed-at"
 ANNOTATION_CLAIMED_RESTARTS = f"{GROUP}/claimed-restarts"
 

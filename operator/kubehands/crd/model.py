@@ -71,6 +71,10 @@ class ResourceRequirements(_Object):
     limits: dict[str, Quantity] = Field(default_factory=dict, description="Maximum resources.")
 
 
+# The longest maximum lifetime a Sandbox (or a key profile) may ask for: about 68 years, far inside what the
+# operator's time arithmetic can hold (a larger int64 would overflow it).
+MAX_LIFETIME_SECONDS = 2147483647
+
 # Ids start at 1: a sandbox runs untrusted code, so root (0) is refused by the API server itself, and
 # the pod always says runAsNonRoot.
 MAX_ID = 2147483647
@@ -227,6 +231,13 @@ class SandboxSpec(_Object):
         alias="pausedTTLSeconds",
         validation_alias=AliasChoices("pausedTTLSeconds", "paused_ttl_seconds"),
         description="Delete after this long paused; unset = operator default, 0 = never.",
+    )
+    max_lifetime_seconds: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_LIFETIME_SECONDS,
+        description="Delete after this long since creation (for a warm-pool claim: since the claim), whatever "
+        "the state; unset = no limit. The gateway sets it at /start.",
     )
     session_id: Annotated[str, StringConstraints(max_length=1024)] | None = Field(
         None,

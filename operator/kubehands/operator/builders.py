@@ -1,12 +1,16 @@
-"""Pure builders of the Sandbox's children: JSON-ready dicts, no I/O, no clock, no kopf."""
+"""Pure builders of the Sandbox's children (and of the Events the culling loop posts): JSON-ready dicts, no I/O,
+no clock, no kopf."""
 
 import hashlib
 import json
+from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from kubehands import kube
 from kubehands.crd import constants, names
 from kubehands.crd.model import Sandbox, SandboxSpec
+from kubehands.crd.times import rfc3339
 from kubehands.operator.config import OperatorConfig
 
 CONTAINER_NAME = constants.SANDBOX_CONTAINER_NAME
@@ -14,7 +18,7 @@ CHOWN_CONTAINER_NAME = "workspace-chown"
 READINESS_PATH = "/alive"
 
 # Spec fields that do not shape the Pod; changing them must not replace a running Pod.
-_NOT_IN_POD = {"state", "idleTimeoutSeconds", "pausedTTLSeconds", "sessionID", "workspace"}
+_NOT_IN_POD = {"state", "idleTimeoutSeconds", "pausedTTLSeconds", "maxLifetimeSeconds", "sessionID", "workspace"}
 
 
 def owner_reference(sandbox: Sandbox) -> dict[str, Any]:
@@ -48,7 +52,7 @@ def child_metadata(sandbox: Sandbox, name: str, component: str, **annotations: s
 
 
 def pod_spec_hash(spec: SandboxSpec, restarted_at: str | None = None) -> str:
-    """Hash of the spec fields that shape the Pod (not state, timeouts, session id or workspace size), and
+    """Hash of the spec fields that shape the Pod (not state, timeouts, lifetime, session id or workspace size), and
     of the `restarted-at` annotation when set: a restart request replaces the pod even with an unchanged spec.
     """
     relevant = {k: v for k, v in spec.model_dump(by_alias=True, mode="json").items() if k not in _NOT_IN_POD}
@@ -241,4 +245,32 @@ def build_pod(sandbox: Sandbox, config: OperatorConfig) -> dict[str, Any]:
             **{constants.ANNOTATION_SPEC_HASH: sandbox_pod_hash(sandbox)},
         ),
         "spec": pod_spec,
+    }
+
+
+def build_event(sandbox: Mapping[str, Any], type_: str, reason: str, message: str, now: datetime) -> dict[str, Any]:
+    """A core/v1 Event about the Sandbox (an API dict), for what the culling loop does outside kopf's handlers,
+    where kopf cannot post Events: deleting it. The Event outlives the Sandbox (until the API server's event TTL,
+    one hour by default), named `<sandbox>.<random>` like the Events Kubernetes posts itself."""
+    metadata = sandbox["metadata"]
+    stamp = rfc3339(now)
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{metadata['name']}.", "namespace": metadata["namespace"]},
+        "involvedObject": {
+            "apiVersion": sandbox.get("apiVersion", constants.API_VERSION),
+            "kind": sandbox.get("kind", constants.KIND),
+            "name": metadata["name"],
+            "namespace": metadata["namespace"],
+            "uid": metadata.get("uid"),
+            "resourceVersion": metadata.get("resourceVersion"),
+        },
+        "type": type_,
+        "reason": reason,
+        "message": message,
+        "source": {"component": constants.MANAGED_BY},  # the "From" of `kubectl describe`
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "count": 1,
     }

@@ -6,8 +6,9 @@ Triggers, all level-based (each one recomputes everything from current state):
 - any event of a kubehands pod: the pod progressed, crashed, or vanished;
 - SandboxPool resume/create/update (spec.size, also through `/scale`, or the template changed);
 - any event of a pool member: it progressed, failed, was claimed (its pool label is gone) or deleted;
-- the culling loop (`cull_forever`): idle culling, paused TTL, a safety net for missed pod events, and a resync
-  of every pool (failed members past their grace, orphan member Secrets, missed member events).
+- the culling loop (`cull_forever`): maximum lifetime, idle culling, paused TTL, a safety net for missed pod
+  events, and a resync of every pool (failed members past their grace, orphan member Secrets, missed member
+  events).
 """
 
 import asyncio
@@ -158,8 +159,8 @@ async def pod_changed(
 
 
 async def cull_and_resync(memo: kopf.Memo, body: Mapping[str, Any], pods: SandboxIndex) -> None:
-    """One Sandbox's periodic check: pause when idle, delete when paused too long, else heal drift or
-    report a passed start deadline."""
+    """One Sandbox's periodic check: delete it past its maximum lifetime, pause it when idle, delete it when paused
+    too long, else heal drift or report a passed start deadline."""
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
     now = datetime.now(UTC)
     decision = cull_decision(body, memo.config, now)
@@ -168,8 +169,8 @@ async def cull_and_resync(memo: kopf.Memo, body: Mapping[str, Any], pods: Sandbo
             log.info("paused idle sandbox %s/%s: %s", namespace, name, decision.message)
             metrics.CULLS.labels(metrics.cull_reason(decision, body)).inc()
     elif decision is not None and decision.action == CullAction.DELETE:
-        if await reconcile.delete_expired_sandbox(memo.kube, body):
-            log.info("deleted sandbox %s/%s: %s", namespace, name, decision.message)
+        if await reconcile.delete_culled_sandbox(memo.kube, body, decision.reason, decision.message):
+            log.info("deleted sandbox %s/%s (%s): %s", namespace, name, decision.reason, decision.message)
             metrics.CULLS.labels(metrics.cull_reason(decision, body)).inc()
     elif drifted(body, _indexed_pod(pods, namespace, name)) or start_deadline_passed(
         body, now, memo.config.start_timeout_seconds

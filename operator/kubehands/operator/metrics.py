@@ -20,7 +20,7 @@ from kubehands.crd import conditions as c
 from kubehands.crd import constants
 from kubehands.crd.model import Phase
 from kubehands.crd.times import parse_time
-from kubehands.operator.culling import CullAction, CullDecision
+from kubehands.operator.culling import CullAction, CullDecision, CullReason
 from kubehands.operator.status import start_since
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ ERRORS = ("timeout", "api", "connection", "unexpected")
 START_COLD, START_WARM, START_POOL_MEMBER = "cold", "warm", "pool_member"
 ROLE_SESSION, ROLE_POOL_MEMBER = "session", "pool_member"
 PHASE_UNKNOWN = "Unknown"  # a Sandbox the operator has not reported on yet
-CULL_IDLE, CULL_FAILED, CULL_PAUSED_TTL = "idle", "failed", "paused_ttl"
+CULL_IDLE, CULL_FAILED, CULL_PAUSED_TTL, CULL_MAX_LIFETIME = "idle", "failed", "paused_ttl", "max_lifetime"
 
 RECONCILES = Counter(
     "kubehands_operator_reconciles_total",
@@ -87,7 +87,7 @@ START_SECONDS = Histogram(
 )
 CULLS = Counter(
     "kubehands_operator_culls_total",
-    "Sandboxes the culling loop paused or deleted, by reason (idle, failed, paused_ttl, ...).",
+    "Sandboxes the culling loop paused or deleted, by reason (idle, failed, paused_ttl, max_lifetime).",
     ["reason"],
     registry=REGISTRY,
 )
@@ -101,7 +101,7 @@ for _handler in HANDLERS:
         ERRORS_TOTAL.labels(_handler, _error)
 for _start in (START_COLD, START_WARM, START_POOL_MEMBER):
     START_SECONDS.labels(_start)
-for _reason in (CULL_IDLE, CULL_FAILED, CULL_PAUSED_TTL):
+for _reason in (CULL_IDLE, CULL_FAILED, CULL_PAUSED_TTL, CULL_MAX_LIFETIME):
     CULLS.labels(_reason)
 
 
@@ -203,6 +203,8 @@ def cull_reason(decision: CullDecision, sandbox: Mapping[str, Any]) -> str:
     under its own value."""
     if decision.action == CullAction.PAUSE:
         return CULL_FAILED if (sandbox.get("status") or {}).get("phase") == Phase.FAILED else CULL_IDLE
+    if decision.reason == CullReason.MAX_LIFETIME_EXCEEDED:
+        return CULL_MAX_LIFETIME
     if decision.action == CullAction.DELETE:
         return CULL_PAUSED_TTL
     return str(decision.action.value)

@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, cast
 
+import aiohttp
 import kopf
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
@@ -20,7 +21,13 @@ from kubehands.kube import CONFLICT, MERGE_PATCH, NOT_FOUND, STRATEGIC_MERGE_PAT
 from kubehands.operator import builders, metrics, volumes
 from kubehands.operator.config import OperatorConfig
 from kubehands.operator.plan import Step, binding_wait, plan, refusal
-from kubehands.operator.status import api_error_message, compute_status, status_patch, transition_event
+from kubehands.operator.status import (
+    api_error_message,
+    compute_status,
+    culled_status,
+    status_patch,
+    transition_event,
+)
 from kubehands.operator.validation import validate_sandbox
 
 log = logging.getLogger(__name__)
@@ -163,18 +170,47 @@ async def pause_idle_sandbox(kube: Kube, body: Mapping[str, Any]) -> bool:
     return True
 
 
-async def delete_expired_sandbox(kube: Kube, body: Mapping[str, Any]) -> bool:
-    """Delete the Sandbox unless it changed since `body` was read (e.g. a resume)."""
+async def delete_culled_sandbox(kube: Kube, body: Mapping[str, Any], reason: str, message: str) -> bool:
+    """Delete a Sandbox the culler decided to delete (`culling.CullDecision`), unless it changed since `body` was
+    read (e.g. a resume, or a longer lifetime): True when it was deleted by this call.
+
+    First its status says why (Ready=False, `reason`: `status.culled_status`), so that watchers see it go for that
+    reason; that patch carries the resourceVersion decided on, and the delete the version the patch made, so any
+    write in between makes one of them fail with 409 and nothing is deleted. Then an Event records the deletion.
+    """
     metadata = body["metadata"]
+    namespace, name = metadata["namespace"], metadata["name"]
     try:
+        reported = await kube.patch_sandbox_status(
+            namespace,
+            name,
+            culled_status(body, reason, message, datetime.now(UTC)),
+            resource_version=metadata["resourceVersion"],
+        )
+        if reported is None:
+            return False  # already gone
         deleted = await kube.delete_sandbox(
-            metadata["namespace"], metadata["name"], resource_version=metadata["resourceVersion"]
+            namespace, name, resource_version=reported["metadata"]["resourceVersion"]
         )
     except ApiException as e:
         if e.status == CONFLICT:
             return False
         raise
-    return deleted is not None  # None: already gone
+    if deleted is None:
+        return False
+    await post_event(kube, body, "Normal", reason, f"deleted the sandbox: {message}")
+    return True
+
+
+async def post_event(kube: Kube, body: Mapping[str, Any], kind: str, reason: str, message: str) -> None:
+    """Post an Event about the Sandbox through the API (kopf posts Events only from inside its handlers). Events
+    are auxiliary: a failure is one warning line."""
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    event = builders.build_event(body, kind, reason, message, datetime.now(UTC))
+    try:
+        await kube.core.create_namespaced_event(namespace, json_body(event, client.CoreV1Event))
+    except (ApiException, aiohttp.ClientError, TimeoutError) as e:
+        log.warning("could not post the event %s about sandbox %s/%s: %r", reason, namespace, name, e)
 
 
 def _parse(body: Mapping[str, Any]) -> tuple[Sandbox | None, list[str]]:

@@ -314,6 +314,17 @@ def compute_status(
     }
 
 
+def culled_status(sandbox: Mapping[str, Any], reason: str, message: str, now: datetime) -> dict[str, Any]:
+    """The status patch the culling loop writes just before it deletes `sandbox`: Ready=False with the cull's
+    reason (`PausedTTLExpired`, `MaxLifetimeExceeded`) and message, so that whoever watches it sees why it goes.
+    Phase and pod fields stay as they are: to a client the sandbox goes from what it was to deleted, as after
+    /stop."""
+    current = sandbox.get("status") or {}
+    generation = (sandbox.get("metadata") or {}).get("generation")
+    conditions = c.set_condition(current.get("conditions") or [], c.READY, c.FALSE, reason, message, now, generation)
+    return {"conditions": conditions, "message": message}
+
+
 def status_patch(current: Mapping[str, Any] | None, desired: Mapping[str, Any]) -> dict[str, Any]:
     """The merge patch turning `current` into `desired`: changed keys only; None removes a present key."""
     current = current or {}
