@@ -17,6 +17,7 @@ import subprocess
 import sys
 import zipfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -852,17 +853,26 @@ def chart_values(values: Path | None, override: dict[str, Any] | None = None) ->
     return deep_merge(merged, override or {})
 
 
-def gateway_settings(docs: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> Any:
-    """The gateway's Settings, read from the rendered gateway container's environment as the gateway reads it."""
-    from kubehands.api.settings import Settings
-
-    env = {k: v for k, v in env_of(docs, "t-kubehands-gateway").items() if k.startswith("KUBEHANDS_")}
+@contextmanager
+def container_environment(
+    docs: list[dict[str, Any]], deployment: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    """This process's KUBEHANDS_* variables replaced by those of the rendered `deployment`'s container."""
+    env = {k: v for k, v in env_of(docs, deployment).items() if k.startswith("KUBEHANDS_")}
     with monkeypatch.context() as m:
         for key in list(os.environ):
             if key.startswith("KUBEHANDS_"):
                 m.delenv(key)
         for key, value in env.items():
             m.setenv(key, value)
+        yield
+
+
+def gateway_settings(docs: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The gateway's Settings, read from the rendered gateway container's environment as the gateway reads it."""
+    from kubehands.api.settings import Settings
+
+    with container_environment(docs, "t-kubehands-gateway", monkeypatch):
         return Settings()
 
 
@@ -870,13 +880,7 @@ def operator_gateway_settings(docs: list[dict[str, Any]], monkeypatch: pytest.Mo
     """The gateway's Settings as the rendered operator reads them for its pool check."""
     from kubehands.operator.config import OperatorConfig
 
-    env = {k: v for k, v in env_of(docs, "t-kubehands-operator").items() if k.startswith("KUBEHANDS_")}
-    with monkeypatch.context() as m:
-        for key in list(os.environ):
-            if key.startswith("KUBEHANDS_"):
-                m.delenv(key)
-        for key, value in env.items():
-            m.setenv(key, value)
+    with container_environment(docs, "t-kubehands-operator", monkeypatch):
         return OperatorConfig().gateway_settings()
 
 
