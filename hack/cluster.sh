@@ -244,7 +244,7 @@ kh::apiserver_ready() {
     "https://${BRIDGE_IP}:${APISERVER_PORT}/readyz" >/dev/null
 }
 kh::node_ready() {
-  "$KUBECTL" --kubeconfig "$KUBECONFIG_ADMIN" get node "$NODE_NAME" \
+  "$KUBECTL" --kubeconfig "$KUBECONFIG_ADMIN" --cache-dir "$S/kubectl-cache" get node "$NODE_NAME" \
     -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null | grep -qx True
 }
 
@@ -322,7 +322,7 @@ kh::up() {
 }
 
 kh::apply_storage_class() {
-  "$KUBECTL" --kubeconfig "$KUBECONFIG_ADMIN" apply -f - >/dev/null <<YAML
+  "$KUBECTL" --kubeconfig "$KUBECONFIG_ADMIN" --cache-dir "$S/kubectl-cache" apply -f - >/dev/null <<YAML
 apiVersion: storage.k8s.io/v1
 kind: StorageClass
 metadata:

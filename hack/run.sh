@@ -72,8 +72,10 @@ EOF
 
 mkdir -p "$RUN_DIR"
 "$BIN/python" -m kubehands.crd.install --kubeconfig "$KUBECONFIG" crds/*.yaml
-"$KUBECTL" --kubeconfig "$KUBECONFIG" create namespace "$NAMESPACE" --dry-run=client -o yaml \
-  | "$KUBECTL" --kubeconfig "$KUBECONFIG" apply -f - >/dev/null
+# The scripts' kubectl keeps its discovery cache in the state folder: a user's own cache (~/.kube/cache) is then
+# never filled before the CRDs exist, which would hide `kubectl get sbx` for its 10-minute lifetime.
+"$KUBECTL" --kubeconfig "$KUBECONFIG" --cache-dir "$KUBEHANDS_STATE/kubectl-cache" create namespace "$NAMESPACE" \
+  --dry-run=client -o yaml | "$KUBECTL" --kubeconfig "$KUBECONFIG" --cache-dir "$KUBEHANDS_STATE/kubectl-cache" apply -f - >/dev/null
 
 export KUBEHANDS_NAMESPACE="$NAMESPACE" KUBEHANDS_NAMESPACES="$NAMESPACE" KUBEHANDS_KUBECONFIG="$KUBECONFIG"
 export KUBEHANDS_PUBLIC_URL="http://127.0.0.1:${PORT}"

@@ -120,11 +120,13 @@ def test_unknown_fields_are_pruned(sandboxes: SandboxApi) -> None:
     assert "surprise" not in sandboxes.create(manifest, with_secret=False)["spec"]
 
 
-def test_kubectl_columns_and_short_name(kubeconfig: str, kubectl: str, sandboxes: SandboxApi) -> None:
+def test_kubectl_columns_and_short_name(kubeconfig: str, kubectl: str, sandboxes: SandboxApi, tmp_path: Path) -> None:
     sandboxes.create(sandbox_manifest("kh-cols", "img:1", sessionID="session-1"), with_secret=False)
     sandboxes.patch_status("kh-cols", phase="Starting", podStatus="pending")
+    # A discovery cache of its own: ~/.kube/cache may hold discovery from before the CRDs (kept 10 minutes), where
+    # the short name is unknown.
     output = subprocess.run(
-        [kubectl, "get", "sbx", "-n", sandboxes.namespace],
+        [kubectl, "--cache-dir", str(tmp_path / "kubectl-cache"), "get", "sbx", "-n", sandboxes.namespace],
         check=True,
         capture_output=True,
         text=True,

@@ -31,7 +31,7 @@ async def dormant(tmp_path: Path) -> AsyncIterator[tuple[str, dict[str, Any]]]:
     env = {
         "PATH": "/usr/bin:/bin",
         "HOME": str(tmp_path),
-        "TMPDIR": str(tmp_path / "tmp"),  # it creates browser-use-downloads-* folders there
+        "TMPDIR": str(tmp_path / "tmp"),
         "OH_DEFERRED_INIT": "true",
         "OH_SECRET_KEY": INIT_KEY,
         "OH_SESSION_API_KEYS_0": INIT_KEY,
@@ -41,8 +41,16 @@ async def dormant(tmp_path: Path) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         "OH_ENABLE_VNC": "false",
     }
     log = (tmp_path / "agent-server.log").open("wb")
+    # browser-use (tool preload) makes /tmp/browser-use-downloads-* whatever TMPDIR says: the server gets a mount
+    # namespace of its own with a private /tmp, which goes with it, so the host's /tmp stays as it was.
+    private_tmp = ["unshare", "--mount", "--propagation", "private"]
+    private_tmp += ["sh", "-c", 'mount -t tmpfs tmpfs /tmp && exec "$@"', "sh"]
     process = subprocess.Popen(
-        [str(server), "--host", "127.0.0.1", "--port", str(port)], env=env, cwd=tmp_path, stdout=log, stderr=log
+        [*private_tmp, str(server), "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        cwd=tmp_path,
+        stdout=log,
+        stderr=log,
     )
     base = f"http://127.0.0.1:{port}"
 
