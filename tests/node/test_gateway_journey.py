@@ -4,7 +4,6 @@ and the router (HTTP and WebSocket, all three URL modes), with pause, wake-on-re
 import asyncio
 import io
 import json
-import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, redirect_stdout
 from typing import Any
@@ -23,17 +22,11 @@ from kubehands.api.settings import Settings
 from kubehands.cli import main as kubehands_main
 from kubehands.crd import constants
 from tests.helpers import openhands_sdk, warm_pool
-from tests.helpers.processes import free_port_range
+from tests.helpers.processes import free_port, free_port_range
 from tests.helpers.run_defaults import make_run_settings
 from tests.helpers.sandbox import SMALL_RESOURCES, operator_in_thread
 
 pytestmark = pytest.mark.node
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @asynccontextmanager
