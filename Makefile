@@ -1,6 +1,7 @@
 # kubehands developer entry points. `make run` and `make test` are the two that matter.
 SHELL := /bin/bash
-PYTHON ?= $(shell ls -d $$HOME/.pyenv/versions/3.12.*/bin/python3.12 2>/dev/null | tail -1 || command -v python3.12)
+# Python >= 3.12: pyenv's newest 3.12, else python3.12, python3.13 or python3 on PATH (hack/lib/common.sh, kh::python).
+PYTHON ?= $(shell bash -c 'source hack/lib/common.sh && kh::python')
 VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
@@ -11,7 +12,7 @@ help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
 $(VENV)/.installed: pyproject.toml
-	@test -n "$(PYTHON)" || { echo "Python 3.12 not found (pyenv install 3.12)"; exit 1; }
+	@test -n "$(PYTHON)" || { echo "Python >= 3.12 not found on PATH or under pyenv: install it (Debian 13: apt-get install python3 python3-venv; Debian 12: pyenv install 3.12) or run make PYTHON=/path/to/python3.12"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@

@@ -3,27 +3,32 @@
 # venv with each other (openhands-ai pins an older SDK) nor with kubehands, so each gets its own.
 #   hack/client-venvs.sh sdk   -> openhands-workspace + openhands-sdk (APIRemoteWorkspace)
 #   hack/client-venvs.sh app   -> openhands-ai (the app server with RUNTIME=remote)
-# Prints the venv's python path. Idempotent.
+# Each installs exactly its pinned set (hack/pins/{sdk,app}-<version>.txt, written by hack/pin-openhands.py),
+# so a dependency released after the client cannot change what the tests run. Prints the venv's python path.
+# Idempotent; a venv whose pins changed is made anew.
 set -o errexit -o nounset -o pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 
-SDK_VERSION="${OPENHANDS_SDK_VERSION:-1.58.2}"
+SDK_VERSION="${OPENHANDS_SDK_VERSION:-$AGENT_SERVER_VERSION}"
 APP_VERSION="${OPENHANDS_APP_VERSION:-1.11.0}"
-PYTHON="${PYTHON:-$(ls -d "$HOME"/.pyenv/versions/3.12.*/bin/python3.12 2>/dev/null | tail -1)}"
+PYTHON="${PYTHON:-$(kh::python)}"
 
 case ${1:-} in
-  sdk) venv="$KUBEHANDS_CACHE/venvs/openhands-sdk-$SDK_VERSION"
-       reqs=("openhands-workspace==$SDK_VERSION" "openhands-sdk==$SDK_VERSION") ;;
-  app) venv="$KUBEHANDS_CACHE/venvs/openhands-ai-$APP_VERSION"
-       reqs=("openhands-ai==$APP_VERSION") ;;
+  sdk) name="openhands-sdk-$SDK_VERSION"; pins="$ROOT/hack/pins/sdk-$SDK_VERSION.txt" ;;
+  app) name="openhands-ai-$APP_VERSION"; pins="$ROOT/hack/pins/app-$APP_VERSION.txt" ;;
   *) echo "usage: $0 sdk|app" >&2; exit 2 ;;
 esac
+[[ -f $pins ]] || kh::die "no pins $pins: run hack/pin-openhands.py ${1} <version>"
+venv="$KUBEHANDS_CACHE/venvs/$name"
+hash=$(sha256sum "$pins" | cut -c1-16)
 
-if [[ ! -f $venv/.complete ]]; then
-  kh::log "creating $venv (${reqs[*]})"
+if [[ "$(cat "$venv/.complete" 2>/dev/null)" != "$hash" ]]; then
+  kh::log "creating $venv (pip install -r ${pins#"$ROOT"/})"
   rm -rf "$venv"
   "$PYTHON" -m venv "$venv"
-  "$venv/bin/pip" install -q "${reqs[@]}" >&2
-  touch "$venv/.complete"
+  # --no-deps: the pins are the whole set; `pip check` proves it is complete and consistent.
+  "$venv/bin/pip" install -q --no-deps -r "$pins" >&2
+  "$venv/bin/pip" check >&2 || kh::die "$pins is incomplete"
+  echo "$hash" > "$venv/.complete"
 fi
 echo "$venv/bin/python"

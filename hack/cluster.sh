@@ -373,6 +373,7 @@ kh::down() {
 kh::print_env() {
   echo "KUBECONFIG=$KUBECONFIG_ADMIN"
   echo "SANDBOX_IMAGE=$AGENT_SERVER_IMAGE"
+  echo "APP_SANDBOX_IMAGE=$APP_AGENT_SERVER_IMAGE"
   echo "KUBECTL=$KUBECTL"   # the same version as the cluster: $KUBECTL --kubeconfig $KUBECONFIG get nodes
 }
 

@@ -14,7 +14,7 @@ command -v docker >/dev/null || kh::die "docker is not installed"
 case ${1:-} in
   up)
     kind get clusters | grep -qx "$NAME" || kind create cluster --name "$NAME" --wait 120s
-    for ref in "$AGENT_SERVER_IMAGE" "$KUBEHANDS_IMAGE"; do
+    for ref in "$AGENT_SERVER_IMAGE" "$APP_AGENT_SERVER_IMAGE" "$KUBEHANDS_IMAGE"; do
       tarball=$(kh::images::tarball "$ref")
       [[ -f $tarball ]] || kh::die "$tarball missing: run 'make images' first"
       kind load image-archive "$tarball" --name "$NAME"
@@ -22,6 +22,7 @@ case ${1:-} in
     kubectl --context "kind-$NAME" apply -f "$ROOT/crds/"
     echo "KUBECONFIG=$(kind get kubeconfig-path --name "$NAME" 2>/dev/null || echo "$HOME/.kube/config")"
     echo "SANDBOX_IMAGE=$AGENT_SERVER_IMAGE"
+    echo "APP_SANDBOX_IMAGE=$APP_AGENT_SERVER_IMAGE"
     ;;
   down) kind delete cluster --name "$NAME" ;;
   *) echo "usage: $0 up|down" >&2; exit 2 ;;

@@ -4,12 +4,14 @@
 # foreground process group) or SIGTERM, at any point, stops the operator and gateway it started and,
 # if this run started the cluster, the cluster too (restoring the host); tests/host/ checks this.
 #
-# It also declares a warm pool (docs/pools.md) for the /start the OpenHands app server sends by default with
-# AGENT_SERVER_IMAGE_REPOSITORY/TAG naming the printed SANDBOX_IMAGE, so the first sandboxes start warm.
+# It also declares two warm pools (docs/pools.md), so each client's first sandboxes start warm: one for the /start
+# the OpenHands app server sends by default with AGENT_SERVER_IMAGE_REPOSITORY/TAG as printed (the agent server of
+# the app's bundled SDK), one for the /start the SDK's APIRemoteWorkspace sends for the printed SANDBOX_IMAGE.
 #
 # Knobs: KUBEHANDS_GATEWAY_PORT (default 8080), KUBEHANDS_NAMESPACE (default kubehands-sandboxes),
 #        KUBEHANDS_KEY_NAME (default dev; its key is created once and kept in the cluster state dir),
-#        KUBEHANDS_POOL_SIZE (default 2: dormant agent servers in the warm pool; 0 deletes the pool).
+#        KUBEHANDS_POOL_SIZE (default 1: dormant agent servers in the app's warm pool; 0 deletes the pool),
+#        KUBEHANDS_SDK_POOL_SIZE (default 1: the same for the SDK's pool).
 set -o errexit -o nounset -o pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 cd "$ROOT"
@@ -17,11 +19,13 @@ cd "$ROOT"
 PORT="${KUBEHANDS_GATEWAY_PORT:-8080}"
 NAMESPACE="${KUBEHANDS_NAMESPACE:-kubehands-sandboxes}"
 KEY_NAME="${KUBEHANDS_KEY_NAME:-dev}"
-POOL_SIZE="${KUBEHANDS_POOL_SIZE:-2}"
-POOL_NAME="openhands-app"
+POOL_SIZE="${KUBEHANDS_POOL_SIZE:-1}"
+SDK_POOL_SIZE="${KUBEHANDS_SDK_POOL_SIZE:-1}"
 BIN="$ROOT/.venv/bin"
 RUN_DIR="$KUBEHANDS_STATE/run"
 [[ $POOL_SIZE =~ ^[0-9]+$ ]] || kh::die "KUBEHANDS_POOL_SIZE must be a number (0 disables the warm pool), got '$POOL_SIZE'"
+[[ $SDK_POOL_SIZE =~ ^[0-9]+$ ]] \
+  || kh::die "KUBEHANDS_SDK_POOL_SIZE must be a number (0 disables the warm pool), got '$SDK_POOL_SIZE'"
 
 # Whether the cluster was running before: the Makefile's `run` target must not start it first.
 was_running=0
@@ -50,12 +54,13 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 cluster_env=$(hack/cluster.sh up)
-eval "export $(echo "$cluster_env" | grep -E '^(KUBECONFIG|SANDBOX_IMAGE)=' | tr '\n' ' ')"
+eval "export $(echo "$cluster_env" | grep -E '^(KUBECONFIG|SANDBOX_IMAGE|APP_SANDBOX_IMAGE)=' | tr '\n' ' ')"
 hack/build-images.sh import >/dev/null
 
 # The body of the /start the OpenHands app server (1.11) sends by default, with AGENT_SERVER_IMAGE_REPOSITORY
-# and AGENT_SERVER_IMAGE_TAG naming $SANDBOX_IMAGE (docs/runtime-api.md §4.2). The warm pool is derived from it
-# by the gateway's own code (hack/pool-manifest.py); tests/unit/test_chart.py reads it from here.
+# and AGENT_SERVER_IMAGE_TAG naming $SANDBOX_IMAGE (docs/runtime-api.md §4.2). The app's warm pool is derived from
+# it (for $APP_SANDBOX_IMAGE) by the gateway's own code (hack/pool-manifest.py); tests/unit/test_chart.py reads it
+# from here.
 app_start_body() {
   cat <<EOF
 {"image": "$SANDBOX_IMAGE",
@@ -68,6 +73,31 @@ app_start_body() {
  "session_id": "pool-template", "resource_factor": 1,
  "run_as_user": 10001, "run_as_group": 10001, "fs_group": 10001}
 EOF
+}
+
+# The body of the /start the SDK's APIRemoteWorkspace (openhands-workspace 1.58.2) sends with its defaults for
+# server_image=$SANDBOX_IMAGE (docs/runtime-api.md §4.1); the SDK's warm pool is derived from it.
+sdk_start_body() {
+  cat <<EOF
+{"image": "$SANDBOX_IMAGE",
+ "command": "/usr/local/bin/openhands-agent-server --port 60000",
+ "working_dir": "/", "environment": {},
+ "session_id": "pool-template",
+ "run_as_user": 10001, "fs_group": 10001,
+ "image_pull_policy": "IfNotPresent", "runtime_class": "sysbox-runc"}
+EOF
+}
+
+# declare_pool NAME SIZE IMAGE BODY_FUNCTION: create or replace the pool (its members boot dormant), or delete it.
+declare_pool() {
+  local name=$1 size=$2 image=$3 body=$4
+  if (( size > 0 )); then
+    SANDBOX_IMAGE=$image "$body" | "$BIN/python" hack/pool-manifest.py --name "$name" --size "$size" --apply
+    kh::log "warm pool $name: $size agent servers of $image warming ($KUBECTL get sbxpool -n $NAMESPACE)"
+  else
+    "$BIN/python" hack/pool-manifest.py --name "$name" --delete
+    kh::log "warm pool $name disabled: its client's sandboxes start cold"
+  fi
 }
 
 mkdir -p "$RUN_DIR"
@@ -87,15 +117,10 @@ KUBEHANDS_METRICS_HOST=127.0.0.1 KUBEHANDS_POOL_MATCH_CHECK=true "$BIN/kubehands
 pids+=($!)
 kh::log "operator started (log: $RUN_DIR/operator.log; metrics: http://127.0.0.1:${KUBEHANDS_METRICS_PORT:-8090}/metrics)"
 
-# The warm pool, with the gateway's settings (the KUBEHANDS_* exported above), so that it matches the app's /start.
-if (( POOL_SIZE > 0 )); then
-  app_start_body | "$BIN/python" hack/pool-manifest.py --name "$POOL_NAME" --size "$POOL_SIZE" --apply
-  kh::log "warm pool $POOL_NAME: $POOL_SIZE agent servers of $SANDBOX_IMAGE warming; the OpenHands app's first" \
-    "sandboxes start warm ($KUBECTL get sbxpool -n $NAMESPACE; KUBEHANDS_POOL_SIZE=0 disables)"
-else
-  "$BIN/python" hack/pool-manifest.py --name "$POOL_NAME" --delete
-  kh::log "warm pool disabled (KUBEHANDS_POOL_SIZE=0): every sandbox starts cold"
-fi
+# The warm pools, with the gateway's settings (the KUBEHANDS_* exported above), so that they match each client's
+# /start (KUBEHANDS_POOL_SIZE / KUBEHANDS_SDK_POOL_SIZE=0 disable them).
+declare_pool openhands-app "$POOL_SIZE" "$APP_SANDBOX_IMAGE" app_start_body
+declare_pool openhands-sdk "$SDK_POOL_SIZE" "$SANDBOX_IMAGE" sdk_start_body
 
 # One key per cluster, created on first run; the raw key is only ever shown at creation.
 key_file="$RUN_DIR/api-key-$KEY_NAME"
@@ -117,6 +142,8 @@ echo "SANDBOX_REMOTE_RUNTIME_API_URL=http://127.0.0.1:${PORT}"
 echo "SANDBOX_API_KEY=$(tail -1 "$key_file")"
 echo "KUBECONFIG=$KUBECONFIG"
 echo "SANDBOX_IMAGE=$SANDBOX_IMAGE"
+echo "AGENT_SERVER_IMAGE_REPOSITORY=${APP_SANDBOX_IMAGE%:*}"
+echo "AGENT_SERVER_IMAGE_TAG=${APP_SANDBOX_IMAGE##*:}"
 
 # Stay in the foreground until Ctrl-C or until a component dies.
 wait -n "${pids[@]}"

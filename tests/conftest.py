@@ -112,3 +112,10 @@ def agent_server_image(cluster: dict[str, str]) -> str:
     if built.returncode != 0:
         pytest.fail(f"building the agent-server image failed:\n{built.stderr[-4000:]}")
     return cluster["SANDBOX_IMAGE"]
+
+
+@pytest.fixture(scope="session")
+def app_agent_server_image(cluster: dict[str, str], agent_server_image: str) -> str:
+    """The agent-server image of the OpenHands app (openhands-ai 1.11): the release of the SDK it bundles (1.34.0),
+    built and imported with the SDK's (`agent_server_image`)."""
+    return cluster["APP_SANDBOX_IMAGE"]

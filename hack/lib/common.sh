@@ -17,7 +17,23 @@ K8S_ORIG_SHA256="b83c0780efb182d928dc63d46488a847f161f04e40a94b96bf5247dd671ecdf
 K8S_BIN="${KUBEHANDS_CACHE}/kubernetes-${K8S_VERSION}/bin"
 # kubectl of the same version, built with the cluster (hack/build-kubernetes.sh): the one every script uses.
 KUBECTL="${K8S_BIN}/kubectl"
+# The agent server each supported client launches: the SDK's own release (openhands-sdk/-workspace 1.58.2, the
+# default SANDBOX_IMAGE), and the one the OpenHands app 1.11 bundles (openhands-sdk 1.34.0; the app refuses
+# events of a newer server). Each is built from hack/pins/agent-server-<version>.txt.
 AGENT_SERVER_VERSION="${AGENT_SERVER_VERSION:-1.58.2}"
+APP_AGENT_SERVER_VERSION="${APP_AGENT_SERVER_VERSION:-1.34.0}"
+AGENT_SERVER_VERSIONS="$AGENT_SERVER_VERSION $APP_AGENT_SERVER_VERSION"
+
+# The Python for the project's venvs: pyenv's newest 3.12, else python3.12, python3.13 or a python3 >= 3.12
+# on PATH (Debian 13's is 3.13); prints nothing when there is none.
+kh::python() {
+  local p
+  for p in $(ls -d "$HOME"/.pyenv/versions/3.12.*/bin/python3.12 2>/dev/null | sort -V | tail -1) \
+           $(command -v python3.12 python3.13 python3 2>/dev/null); do
+    "$p" -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null && { echo "$p"; return 0; }
+  done
+  return 0
+}
 
 kh::log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 kh::die() { kh::log "ERROR: $*"; exit 1; }

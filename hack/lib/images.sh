@@ -3,7 +3,8 @@
 
 IMAGES_DIR="${KUBEHANDS_CACHE}/images"
 PAUSE_IMAGE="registry.k8s.io/pause:3.10"
-AGENT_SERVER_IMAGE="kubehands/agent-server:${AGENT_SERVER_VERSION}"
+AGENT_SERVER_IMAGE="kubehands/agent-server:${AGENT_SERVER_VERSION}"          # the SDK's (SANDBOX_IMAGE)
+APP_AGENT_SERVER_IMAGE="kubehands/agent-server:${APP_AGENT_SERVER_VERSION}"  # the OpenHands app's
 KUBEHANDS_VERSION="$(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/pyproject.toml" | head -1)"
 KUBEHANDS_IMAGE="kubehands/kubehands:${KUBEHANDS_VERSION}"
 TRIXIE_MIRROR="${TRIXIE_MIRROR:-http://deb.debian.org/debian}"
@@ -73,25 +74,44 @@ kh::images::_pip_into() {
   kh::images::_umount_chroot
 }
 
+# kh::images::build_agent_server [VERSION] : the sandbox image of one agent-server release, installed from its
+# pinned set (hack/pins/agent-server-VERSION.txt, written by hack/pin-openhands.py) and nothing else, so a
+# dependency released later cannot change what the image runs. Rebuilt when the pins change.
 kh::images::build_agent_server() {
-  local out; out=$(kh::images::tarball "$AGENT_SERVER_IMAGE")
-  [[ -f $out ]] && return 0
+  local version=${1:-$AGENT_SERVER_VERSION}
+  local image="kubehands/agent-server:$version"
+  local pins="$ROOT/hack/pins/agent-server-$version.txt"
+  [[ -f $pins ]] || kh::die "no pinned dependencies for agent-server $version: run hack/pin-openhands.py agent-server $version"
+  local out; out=$(kh::images::tarball "$image")
+  local hash; hash=$(sha256sum "$pins" | cut -c1-16)
+  [[ -f $out && "$(cat "$out.pins-hash" 2>/dev/null)" == "$hash" ]] && return 0
   local base; base=$(kh::images::base_rootfs)
-  local r="$IMAGES_DIR/agent-server-rootfs"
-  kh::log "building $AGENT_SERVER_IMAGE (pip install openhands-agent-server==${AGENT_SERVER_VERSION}, ~2 min)"
+  local r="$IMAGES_DIR/agent-server-$version-rootfs"
+  kh::log "building $image (pip install -r hack/pins/agent-server-$version.txt, ~2 min)"
   rm -rf "$r"; cp -a "$base" "$r"
-  kh::images::_pip_into "$r" /opt/agent-venv "openhands-agent-server==${AGENT_SERVER_VERSION}"
+  cp "$pins" "$r/tmp/pins.txt"
+  # --no-deps: the pins are the whole set; `pip check` proves it is complete and consistent.
+  kh::images::_pip_into "$r" /opt/agent-venv --no-deps -r /tmp/pins.txt
+  chroot "$r" /opt/agent-venv/bin/pip check >/dev/null || kh::die "hack/pins/agent-server-$version.txt is incomplete"
   # OpenHands clients launch /usr/local/bin/openhands-agent-server; the wheel installs `agent-server`.
   ln -sf /opt/agent-venv/bin/agent-server "$r/usr/local/bin/openhands-agent-server"
   install -d -m 0775 -o "$SANDBOX_UID" -g "$SANDBOX_UID" "$r/workspace"
+  rm -f "$r/tmp/pins.txt"
   kh::images::_clean_rootfs "$r"
-  python3 "$ROOT/hack/mkimage.py" "$r" "$AGENT_SERVER_IMAGE" "$out" \
+  python3 "$ROOT/hack/mkimage.py" "$r" "$image" "$out" \
     --entrypoint '["/usr/local/bin/openhands-agent-server"]' --cmd '["--port", "60000"]' \
     --env PATH=/opt/agent-venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     --env LANG=C.UTF-8 --env LITELLM_LOCAL_MODEL_COST_MAP=True --env HOME=/home/openhands \
     --workdir / --user "$SANDBOX_UID:$SANDBOX_UID" --port 60000
+  echo "$hash" > "$out.pins-hash"
   rm -rf "$r"
-  kh::log "built $AGENT_SERVER_IMAGE -> $out"
+  kh::log "built $image -> $out"
+}
+
+# Every agent-server release the clients this project supports launch (hack/lib/common.sh).
+kh::images::build_agent_servers() {
+  local version
+  for version in $AGENT_SERVER_VERSIONS; do kh::images::build_agent_server "$version"; done
 }
 
 # The project's own image is rebuilt whenever its sources change.
@@ -128,7 +148,9 @@ kh::images::ctr() { ctr --address "$KUBEHANDS_STATE/containerd.sock" --namespace
 # Import each built tarball unless containerd already holds that exact build.
 kh::images::import_all() {
   local ref out stamp
-  for ref in "$PAUSE_IMAGE" "$AGENT_SERVER_IMAGE" "$KUBEHANDS_IMAGE"; do
+  local version refs=("$PAUSE_IMAGE" "$KUBEHANDS_IMAGE")
+  for version in $AGENT_SERVER_VERSIONS; do refs+=("kubehands/agent-server:$version"); done
+  for ref in "${refs[@]}"; do
     out=$(kh::images::tarball "$ref")
     [[ -f $out ]] || continue
     stamp="$KUBEHANDS_CACHE/containerd/imported-$(basename "$out").stamp"

@@ -77,6 +77,14 @@ def pool_status(kubeconfig: str, namespace: str, name: str) -> dict[str, Any]:
     return dict(pool.get("status") or {})
 
 
+def delete_pool(kubeconfig: str, namespace: str, name: str) -> None:
+    """Delete the pool; its unclaimed members go with it (claimed sandboxes are no longer its members)."""
+    with api_client(kubeconfig) as api:
+        client.CustomObjectsApi(api).delete_namespaced_custom_object(
+            namespace=namespace, name=name, **SANDBOX_POOLS.coordinates()
+        )
+
+
 def claimed_from(sandbox: dict[str, Any]) -> str | None:
     """The pool a Sandbox was claimed from (its `kubehands.dev/claimed-from` annotation), None for a cold one."""
     return ((sandbox.get("metadata") or {}).get("annotations") or {}).get(constants.ANNOTATION_CLAIMED_FROM)

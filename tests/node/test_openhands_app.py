@@ -3,8 +3,8 @@ RUNTIME=remote pointed at kubehands on the local cluster.
 
 The operator and the gateway run as `kubehands operator` / `kubehands gateway` processes, as
 `make run` starts them (with its gateway settings, hack/run.env: port routing mode, where each sandbox is
-http://127.0.0.1:<port>); sandboxes are real pods of the local
-agent-server image. The SDK's APIRemoteWorkspace is covered in test_gateway_journey.py.
+http://127.0.0.1:<port>); sandboxes are real pods of the local agent-server image of the app's bundled SDK
+(1.34.0), the one `make run` prints for the app. The SDK's APIRemoteWorkspace is covered in test_gateway_journey.py.
 
 Like `make run`, the gateway has a warm pool for the app's default /start (hack/pool-manifest.py over hack/run.sh's
 `app_start_body`, with the gateway's own settings): each test waits for its ready member, and the app's sandbox
@@ -97,7 +97,7 @@ def _stop(proc: subprocess.Popen) -> None:
 
 @pytest.fixture(scope="module")
 def live_gateway(
-    kubeconfig: str, agent_server_image: str, tmp_path_factory: pytest.TempPathFactory
+    kubeconfig: str, app_agent_server_image: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LiveGateway]:
     namespace = f"kh-e2e-{uuid.uuid4().hex[:8]}"
     logs = tmp_path_factory.mktemp("e2e-logs")
@@ -121,7 +121,7 @@ def live_gateway(
         core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
         procs: list[subprocess.Popen] = []
         try:
-            body = warm_pool.app_start_body(agent_server_image)
+            body = warm_pool.app_start_body(app_agent_server_image)
             template = warm_pool.declare_pool(kubeconfig, APP_POOL, 1, body, settings)["spec"]["template"]
             procs.append(subprocess.Popen([KUBEHANDS, "operator", "-n", namespace, "--verbose"], env=env,
                                           stdout=open(logs / "operator.log", "w"), stderr=subprocess.STDOUT))
@@ -167,14 +167,14 @@ class AppServer:
 
 @pytest.fixture(scope="module")
 def app_server(
-    live_gateway: LiveGateway, agent_server_image: str, tmp_path_factory: pytest.TempPathFactory
+    live_gateway: LiveGateway, app_agent_server_image: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[AppServer]:
     python = client_python("app")
     port = free_port()
     state = tmp_path_factory.mktemp("app")
     (state / "cwd").mkdir()  # empty: the app reads ./.env
     (state / "tmp").mkdir()  # its TMPDIR: the app creates browser-use-downloads-* folders there
-    repository, tag = agent_server_image.rsplit(":", 1)
+    repository, tag = app_agent_server_image.rsplit(":", 1)  # the agent server of the app's bundled SDK
     env = {
         "PATH": os.environ["PATH"],
         "HOME": str(state),
@@ -264,6 +264,10 @@ def test_app_server_conversation_survives_pause_and_resume(app_server: AppServer
         return items[0]
 
     assert conversation()["sandbox_status"] == "RUNNING"
+    # The app reads its conversation's events from the agent server (a server newer than the app's SDK sends
+    # events it cannot parse: make run's app image is the release of that SDK).
+    events = app_server.http.get(f"/api/v1/conversation/{conversation_id}/events/search", params={"limit": 100})
+    assert events.status_code == 200, events.text
     app_server.http.post(f"/api/v1/sandboxes/{sandbox_id}/pause").raise_for_status()
     app_server.wait_sandbox_status(sandbox_id, "PAUSED")
     assert conversation()["sandbox_status"] == "PAUSED"

@@ -28,6 +28,7 @@ import yaml
 from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
+from tests.helpers import warm_pool
 from tests.helpers.warm_pool import load_pool_manifest
 
 pytestmark = pytest.mark.unit
@@ -1259,7 +1260,7 @@ def test_make_run_pool_is_declared_for_the_app_default_start() -> None:
         k: v for k, v in APP_DEFAULT_START.items() if k != "session_id"
     }
     text = RUN_SH.read_text()
-    assert 'POOL_SIZE="${KUBEHANDS_POOL_SIZE:-2}"' in text
+    assert 'POOL_SIZE="${KUBEHANDS_POOL_SIZE:-1}"' in text
     assert "hack/pool-manifest.py --name" in text and "--apply" in text and "warming" in text
 
 
@@ -1369,7 +1370,7 @@ def test_pools_doc_examples_serve_the_app_default_start(
     from kubehands.api.schemas import StartRequest
     from kubehands.crd.pool_model import SandboxPool
 
-    image = "registry.example.com/kubehands/agent-server:1.58.2"
+    image = "registry.example.com/kubehands/agent-server:1.34.0"  # the app's bundled SDK's release
     start = StartRequest.model_validate(APP_DEFAULT_START | {"image": image})
     caller = KeyRecord(name="app", digest="0" * 64)
 
@@ -1378,6 +1379,11 @@ def test_pools_doc_examples_serve_the_app_default_start(
     docs = render(helm, None, KUBE_CURRENT, "-f", str(path))
     template = by_kind(docs, "SandboxPool")["openhands-app"]["spec"]["template"]
     assert pools.difference(template, derived_spec(start, caller, gateway_settings(docs, monkeypatch))) is None
+    # The SDK's pool serves the SDK's default /start (tests/helpers/warm_pool.py) of the 1.58.2 image.
+    sdk_body = warm_pool.sdk_start_body("registry.example.com/kubehands/agent-server:1.58.2", "s", "IfNotPresent")
+    sdk_template = by_kind(docs, "SandboxPool")["openhands-sdk"]["spec"]["template"]
+    sdk_start = StartRequest.model_validate(sdk_body)
+    assert pools.difference(sdk_template, derived_spec(sdk_start, caller, gateway_settings(docs, monkeypatch))) is None
 
     # "a gateway installed with the chart's defaults behind https://runtime.example.com"
     docs = render(
@@ -1399,8 +1405,9 @@ def test_pools_doc_examples_serve_the_app_default_start(
     found = re.search(r"as observed:\n\n```json\n(.*?)\n```", POOLS_DOC.read_text(), re.S)
     assert found is not None
     body = json.loads(found.group(1))
+    app_image = "kubehands/agent-server:1.34.0"  # make run's image for the app
     assert {k: v for k, v in body.items() if k != "session_id"} == {
-        k: v for k, v in APP_DEFAULT_START.items() if k != "session_id"
+        k: v for k, v in (APP_DEFAULT_START | {"image": app_image}).items() if k != "session_id"
     }
 
 
