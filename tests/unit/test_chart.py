@@ -806,9 +806,11 @@ def test_runtime_class_settings_reach_gateway_router_and_operator(
 def test_notes_port_forward_makes_sandbox_urls_reachable(helm: str, notes_chart: Path) -> None:
     notes, _ = render_notes(helm, notes_chart)
     assert "port-forward service/t-kubehands-gateway 8000:80" in notes
-    assert (
-        "helm upgrade t charts/kubehands -n kubehands --reuse-values --set routing.publicUrl=http://127.0.0.1:8000"
-        in notes
+    upgrade = "helm upgrade t charts/kubehands -n kubehands --reuse-values --set routing.publicUrl=http://127.0.0.1:8000"
+    assert upgrade in notes
+    # The upgrade rolls the gateway's pods, which ends a port-forward to them: it comes first, then the forward.
+    assert notes.index(upgrade) < notes.index("rollout status deploy/t-kubehands-gateway") < notes.index(
+        "port-forward service/t-kubehands-gateway"
     )
     # With a separate router the sandbox URLs need their own port-forward.
     notes, _ = render_notes(helm, notes_chart, None, "--set", "router.enabled=true")

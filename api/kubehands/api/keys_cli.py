@@ -28,21 +28,11 @@ from kubehands.api.keys import (
     secret_name,
     validate_key_name,
 )
+from kubehands.cli_options import add_options
 from kubehands.kube import CONFLICT, NOT_FOUND, Kube, json_body
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--kubeconfig", default=os.environ.get("KUBEHANDS_KUBECONFIG"), help="kubeconfig path"
-    )
-    parser.add_argument(
-        "-n",
-        "--namespace",
-        default=os.environ.get("KUBEHANDS_KEYS_NAMESPACE")
-        or os.environ.get("KUBEHANDS_NAMESPACE")
-        or "default",
-        help="namespace of the key Secrets (the gateway's namespace)",
-    )
     sub = parser.add_subparsers(dest="keys_command", required=True)
     create = sub.add_parser("create", help="create a key and print it once")
     create.add_argument("name", help="key name = tenant (lower-case letters, digits, '-')")
@@ -56,6 +46,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub.add_parser("list", help="list key names and their profiles")
     revoke = sub.add_parser("revoke", help="delete a key")
     revoke.add_argument("name")
+    # Before or after the subcommand.
+    kubeconfig = {"default": os.environ.get("KUBEHANDS_KUBECONFIG"), "help": "kubeconfig path"}
+    namespace = {
+        "default": os.environ.get("KUBEHANDS_KEYS_NAMESPACE") or os.environ.get("KUBEHANDS_NAMESPACE") or "default",
+        "help": "namespace of the key Secrets (the gateway's namespace)",
+    }
+    add_options(parser, sub.choices.values(), [(("--kubeconfig",), kubeconfig), (("-n", "--namespace"), namespace)])
 
 
 def load_profile(path: Path | None, max_running: int | None, max_lifetime_seconds: int | None = None) -> Profile:

@@ -31,6 +31,7 @@ from kubehands.api.keys import KeyRecord
 from kubehands.api.pod_details import container_statuses, read_events, read_log, shape_events
 from kubehands.api.runtime import is_pool_member, runtime_status, sandbox_session_id
 from kubehands.api.settings import Settings
+from kubehands.cli_options import add_options
 from kubehands.crd.activity import last_activity
 from kubehands.crd.constants import ANNOTATION_CLAIMED_FROM, LABEL_OWNER
 from kubehands.crd.model import DesiredState
@@ -61,18 +62,6 @@ class CommandError(Exception):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--kubeconfig", default=os.environ.get("KUBEHANDS_KUBECONFIG"), help="kubeconfig path")
-    parser.add_argument(
-        "-n",
-        "--namespace",
-        default=os.environ.get("KUBEHANDS_NAMESPACE") or "default",
-        help="namespace of the Sandboxes (KUBEHANDS_NAMESPACE)",
-    )
-    parser.add_argument(
-        "--keys-namespace",
-        default=os.environ.get("KUBEHANDS_KEYS_NAMESPACE"),
-        help="namespace of the API-key Secrets (KUBEHANDS_KEYS_NAMESPACE; default: --namespace)",
-    )
     sub = parser.add_subparsers(dest="sandboxes_command", required=True)
     listing = sub.add_parser("list", help="list sandboxes (pool members not yet claimed are left out)")
     listing.add_argument("--key", help="only the sandboxes of this API key")
@@ -92,6 +81,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for command in (get, logs, *(sub.choices[n] for n in ("pause", "resume", "stop"))):
         command.add_argument("id", help="runtime id or session id")
         command.add_argument("--key", help="the API key whose session this is (when several keys use the id)")
+    # Before or after the subcommand.
+    add_options(parser, sub.choices.values(), [
+        (("--kubeconfig",), {"default": os.environ.get("KUBEHANDS_KUBECONFIG"), "help": "kubeconfig path"}),
+        (("-n", "--namespace"), {"default": os.environ.get("KUBEHANDS_NAMESPACE") or "default",
+                                 "help": "namespace of the Sandboxes (KUBEHANDS_NAMESPACE)"}),
+        (("--keys-namespace",), {"default": os.environ.get("KUBEHANDS_KEYS_NAMESPACE"),
+                                 "help": "namespace of the API-key Secrets (KUBEHANDS_KEYS_NAMESPACE; default: -n)"}),
+    ])
 
 
 def run(args: argparse.Namespace) -> int:
