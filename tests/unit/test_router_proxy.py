@@ -12,8 +12,8 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from kubehands.api.settings import Settings
-from kubehands.api.urls import is_runtime_id
 from kubehands.crd.model import DesiredState
+from kubehands.spec.urls import is_runtime_id
 from tests.helpers.api import sandbox_object, serve, serve_gateway, upstream_app
 
 pytestmark = pytest.mark.unit

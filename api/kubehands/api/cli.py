@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     settings = get_settings()  # read once here too: a bad setting fails before uvicorn starts
     extra_ports: Sequence[int] = ()
     if settings.routing_mode == "port":
-        from kubehands.api.urls import sandbox_port_numbers
+        from kubehands.spec.urls import sandbox_port_numbers
 
         extra_ports = sandbox_port_numbers(settings)
     serve(

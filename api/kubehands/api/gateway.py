@@ -6,7 +6,6 @@ from functools import partial
 
 import httpx
 
-from kubehands.api import urls
 from kubehands.api.activity import ActivityRecorder
 from kubehands.api.alive import AliveTracker
 from kubehands.api.cache import Caches
@@ -17,6 +16,7 @@ from kubehands.api.sandboxes import SandboxService
 from kubehands.api.settings import Settings
 from kubehands.api.upstream import Upstream
 from kubehands.kube import Kube
+from kubehands.spec import urls
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,6 @@ from pydantic import ValidationError
 
 from kubehands.api.constants import LABEL_API_KEY
 from kubehands.api.keys import (
-    Profile,
     build_key_secret,
     generate_key,
     hash_key,
@@ -29,6 +28,7 @@ from kubehands.api.keys import (
     validate_key_name,
 )
 from kubehands.kube import CONFLICT, NOT_FOUND, Kube, json_body
+from kubehands.spec.profile import Profile
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -43,24 +43,10 @@ import httpx
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from kubehands.api import metrics, objects, pools
+from kubehands.api import metrics, pools
 from kubehands.api.alive import AliveTracker
 from kubehands.api.cache import Caches
-from kubehands.api.constants import (
-    ANNOTATION_MAX_RUNNING,
-    ANNOTATION_SESSION_ID,
-    KIND,
-    LABEL_OWNER,
-    LABEL_RUNTIME_ID,
-    SESSION_KEY_SECRET_KEY,
-)
-from kubehands.api.errors import (
-    InvalidRequest,
-    LimitExceeded,
-    SandboxConflict,
-    SandboxNotFound,
-    api_exception_detail,
-)
+from kubehands.api.errors import LimitExceeded, SandboxConflict, SandboxNotFound, api_exception_detail
 from kubehands.api.keys import KeyRecord
 from kubehands.api.pod_details import PodDetails
 from kubehands.api.ports import PortSlots
@@ -71,14 +57,24 @@ from kubehands.api.runtime import (
     sandbox_session_id,
     secret_session_key,
 )
-from kubehands.api.schemas import RuntimeObject, RuntimeStatus, StartRequest
+from kubehands.api.schemas import RuntimeObject, RuntimeStatus
 from kubehands.api.settings import Settings
-from kubehands.api.urls import service_port, upstream_base
-from kubehands.crd.constants import AGENT_PORT_NAME, ANNOTATION_SESSION_KEY_SHA256
+from kubehands.crd.constants import AGENT_PORT_NAME, ANNOTATION_SESSION_KEY_SHA256, KIND, LABEL_OWNER
 from kubehands.crd.model import DesiredState
 from kubehands.crd.names import session_label
 from kubehands.crd.times import parse_time
 from kubehands.kube import CONFLICT, NOT_FOUND, Kube, json_body, labels, owner_reference
+from kubehands.spec import objects
+from kubehands.spec import pools as pool_rule
+from kubehands.spec.constants import (
+    ANNOTATION_MAX_RUNNING,
+    ANNOTATION_SESSION_ID,
+    LABEL_RUNTIME_ID,
+    SESSION_KEY_SECRET_KEY,
+)
+from kubehands.spec.errors import InvalidRequest
+from kubehands.spec.request import StartRequest
+from kubehands.spec.urls import service_port, upstream_base
 
 log = logging.getLogger(__name__)
 
@@ -308,7 +304,7 @@ class SandboxService:
             metrics.POOL_MISSES.labels(miss).inc()
             if miss == pools.MISS_NO_POOL and log.isEnabledFor(logging.DEBUG):
                 for unmatched in self.caches.pool_list():
-                    field = pools.difference(pools.pool_template(unmatched), spec)
+                    field = pool_rule.difference(pools.pool_template(unmatched), spec)
                     log.debug("pool %s does not serve this /start: %s differs", unmatched["metadata"]["name"], field)
             return None
         found = [
