@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from kubehands.api.cli import uvicorn_options
+from kubehands.api.cli.gateway import uvicorn_options
 from kubehands.api.gateway import Gateway
 from kubehands.api.keys import build_key_secret, hash_key
 from kubehands.api.main import create_app

@@ -14,7 +14,7 @@ import uvicorn
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from kubehands.api.cli import listening_sockets
+from kubehands.api.cli.gateway import listening_sockets
 from kubehands.api.main import create_app
 from kubehands.api.settings import Settings
 from kubehands.cli import main as kubehands_main

@@ -7,7 +7,7 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from kubehands.api.cli import listening_sockets
+from kubehands.api.cli.gateway import listening_sockets
 from kubehands.api.keys import KeyRecord
 from kubehands.api.ports import pick_runtime_id
 from kubehands.api.settings import Settings

@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from kubehands.api import pools, runtime
+from kubehands.api import runtime
 from kubehands.api.keys import KeyRecord
+from kubehands.api.pools import claims as pools
 from kubehands.api.settings import Settings
 from kubehands.crd.model import Sandbox
 from kubehands.spec import objects

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from kubehands.api import pools
 from kubehands.api.gateway import Gateway
 from kubehands.api.keys import KeyRecord
+from kubehands.api.pools import init as pools
 from kubehands.api.settings import Settings
 from kubehands.spec import objects
 from kubehands.spec.request import StartRequest

@@ -386,7 +386,8 @@ def test_kubehands_gateway_gives_uvicorn_the_websocket_limit(monkeypatch: pytest
 
     import uvicorn
 
-    from kubehands.api import cli, settings
+    from kubehands.api import settings
+    from kubehands.api.cli import gateway as cli
 
     assert Settings().websocket_max_message_bytes == 16 * 1024 * 1024 == cli.DEFAULT_WS_MAX_SIZE
     seen: dict = {}

@@ -6,15 +6,15 @@ from functools import partial
 
 import httpx
 
-from kubehands.api.activity import ActivityRecorder
-from kubehands.api.alive import AliveTracker
-from kubehands.api.cache import Caches
-from kubehands.api.images import ImageCatalog
-from kubehands.api.pod_details import PodDetails
-from kubehands.api.recovery import ClaimRecovery
-from kubehands.api.sandboxes import SandboxService
+from kubehands.api.control.images import ImageCatalog
+from kubehands.api.control.service import SandboxService
+from kubehands.api.observe.alive import AliveTracker
+from kubehands.api.observe.caches import Caches
+from kubehands.api.observe.pod_details import PodDetails
+from kubehands.api.pools.recovery import ClaimRecovery
+from kubehands.api.router.activity import ActivityRecorder
+from kubehands.api.router.upstream import Upstream
 from kubehands.api.settings import Settings
-from kubehands.api.upstream import Upstream
 from kubehands.kube import Kube
 from kubehands.spec import urls
 

@@ -16,10 +16,15 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from kubehands.api.constants import API_KEY_SECRET_PREFIX, COMPONENT_API_KEY, LABEL_API_KEY, LABEL_KEY_NAME
-from kubehands.crd.constants import LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_PART_OF, PART_OF
+from kubehands.crd.constants import GROUP, LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_PART_OF, PART_OF
 from kubehands.spec.constants import MANAGED_BY_GATEWAY
 from kubehands.spec.profile import Profile
+
+# The API-key Secrets: labelled, named and owned by the gateway.
+LABEL_API_KEY = f"{GROUP}/api-key"  # "true" on every API-key Secret
+LABEL_KEY_NAME = f"{GROUP}/key-name"
+COMPONENT_API_KEY = "api-key"
+API_KEY_SECRET_PREFIX = "kh-apikey-"
 
 KEY_PREFIX = "khk_"
 KEY_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$")  # a label value, short enough for names

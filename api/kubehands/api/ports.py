@@ -11,8 +11,8 @@ these reservations are the only ones that matter.
 import time
 from collections.abc import Callable
 
-from kubehands.api.cache import Caches
 from kubehands.api.errors import Unavailable
+from kubehands.api.observe.caches import Caches
 from kubehands.api.runtime import is_pool_member
 from kubehands.api.settings import Settings
 from kubehands.spec import urls

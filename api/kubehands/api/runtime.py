@@ -18,7 +18,7 @@ Obj = dict[str, Any]
 
 @dataclass
 class Details:
-    """What a runtime object says about its pod beyond the status pair (`kubehands.api.pod_details`)."""
+    """What a runtime object says about its pod beyond the status pair (`kubehands.api.observe.pod_details`)."""
 
     container_statuses: list[Obj] = field(default_factory=list)
     events: list[Obj] = field(default_factory=list)

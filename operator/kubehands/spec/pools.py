@@ -2,7 +2,7 @@
 /start derives (`objects.build_sandbox`).
 
 Pure functions over API JSON dicts. The gateway claims a member only when they match
-(`kubehands.api.pools`); the operator reports templates no /start can match (`pool_match`).
+(`kubehands.api.pools.claims`); the operator reports templates no /start can match (`pool_match`).
 """
 
 import re

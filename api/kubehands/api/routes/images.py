@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from kubehands.api.deps import CallerDep, GatewayDep
+from kubehands.api.routes.deps import CallerDep, GatewayDep
 from kubehands.api.schemas import ImageExists, RegistryPrefix
 from kubehands.spec.errors import InvalidRequest
 from kubehands.spec.request import is_valid_image

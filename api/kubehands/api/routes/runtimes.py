@@ -4,9 +4,9 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from kubehands.api.deps import CallerDep, GatewayDep
+from kubehands.api.routes.deps import CallerDep, GatewayDep
+from kubehands.api.routes.strict_json import StrictJSONRoute
 from kubehands.api.schemas import RuntimeIdRequest, RuntimeList, RuntimeObject, RuntimeStatus, StopResponse
-from kubehands.api.strict_json import StrictJSONRoute
 from kubehands.spec.request import StartRequest
 
 router = APIRouter(tags=["runtimes"], route_class=StrictJSONRoute)

@@ -36,7 +36,7 @@ def uvicorn_options(
     `ws_max_size` bounds one WebSocket message from a client (uvicorn closes the connection with 1009 above
     it); the gateway passes `websocket_max_message_bytes`, the bound the router applies to the sandbox's side.
     """
-    from kubehands.api.server import WebSocketProtocol
+    from kubehands.api.cli.websocket import WebSocketProtocol
 
     return {
         "host": host,

@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from kubehands.api.cache import Caches
+from kubehands.api.observe.caches import Caches
 from kubehands.api.runtime import pod_identity
 from kubehands.api.settings import Settings
 from kubehands.crd.constants import AGENT_PORT_NAME

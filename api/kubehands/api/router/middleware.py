@@ -12,10 +12,11 @@ from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from kubehands.api import metrics, proxy
 from kubehands.api.errors import GatewayError, kube_error
+from kubehands.api.observe import metrics
+from kubehands.api.router import proxy
+from kubehands.api.router.session_keys import carries_session_key
 from kubehands.api.runtime import is_pool_member
-from kubehands.api.session_keys import carries_session_key
 from kubehands.crd.model import DesiredState
 from kubehands.spec import urls
 

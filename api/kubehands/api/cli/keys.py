@@ -18,8 +18,8 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from kubehands.api.constants import LABEL_API_KEY
 from kubehands.api.keys import (
+    LABEL_API_KEY,
     build_key_secret,
     generate_key,
     hash_key,

@@ -17,8 +17,8 @@ key and workspace PVC (a transient failure, like a lost node, must not lose the 
 Warm pools
 ----------
 Before a cold start, /start looks for a ready member of a pool whose template matches the request
-(`pools.candidates`). It creates the session's claim Secret as for a cold start, naming the member as the
-runtime, then claims the member with one merge patch that carries the member's resourceVersion (`pools.claim_patch`;
+(`claims.candidates`). It creates the session's claim Secret as for a cold start, naming the member as the
+runtime, then claims the member with one merge patch that carries the member's resourceVersion (`claims.claim_patch`;
 a 409 means another start took it: the next member is tried, and after `MAX_CLAIM_TRIES` the claim Secret is
 released and the start goes cold). The member becomes the session's Sandbox, keeping its dormant pod, which then
 gets the session through POST /api/init. Any failure after the claim restarts the sandbox cold in place (the pod
@@ -43,12 +43,13 @@ import httpx
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from kubehands.api import metrics, pools
-from kubehands.api.alive import AliveTracker
-from kubehands.api.cache import Caches
 from kubehands.api.errors import LimitExceeded, SandboxConflict, SandboxNotFound, api_exception_detail
 from kubehands.api.keys import KeyRecord
-from kubehands.api.pod_details import PodDetails
+from kubehands.api.observe import metrics
+from kubehands.api.observe.alive import AliveTracker
+from kubehands.api.observe.caches import Caches
+from kubehands.api.observe.pod_details import PodDetails
+from kubehands.api.pools import claims, init
 from kubehands.api.ports import PortSlots
 from kubehands.api.runtime import (
     is_pool_member,
@@ -297,14 +298,14 @@ class SandboxService:
         if not self.caches.secrets:
             return None
         spec = objects.build_sandbox(req, caller, self.settings, objects.mint_runtime_id(), claim_name)["spec"]
-        found, miss = pools.candidates(
+        found, miss = claims.candidates(
             self.caches.pool_list(), self.caches.claimable_members, caller.profile.pools, spec
         )
         if not found:
             metrics.POOL_MISSES.labels(miss).inc()
-            if miss == pools.MISS_NO_POOL and log.isEnabledFor(logging.DEBUG):
+            if miss == claims.MISS_NO_POOL and log.isEnabledFor(logging.DEBUG):
                 for unmatched in self.caches.pool_list():
-                    field = pool_rule.difference(pools.pool_template(unmatched), spec)
+                    field = pool_rule.difference(claims.pool_template(unmatched), spec)
                     log.debug("pool %s does not serve this /start: %s differs", unmatched["metadata"]["name"], field)
             return None
         found = [
@@ -313,7 +314,7 @@ class SandboxService:
             if member["metadata"]["name"] not in self._claiming and self.ports.is_free(member["metadata"]["name"])
         ]
         if not found:
-            metrics.POOL_MISSES.labels(pools.MISS_EMPTY).inc()
+            metrics.POOL_MISSES.labels(claims.MISS_EMPTY).inc()
             return None
         # Replicas pick in different orders, so that they rarely race for one member.
         tries = random.sample(found, min(len(found), MAX_CLAIM_TRIES))
@@ -358,7 +359,7 @@ class SandboxService:
         finally:
             self._claiming -= mine
         if claimed is None:
-            metrics.POOL_MISSES.labels(pools.MISS_CONFLICT).inc()
+            metrics.POOL_MISSES.labels(claims.MISS_CONFLICT).inc()
             await self._release(secret.metadata.name, secret.metadata.uid)
             return None
         return await self._finish_claim(caller, req, secret.metadata.name, session_key, pool, *claimed)
@@ -382,7 +383,7 @@ class SandboxService:
             session_key_sha256=objects.session_key_digest(session_key),
         )
         try:
-            patch = pools.claim_patch(member, fresh, pool, datetime.now(UTC))
+            patch = claims.claim_patch(member, fresh, pool, datetime.now(UTC))
             claimed = await self._kube.patch_sandbox(ns, name, patch)
         except ApiException as exc:
             if exc.status in (CONFLICT, NOT_FOUND):
@@ -427,21 +428,21 @@ class SandboxService:
         metrics.POOL_CLAIMS.labels(pool).inc()
         metrics.SANDBOXES_STARTED.inc()
         await self._own_secret(secret_name, claimed)
-        env = pools.pod_environment(claimed.get("spec") or {}, name, session_key)
+        env = init.pod_environment(claimed.get("spec") or {}, name, session_key)
         began = time.monotonic()
-        problem = await self._post_init(claimed, init_key, pools.init_request(session_key, env))
+        problem = await self._post_init(claimed, init_key, init.init_request(session_key, env))
         sandbox: Obj | None = claimed
         if problem is None:
             metrics.POOL_INIT_SECONDS.observe(time.monotonic() - began)
             try:
-                sandbox = await self._kube.patch_sandbox(self.settings.namespace, name, pools.init_done_patch())
+                sandbox = await self._kube.patch_sandbox(self.settings.namespace, name, claims.init_done_patch())
                 self.caches.sandboxes.upsert(sandbox)
             except (ApiException, OSError, aiohttp.ClientError, TimeoutError) as exc:
                 # The session works; without the mark it reads `starting`, and is restarted cold after the grace.
                 log.warning("could not mark the init of claimed sandbox %s done: %s", name, exc)
             log.info("started sandbox %s for key %s from pool %s (warm)", name, caller.name, pool)
         else:
-            metrics.POOL_MISSES.labels(pools.MISS_INIT_FAILED).inc()
+            metrics.POOL_MISSES.labels(claims.MISS_INIT_FAILED).inc()
             log.warning("init of sandbox %s claimed from pool %s failed (%s); starting it cold", name, pool, problem)
             try:
                 sandbox = await self.restart_claimed_cold(name, f"its init failed: {problem}") or claimed
@@ -475,11 +476,11 @@ class SandboxService:
 
     async def restart_claimed_cold(self, name: str, reason: str, resource_version: str | None = None) -> Obj | None:
         """Give up a claimed sandbox's dormant pod: the operator replaces it, and the session starts cold on the
-        same Sandbox (`pools.cold_restart_patch`). None when the Sandbox is gone; with `resource_version`, a 409
+        same Sandbox (`claims.cold_restart_patch`). None when the Sandbox is gone; with `resource_version`, a 409
         when it changed since (another replica acted first) propagates."""
         ns = self.settings.namespace
         try:
-            patch = pools.cold_restart_patch(datetime.now(UTC), resource_version)
+            patch = claims.cold_restart_patch(datetime.now(UTC), resource_version)
             patched = await self._kube.patch_sandbox(ns, name, patch)
         except ApiException as exc:
             if exc.status == NOT_FOUND:

@@ -12,9 +12,8 @@ from typing import Any
 from kubernetes_asyncio import watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from kubehands.api.constants import LABEL_API_KEY
-from kubehands.api.keys import KeyRecord, record_from_secret
-from kubehands.api.pools import claimable
+from kubehands.api.keys import LABEL_API_KEY, KeyRecord, record_from_secret
+from kubehands.api.pools.claims import claimable
 from kubehands.api.runtime import secret_session_key
 from kubehands.crd.constants import (
     COMPONENT_SANDBOX,
