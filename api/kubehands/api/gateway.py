@@ -14,6 +14,7 @@ from kubehands.api.observe.pod_details import PodDetails
 from kubehands.api.pools.recovery import ClaimRecovery
 from kubehands.api.router.activity import ActivityRecorder
 from kubehands.api.router.upstream import Upstream
+from kubehands.api.router.wake import Waker
 from kubehands.api.settings import Settings
 from kubehands.kube import Kube
 from kubehands.spec import urls
@@ -32,7 +33,8 @@ class Gateway:
     caches: Caches
     alive: AliveTracker
     activity: ActivityRecorder
-    sandboxes: SandboxService
+    sandboxes: SandboxService  # the control API's calls
+    waker: Waker  # the router's wake on request
     details: PodDetails
     images: ImageCatalog
     recovery: ClaimRecovery
@@ -60,6 +62,7 @@ class Gateway:
             alive=alive,
             activity=ActivityRecorder(settings, caches, kube),
             sandboxes=sandboxes,
+            waker=Waker(settings, caches, kube, alive),
             details=details,
             images=ImageCatalog(settings, kube),
             recovery=ClaimRecovery(caches, sandboxes),

@@ -15,9 +15,9 @@ from typing import Any
 import aiohttp
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from kubehands.api.control.service import SandboxService
 from kubehands.api.observe.caches import Caches
 from kubehands.api.pools import claims
+from kubehands.api.pools.warm_start import WarmStarts
 from kubehands.crd.constants import ANNOTATION_CLAIMED_POD
 
 log = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ CHECK_INTERVAL_SECONDS = 5.0
 
 
 class ClaimRecovery:
-    def __init__(self, caches: Caches, sandboxes: SandboxService) -> None:
+    def __init__(self, caches: Caches, sandboxes: WarmStarts) -> None:
         self._caches = caches
         self._sandboxes = sandboxes
         self._claimed: set[str] = set()  # names of the Sandboxes that carry `claimed-pod`

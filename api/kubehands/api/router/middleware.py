@@ -137,7 +137,7 @@ async def _route(
             await _deny(scope, send, 503, detail, [("retry-after", "5" if paused else "2")])
             return state
         try:
-            woken = await gateway.sandboxes.wake(target.runtime_id, settings.wake_timeout_seconds)
+            woken = await gateway.waker.wake(target.runtime_id, settings.wake_timeout_seconds)
         except Exception as exc:  # a limit, or the API server failing: an answer, never a 500
             status, detail = _error_answer(exc)
             if paused:
