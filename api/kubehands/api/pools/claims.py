@@ -1,12 +1,10 @@
-"""Warm pools, the gateway's part (docs/design/0010-warm-pools.md, docs/gateway.md "Warm pools").
+"""Warm-pool claims, pure (docs/design/0010-warm-pools.md, docs/gateway.md "Warm pools").
 
-Pure functions over API JSON dicts; `sandboxes.py` (the claim) and `recovery.py` do the I/O. Which templates
-serve a /start is `kubehands.spec.pools`.
+Functions over API JSON dicts; `warm_start.py` (the claim) and `recovery.py` do the I/O, `init.py` shapes the
+member's init. Which templates serve a /start is `kubehands.spec.pools`.
 
 - `claimable`, `candidates`: the members a /start may claim, or why there is none (the miss reason);
 - `claim_patch`, `init_done_patch`, `cold_restart_patch`: what the claim writes on the member Sandbox;
-- `pod_environment`, `init_request`: the environment a cold pod would see, and the same as the body of the
-  dormant agent server's `POST /api/init`;
 - `cold_restart_reason`: when a claimed sandbox can no longer become a warm start and must start cold;
 - `warm_config`: a pool as `GET /api/warm-runtime-configs` lists it.
 """
