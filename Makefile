@@ -57,9 +57,10 @@ crds: venv  ## regenerate crds/ and the chart's copy from the Python model
 docs: venv  ## regenerate docs/configuration.md from the chart's values.yaml comments
 	$(PY) hack/gen-configuration-docs.py
 
-lint: venv  ## ruff over all Python code; mypy --strict over both halves of `kubehands` (config: pyproject.toml)
+lint: venv  ## ruff over all Python code; mypy --strict over both halves of `kubehands`; the import layering (config: pyproject.toml)
 	$(VENV)/bin/ruff check operator api tests hack bench
 	$(VENV)/bin/mypy operator/kubehands api/kubehands
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf $(VENV) .pytest_cache

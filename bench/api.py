@@ -124,11 +124,11 @@ def handler_cost(system: System, counts: list[int], calls: int = 100) -> dict[st
     import httpx
     from kubernetes_asyncio import client as aclient
 
-    from kubehands.api.alive import AliveTracker
-    from kubehands.api.cache import Caches
+    from kubehands.api.control.service import SandboxService
     from kubehands.api.keys import KeyRecord
-    from kubehands.api.pod_details import PodDetails
-    from kubehands.api.sandboxes import SandboxService
+    from kubehands.api.observe.alive import AliveTracker
+    from kubehands.api.observe.caches import Caches
+    from kubehands.api.observe.pod_details import PodDetails
     from kubehands.api.settings import Settings
     from kubehands.kube import Kube
 

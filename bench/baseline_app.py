@@ -1,11 +1,11 @@
 """The control-API baseline: a trivial FastAPI endpoint, served with the gateway's uvicorn options
-(`kubehands.api.cli.run`), so the difference to the gateway is the gateway's own work."""
+(`kubehands.api.cli.gateway.run`), so the difference to the gateway is the gateway's own work."""
 
 import argparse
 
 from fastapi import FastAPI
 
-from kubehands.api.cli import serve
+from kubehands.api.cli.gateway import serve
 
 
 def create_app() -> FastAPI:

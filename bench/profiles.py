@@ -3,10 +3,13 @@
 import pstats
 from typing import Any
 
+# The data plane's modules; and where they were before the gateway was laid out by job (older profiles).
+_ROUTER = ("kubehands/api/router/", "kubehands/spec/urls.py")
+_ROUTER_BEFORE = ("kubehands/api/proxy.py", "kubehands/api/router.py", "kubehands/api/urls.py")
 # (category, path fragments) checked in order; the first match wins.
 CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
-    ("kubehands router/proxy", ("kubehands/api/proxy.py", "kubehands/api/router.py", "kubehands/api/urls.py")),
-    ("kubehands control API", ("kubehands/api/",)),
+    ("kubehands router/proxy", _ROUTER + _ROUTER_BEFORE),
+    ("kubehands control API", ("kubehands/api/", "kubehands/spec/")),
     ("aiohttp (the router's upstream client)", ("/aiohttp/", "/yarl/", "/multidict/", "/propcache/")),
     ("httpx/httpcore", ("/httpx/", "/httpcore/", "/h11/", "/anyio/")),
     ("uvicorn + httptools (server)", ("/uvicorn/", "httptools")),

@@ -26,8 +26,8 @@ from bench import router, stats
 from bench.profiled import armed_profiler, profiling
 from bench.profiles import summarize_profile
 from bench.system import ROOT, free_port, machine_info, start_process, stop_process, versions
-from kubehands.api.cli import serve as serve_like_the_gateway
-from kubehands.api.upstream import Upstream
+from kubehands.api.cli.gateway import serve as serve_like_the_gateway
+from kubehands.api.router.upstream import Upstream
 
 RUNTIME_ID = "kh-benchlocal01"
 

@@ -27,12 +27,12 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from bench import procstat
-from kubehands.api import objects
 from kubehands.api.keys import KeyRecord
-from kubehands.api.schemas import StartRequest
 from kubehands.api.settings import Settings
 from kubehands.crd import constants
 from kubehands.crd.install import apply_crds
+from kubehands.spec import objects
+from kubehands.spec.request import StartRequest
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

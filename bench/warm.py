@@ -26,14 +26,14 @@ from bench import stats
 from bench.start import POLL_SECONDS, STAGES, enrich_ours, stage_durations, start_ours
 from bench.system import BENCH_RESOURCES, System
 from bench.watcher import Watcher
-from kubehands.api import objects, pools
 from kubehands.api.keys import KeyRecord
-from kubehands.api.schemas import StartRequest
 from kubehands.api.settings import Settings
 from kubehands.crd import constants
 from kubehands.crd.model import Phase, PodStatus
 from kubehands.crd.times import parse_time
 from kubehands.kube import SANDBOX_POOLS, SANDBOXES
+from kubehands.spec import objects, pools
+from kubehands.spec.request import StartRequest
 
 NAME = "warm"
 MARK = "KH_BENCH_START"  # the one difference between the warm and the cold /start (see the module docstring)

@@ -7,10 +7,10 @@ Usage: .venv/bin/python hack/pool-manifest.py --name NAME --size N [--start BODY
 BODY is a /start request body as JSON (from stdin without --start). `make run` (hack/run.sh) declares its warm
 pool with it, for the body the OpenHands app server sends by default (docs/pools.md).
 
-The template is built by the gateway's own code (`kubehands.api.objects.build_sandbox`, with `Settings` read from
+The template is built by the gateway's own code (`kubehands.spec.objects.build_sandbox`, with `Settings` read from
 the same KUBEHANDS_* environment the gateway gets), so it matches that /start by construction
-(`kubehands.api.pools.matches`). Its env is what the gateway derives from its settings (RUNTIME_URL, the VS Code
-base paths in path mode) plus the body's boot-only variables (`kubehands.api.pools.boot_only`): a member can only
+(`kubehands.spec.pools.matches`). Its env is what the gateway derives from its settings (RUNTIME_URL, the VS Code
+base paths in path mode) plus the body's boot-only variables (`kubehands.spec.pools.boot_only`): a member can only
 have been booted with those, while POST /api/init delivers every other variable of a claiming /start, so the pool
 also serves /starts that add or change them (an LLM_* key, the app's webhook and CORS variables).
 
@@ -31,14 +31,14 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from kubehands.api import objects, pools
-from kubehands.api.errors import InvalidRequest
 from kubehands.api.keys import KeyRecord
-from kubehands.api.schemas import StartRequest
 from kubehands.api.settings import Settings
 from kubehands.crd import constants
 from kubehands.crd.pool_model import SandboxPool
 from kubehands.kube import CONFLICT, NOT_FOUND, SANDBOX_POOLS
+from kubehands.spec import objects, pools
+from kubehands.spec.errors import InvalidRequest
+from kubehands.spec.request import StartRequest
 
 # The /start is derived as for a key without a profile: a profile's env, nodeSelector, tolerations or volumes
 # would change the Sandbox (and a key with volumes never gets a warm start).

@@ -11,9 +11,9 @@ import sys
 # subcommand -> module with `add_arguments(parser)` and `run(args) -> int`
 COMMANDS: dict[str, tuple[str, str]] = {
     "operator": ("kubehands.operator.cli", "run the Sandbox operator (kopf)"),
-    "gateway": ("kubehands.api.cli", "run the OpenHands runtime API gateway (uvicorn)"),
-    "keys": ("kubehands.api.keys_cli", "create, list and revoke API keys"),
-    "sandboxes": ("kubehands.api.sandboxes_cli", "list, inspect, pause, resume and stop sandboxes; print their logs"),
+    "gateway": ("kubehands.api.cli.gateway", "run the OpenHands runtime API gateway (uvicorn)"),
+    "keys": ("kubehands.api.cli.keys", "create, list and revoke API keys"),
+    "sandboxes": ("kubehands.api.cli.sandboxes", "list, inspect, pause, resume and stop sandboxes; print their logs"),
 }
 
 

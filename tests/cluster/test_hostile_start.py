@@ -18,7 +18,7 @@ import pytest
 import uvicorn
 from kubernetes import client
 
-from kubehands.api.cli import uvicorn_options
+from kubehands.api.cli.gateway import uvicorn_options
 from kubehands.api.main import create_app
 from kubehands.api.settings import Settings
 from kubehands.cli import main as kubehands_main

@@ -18,16 +18,17 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from kubehands.api.cli import uvicorn_options
+from kubehands.api.cli.gateway import uvicorn_options
 from kubehands.api.gateway import Gateway
-from kubehands.api.keys import Profile, build_key_secret, hash_key
+from kubehands.api.keys import build_key_secret, hash_key
 from kubehands.api.main import create_app
-from kubehands.api.objects import build_session_secret
 from kubehands.api.settings import Settings
 from kubehands.crd.constants import ANNOTATION_SESSION_KEY_SHA256
 from kubehands.crd.model import DesiredState, Phase, PodStatus
 from kubehands.crd.names import session_label
 from kubehands.kube import Kube, TimeoutApiClient
+from kubehands.spec.objects import build_session_secret
+from kubehands.spec.profile import Profile
 
 
 async def _echo(request: Request) -> Response:

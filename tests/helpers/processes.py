@@ -25,7 +25,7 @@ def free_port() -> int:
 
 def free_port_range(count: int, start: int = 21000) -> str:
     """`first-last`: `count` consecutive free ports on 127.0.0.1 (below the ephemeral and NodePort ranges)."""
-    from kubehands.api.cli import listening_sockets
+    from kubehands.api.cli.gateway import listening_sockets
 
     for first in range(start, 30000 - count, count):
         try:

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from kubehands.api import pools
+from kubehands.api.pools import init as pools
 from kubehands.api.settings import Settings
 from tests.helpers import openhands_sdk
 from tests.helpers.api import offline_gateway

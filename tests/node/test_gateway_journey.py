@@ -14,13 +14,13 @@ import uvicorn
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from kubehands.api import pools, urls
-from kubehands.api.cli import listening_sockets
-from kubehands.api.constants import ANNOTATION_SESSION_ID
+from kubehands.api.cli.gateway import listening_sockets
 from kubehands.api.main import create_app
 from kubehands.api.settings import Settings
 from kubehands.cli import main as kubehands_main
 from kubehands.crd import constants
+from kubehands.spec import pools, urls
+from kubehands.spec.constants import ANNOTATION_SESSION_ID
 from tests.helpers import openhands_sdk, warm_pool
 from tests.helpers.processes import free_port, free_port_range
 from tests.helpers.run_defaults import make_run_settings

@@ -29,8 +29,8 @@ import httpx
 import pytest
 from kubernetes import client
 
-from kubehands.api import pools
 from kubehands.api.settings import Settings
+from kubehands.spec import pools
 from tests.helpers import warm_pool
 from tests.helpers.kube import api_client
 from tests.helpers.run_defaults import make_run_gateway_env

@@ -17,12 +17,12 @@ import httpx
 import pytest
 from kubernetes import client
 
-from kubehands.api import objects, pools
 from kubehands.api.keys import KeyRecord
-from kubehands.api.schemas import StartRequest
 from kubehands.api.settings import Settings
 from kubehands.crd import constants
 from kubehands.kube import SANDBOX_POOLS, SANDBOXES
+from kubehands.spec import objects, pools
+from kubehands.spec.request import StartRequest
 from tests.helpers.kube import api_client
 from tests.helpers.metrics import sample
 from tests.helpers.processes import GatewayProcess, OperatorProcess, free_port

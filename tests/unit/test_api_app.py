@@ -8,10 +8,10 @@ from typing import Any
 import httpx
 import pytest
 
-from kubehands.api.keys import Profile
 from kubehands.api.main import create_app
 from kubehands.api.settings import Settings
 from kubehands.crd.model import DesiredState
+from kubehands.spec.profile import Profile
 from tests.helpers.api import add_key, offline_gateway, sandbox_object
 
 pytestmark = pytest.mark.unit
@@ -213,7 +213,7 @@ async def test_a_claim_answers_starting_only_while_fresh(
     A claim without a Sandbox long after is stale (its creator died) and is not a runtime."""
     from datetime import UTC, datetime, timedelta
 
-    from kubehands.api import objects
+    from kubehands.spec import objects
 
     gateway = api._transport.app.state.gateway  # type: ignore[attr-defined]
     secret = objects.build_session_secret(

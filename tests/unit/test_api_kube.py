@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from kubehands.api.activity import ActivityRecorder
 from kubehands.api.main import create_app
+from kubehands.api.router.activity import ActivityRecorder
 from kubehands.api.settings import Settings
 from kubehands.crd.times import parse_time, rfc3339
 from tests.helpers.api import add_key, offline_gateway, sandbox_object
@@ -132,7 +132,7 @@ async def test_activity_writes_are_throttled(age_seconds: int | str | None, writ
 
 
 def test_the_gateway_does_not_load_kopf() -> None:
-    code = "import sys, kubehands.api.main, kubehands.api.keys_cli; print('kopf' in sys.modules)"
+    code = "import sys, kubehands.api.main, kubehands.api.cli.keys; print('kopf' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd="/", capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

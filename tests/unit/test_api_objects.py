@@ -6,14 +6,15 @@ from typing import Any
 
 import pytest
 
-from kubehands.api import objects
-from kubehands.api.keys import KeyRecord, Profile
+from kubehands.api.keys import KeyRecord
 from kubehands.api.runtime import secret_session_key
-from kubehands.api.schemas import StartRequest
 from kubehands.api.settings import Settings
-from kubehands.api.urls import is_runtime_id
 from kubehands.crd.model import Sandbox
 from kubehands.crd.names import session_label
+from kubehands.spec import objects
+from kubehands.spec.profile import Profile
+from kubehands.spec.request import StartRequest
+from kubehands.spec.urls import is_runtime_id
 
 pytestmark = pytest.mark.unit
 

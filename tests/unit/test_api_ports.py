@@ -7,13 +7,13 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from kubehands.api import urls
-from kubehands.api.cli import listening_sockets
+from kubehands.api.cli.gateway import listening_sockets
 from kubehands.api.keys import KeyRecord
-from kubehands.api.objects import build_environment, mint_runtime_id
 from kubehands.api.ports import pick_runtime_id
-from kubehands.api.schemas import StartRequest
 from kubehands.api.settings import Settings
+from kubehands.spec import urls
+from kubehands.spec.objects import build_environment, mint_runtime_id
+from kubehands.spec.request import StartRequest
 
 pytestmark = pytest.mark.unit
 

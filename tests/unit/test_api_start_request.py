@@ -6,10 +6,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from kubehands.api.errors import InvalidRequest
-from kubehands.api.schemas import StartRequest
 from kubehands.api.settings import Settings
-from kubehands.api.start_request import parse_command, resources_for
+from kubehands.spec.errors import InvalidRequest
+from kubehands.spec.request import StartRequest, parse_command, resources_for
 
 pytestmark = pytest.mark.unit
 

@@ -3,8 +3,8 @@
 import pytest
 from pydantic import ValidationError
 
-from kubehands.api import urls
 from kubehands.api.settings import Settings
+from kubehands.spec import urls
 
 pytestmark = pytest.mark.unit
 

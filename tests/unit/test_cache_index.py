@@ -5,7 +5,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kubehands.api.cache import LabelIndex, Reflector
+from kubehands.api.observe.caches import LabelIndex, Reflector
 
 
 async def _never(*_: Any, **__: Any) -> Any:

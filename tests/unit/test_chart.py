@@ -909,7 +909,7 @@ SPEC_SHAPING_SETTINGS = (
 def pool_start(pool: dict[str, Any], values: dict[str, Any], **changes: Any) -> Any:
     """The /start body a `pools` entry is declared for: its template's fields as the request's (the chart's
     defaults for what it leaves out), plus `changes`."""
-    from kubehands.api.schemas import StartRequest
+    from kubehands.spec.request import StartRequest
 
     template = pool.get("template") or {}
     env = template.get("env") or {}
@@ -935,7 +935,8 @@ def pool_start(pool: dict[str, Any], values: dict[str, Any], **changes: Any) -> 
 
 def pool_caller(pool: dict[str, Any]) -> Any:
     """A key whose profile gives its sandboxes the pool's nodeSelector and tolerations (only a profile sets them)."""
-    from kubehands.api.keys import KeyRecord, Profile
+    from kubehands.api.keys import KeyRecord
+    from kubehands.spec.profile import Profile
 
     template = pool.get("template") or {}
     profile = Profile.model_validate(
@@ -946,7 +947,7 @@ def pool_caller(pool: dict[str, Any]) -> Any:
 
 def derived_spec(start: Any, caller: Any, settings: Any) -> dict[str, Any]:
     """The Sandbox spec the gateway derives for a /start (what a pool template is compared with)."""
-    from kubehands.api import objects
+    from kubehands.spec import objects
 
     spec: dict[str, Any] = objects.build_sandbox(start, caller, settings, objects.mint_runtime_id(), "secret")["spec"]
     return spec
@@ -1014,10 +1015,10 @@ def test_chart_pools_match_the_start_they_are_declared_for(
     helm: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: tuple[str | None, dict[str, Any] | None]
 ) -> None:
     """Each `pools` entry renders to a SandboxPool that the CRD's model accepts, in the gateway's namespace, whose
-    template matches (kubehands.api.pools) the Sandbox spec the rendered gateway derives for the same /start, and
+    template matches (kubehands.spec.pools) the Sandbox spec the rendered gateway derives for the same /start, and
     that the rendered operator's pool check finds matchable."""
-    from kubehands.api import pool_match, pools
     from kubehands.crd.pool_model import PoolTemplate, SandboxPool
+    from kubehands.spec import pool_match, pools
 
     name, override = case
     values_file = None if name is None else CHART / "ci" / f"{name}.yaml"
@@ -1270,11 +1271,11 @@ def test_make_run_pool_is_declared_for_the_app_default_start() -> None:
 def test_make_run_pool_matches_the_app_default_start(routing: str) -> None:
     """hack/pool-manifest.py builds the pool from the app's body with the gateway's code: the app's default /start,
     and the ones its settings vary in what POST /api/init carries, claim it; other shapes do not."""
-    from kubehands.api import pools
     from kubehands.api.keys import KeyRecord
-    from kubehands.api.schemas import StartRequest
     from kubehands.api.settings import Settings
     from kubehands.crd.pool_model import SandboxPool
+    from kubehands.spec import pools
+    from kubehands.spec.request import StartRequest
 
     settings = Settings(
         namespace="kubehands-sandboxes",
@@ -1306,7 +1307,7 @@ def test_make_run_pool_matches_the_app_default_start(routing: str) -> None:
 
     assert pools.difference(template, spec_of()) is None
     # make run's operator checks the pool (KUBEHANDS_POOL_MATCH_CHECK) with the same settings: matchable.
-    from kubehands.api.pool_match import Matchability, check
+    from kubehands.spec.pool_match import Matchability, check
 
     assert check(template, settings) == Matchability()
     # OH_WEB_URL (webhooks, CORS) and the LLM_* variables the app copies into every /start: carried by the init.
@@ -1367,10 +1368,10 @@ def test_pools_doc_examples_serve_the_app_default_start(
 ) -> None:
     """docs/pools.md's Helm and kubectl pools are hit by the app's default /start of the image they name, on the
     gateways they describe; its make run body is the app's."""
-    from kubehands.api import pools
     from kubehands.api.keys import KeyRecord
-    from kubehands.api.schemas import StartRequest
     from kubehands.crd.pool_model import SandboxPool
+    from kubehands.spec import pools
+    from kubehands.spec.request import StartRequest
 
     image = "registry.example.com/kubehands/agent-server:1.34.0"  # the app's bundled SDK's release
     start = StartRequest.model_validate(APP_DEFAULT_START | {"image": image})
@@ -1400,7 +1401,7 @@ def test_pools_doc_examples_serve_the_app_default_start(
     settings = gateway_settings(docs, monkeypatch)
     assert pools.difference(pool["spec"]["template"], derived_spec(start, caller, settings)) is None
     # The chart's operator finds the hand-written template matchable too (docs/pools.md "A pool no /start ...").
-    from kubehands.api.pool_match import Matchability, check
+    from kubehands.spec.pool_match import Matchability, check
 
     assert check(pool["spec"]["template"], operator_gateway_settings(docs, monkeypatch)) == Matchability()
 

@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kubehands.api.keys import Profile
-from kubehands.api.schemas import StartRequest
 from kubehands.crd.model import ENV_NAME_PATTERN
+from kubehands.spec.profile import Profile
+from kubehands.spec.request import StartRequest
 
 pytestmark = pytest.mark.unit
 

@@ -122,7 +122,7 @@ def test_the_lifetime_ceiling_round_trips_through_the_secret() -> None:
 
 
 def test_profile_file_and_max_running(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from kubehands.api.keys_cli import load_profile
+    from kubehands.api.cli.keys import load_profile
 
     path = tmp_path / "profile.yaml"
     path.write_text(

@@ -6,7 +6,6 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from kubehands.api.pool_match import Matchability, Mismatch
 from kubehands.crd.model import Sandbox
 from kubehands.crd.pool_model import SandboxPool
 from kubehands.crd.times import rfc3339
@@ -14,6 +13,7 @@ from kubehands.operator import pools
 from kubehands.operator.builders import build_pod
 from kubehands.operator.config import OperatorConfig
 from kubehands.operator.pools import PoolPlan, build_member, orphan_candidates, plan_pool, pool_status, template_hash
+from kubehands.spec.pool_match import Matchability, Mismatch
 
 pytestmark = pytest.mark.unit
 

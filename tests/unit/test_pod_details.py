@@ -9,10 +9,10 @@ from typing import Any
 import httpx
 import pytest
 
-from kubehands.api import metrics
-from kubehands.api.cache import trim_pod
 from kubehands.api.main import create_app
-from kubehands.api.pod_details import (
+from kubehands.api.observe import metrics
+from kubehands.api.observe.caches import trim_pod
+from kubehands.api.observe.pod_details import (
     MAX_MESSAGE_CHARS,
     PodDetails,
     container_statuses,

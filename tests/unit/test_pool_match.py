@@ -1,15 +1,15 @@
-"""Whether any /start can match a pool template (`kubehands.api.pool_match`), cause by cause: the gateway's own
+"""Whether any /start can match a pool template (`kubehands.spec.pool_match`), cause by cause: the gateway's own
 derivation decides, so a template built by it matches and one that disagrees with its settings never does."""
 
 from typing import Any
 
 import pytest
 
-from kubehands.api import objects, pools
 from kubehands.api.keys import KeyRecord
-from kubehands.api.pool_match import Matchability, check
-from kubehands.api.schemas import StartRequest
 from kubehands.api.settings import Settings
+from kubehands.spec import objects, pools
+from kubehands.spec.pool_match import Matchability, check
+from kubehands.spec.request import StartRequest
 from tests.helpers.warm_pool import app_start_body, load_pool_manifest
 
 pytestmark = pytest.mark.unit

@@ -8,11 +8,14 @@ from typing import Any
 
 import pytest
 
-from kubehands.api import objects, pools, runtime
+from kubehands.api import runtime
 from kubehands.api.keys import KeyRecord
-from kubehands.api.schemas import StartRequest
+from kubehands.api.pools import claims as pools
 from kubehands.api.settings import Settings
 from kubehands.crd.model import Sandbox
+from kubehands.spec import objects
+from kubehands.spec import pools as pool_rule
+from kubehands.spec.request import StartRequest
 
 pytestmark = pytest.mark.unit
 
@@ -24,7 +27,7 @@ REQUEST = StartRequest.model_validate(
     {"image": "ghcr.io/openhands/agent-server:1.58.2-python", "session_id": "S1", "environment": {"X": "1"}}
 )
 COLD = objects.build_sandbox(REQUEST, CALLER, SETTINGS, MEMBER, "kh-session-abc", session_key_sha256="ab" * 32)
-TEMPLATE = pools.template_from_spec(COLD["spec"])
+TEMPLATE = pool_rule.template_from_spec(COLD["spec"])
 
 
 def make_pool(name: str = "p", template: dict[str, Any] | None = None, template_hash: str | None = "h1") -> dict:
@@ -225,13 +228,13 @@ def test_the_claim_patch_makes_the_member_the_sessions_sandbox() -> None:
 def test_a_claimed_member_lives_for_the_sessions_lifetime_from_the_claim() -> None:
     """The claim brings the lifetime a cold /start would get; the operator counts it from `claimed-at`, not from
     the member's creation (it may have waited dormant for longer than the lifetime)."""
-    from kubehands.api.keys import Profile
     from kubehands.operator.config import OperatorConfig
     from kubehands.operator.culling import CullReason, cull_decision, lifetime_start
+    from kubehands.spec.profile import Profile
 
     capped = KeyRecord(name="team-a", digest="0" * 64, profile=Profile(maxLifetimeSeconds=3_600))
     cold = objects.build_sandbox(REQUEST, capped, SETTINGS, MEMBER, "kh-session-abc")
-    assert pools.matches(TEMPLATE, cold["spec"])  # the lifetime does not shape the pod: the pool still serves it
+    assert pool_rule.matches(TEMPLATE, cold["spec"])  # the lifetime does not shape the pod: the pool still serves it
     member = make_member()
     member["metadata"]["creationTimestamp"] = "2026-02-01T00:00:00Z"  # a month dormant
     claimed = merge_patch(member, pools.claim_patch(member, cold, "p", NOW))

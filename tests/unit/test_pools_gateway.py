@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from kubehands.api.gateway import Gateway
-from kubehands.api.keys import Profile
 from kubehands.api.settings import Settings
+from kubehands.spec.profile import Profile
 from tests.helpers.api import add_key, offline_gateway, sandbox_object, serve, serve_gateway, upstream_app
 
 pytestmark = pytest.mark.unit

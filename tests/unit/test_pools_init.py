@@ -7,11 +7,12 @@ from typing import Any
 
 import pytest
 
-from kubehands.api import objects, pools
 from kubehands.api.gateway import Gateway
 from kubehands.api.keys import KeyRecord
-from kubehands.api.schemas import StartRequest
+from kubehands.api.pools import init as pools
 from kubehands.api.settings import Settings
+from kubehands.spec import objects
+from kubehands.spec.request import StartRequest
 from tests.helpers.api import offline_gateway
 
 pytestmark = pytest.mark.unit

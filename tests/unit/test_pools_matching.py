@@ -8,11 +8,12 @@ from typing import Any
 
 import pytest
 
-from kubehands.api import objects, pools
-from kubehands.api.keys import KeyRecord, Profile
-from kubehands.api.schemas import StartRequest
+from kubehands.api.keys import KeyRecord
 from kubehands.api.settings import Settings
 from kubehands.crd.pool_model import PoolTemplate
+from kubehands.spec import objects, pools
+from kubehands.spec.profile import Profile
+from kubehands.spec.request import StartRequest
 
 pytestmark = pytest.mark.unit
 

@@ -12,8 +12,8 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from kubehands.api.settings import Settings
-from kubehands.api.urls import is_runtime_id
 from kubehands.crd.model import DesiredState
+from kubehands.spec.urls import is_runtime_id
 from tests.helpers.api import sandbox_object, serve, serve_gateway, upstream_app
 
 pytestmark = pytest.mark.unit
@@ -386,7 +386,8 @@ def test_kubehands_gateway_gives_uvicorn_the_websocket_limit(monkeypatch: pytest
 
     import uvicorn
 
-    from kubehands.api import cli, settings
+    from kubehands.api import settings
+    from kubehands.api.cli import gateway as cli
 
     assert Settings().websocket_max_message_bytes == 16 * 1024 * 1024 == cli.DEFAULT_WS_MAX_SIZE
     seen: dict = {}

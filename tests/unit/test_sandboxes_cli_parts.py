@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 
-from kubehands.api.sandboxes_cli import CommandError, duration, resolve, row, table
+from kubehands.api.cli.sandboxes import CommandError, duration, resolve, row, table
 from kubehands.cli import main
 from kubehands.crd.constants import ANNOTATION_CLAIMED_FROM, LABEL_POOL
 from kubehands.crd.model import DesiredState

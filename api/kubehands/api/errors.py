@@ -1,4 +1,7 @@
-"""Domain exceptions and the handlers that turn every error into `{"detail": ...}` JSON."""
+"""Domain exceptions and the handlers that turn every error into `{"detail": ...}` JSON.
+
+`InvalidRequest` (422) is the derivation's (`kubehands.spec.errors`): a /start refused before anything is written.
+"""
 
 import json
 import logging
@@ -10,6 +13,8 @@ from fastapi.responses import JSONResponse
 from kubernetes_asyncio.client.exceptions import ApiException
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from kubehands.spec.errors import InvalidRequest
+
 log = logging.getLogger(__name__)
 
 
@@ -19,10 +24,6 @@ class GatewayError(Exception):
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
         self.detail = detail
-
-
-class InvalidRequest(GatewayError):
-    status_code = 422
 
 
 class Unauthorized(GatewayError):
@@ -92,6 +93,10 @@ def install_exception_handlers(app: FastAPI) -> None:
     @app.exception_handler(GatewayError)
     async def _gateway(_: Request, exc: GatewayError) -> JSONResponse:
         return _json(exc.status_code, exc.detail)
+
+    @app.exception_handler(InvalidRequest)
+    async def _invalid(_: Request, exc: InvalidRequest) -> JSONResponse:
+        return _json(422, exc.detail)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

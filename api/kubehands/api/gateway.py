@@ -6,17 +6,18 @@ from functools import partial
 
 import httpx
 
-from kubehands.api import urls
-from kubehands.api.activity import ActivityRecorder
-from kubehands.api.alive import AliveTracker
-from kubehands.api.cache import Caches
-from kubehands.api.images import ImageCatalog
-from kubehands.api.pod_details import PodDetails
-from kubehands.api.recovery import ClaimRecovery
-from kubehands.api.sandboxes import SandboxService
+from kubehands.api.control.images import ImageCatalog
+from kubehands.api.control.service import SandboxService
+from kubehands.api.observe.alive import AliveTracker
+from kubehands.api.observe.caches import Caches
+from kubehands.api.observe.pod_details import PodDetails
+from kubehands.api.pools.recovery import ClaimRecovery
+from kubehands.api.router.activity import ActivityRecorder
+from kubehands.api.router.upstream import Upstream
+from kubehands.api.router.wake import Waker
 from kubehands.api.settings import Settings
-from kubehands.api.upstream import Upstream
 from kubehands.kube import Kube
+from kubehands.spec import urls
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,8 @@ class Gateway:
     caches: Caches
     alive: AliveTracker
     activity: ActivityRecorder
-    sandboxes: SandboxService
+    sandboxes: SandboxService  # the control API's calls
+    waker: Waker  # the router's wake on request
     details: PodDetails
     images: ImageCatalog
     recovery: ClaimRecovery
@@ -60,6 +62,7 @@ class Gateway:
             alive=alive,
             activity=ActivityRecorder(settings, caches, kube),
             sandboxes=sandboxes,
+            waker=Waker(settings, caches, kube, alive),
             details=details,
             images=ImageCatalog(settings, kube),
             recovery=ClaimRecovery(caches, sandboxes),

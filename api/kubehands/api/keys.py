@@ -1,7 +1,8 @@
 """API keys: generation, hashing, constant-time verification, and their Secret representation.
 
 A key is stored only as the sha256 of the raw key, in a Secret labelled `kubehands.dev/api-key: "true"`
-in the gateway's namespace. The key name is the tenant: it labels every Sandbox the key starts.
+in the gateway's namespace. The key name is the tenant: it labels every Sandbox the key starts. Its profile
+(`kubehands.spec.profile.Profile`) shapes every Sandbox the key starts.
 """
 
 import base64
@@ -11,23 +12,19 @@ import json
 import re
 import secrets
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator
+from pydantic import ValidationError
 
-from kubehands.api.constants import (
-    API_KEY_SECRET_PREFIX,
-    COMPONENT_API_KEY,
-    LABEL_API_KEY,
-    LABEL_COMPONENT,
-    LABEL_KEY_NAME,
-    LABEL_MANAGED_BY,
-    LABEL_PART_OF,
-    MANAGED_BY_GATEWAY,
-    PART_OF,
-)
-from kubehands.crd.model import ENV_NAME_PATTERN, MAX_LIFETIME_SECONDS, Toleration, Volume
-from kubehands.crd.resources import is_quantity
+from kubehands.crd.constants import GROUP, LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_PART_OF, PART_OF
+from kubehands.spec.constants import MANAGED_BY_GATEWAY
+from kubehands.spec.profile import Profile
+
+# The API-key Secrets: labelled, named and owned by the gateway.
+LABEL_API_KEY = f"{GROUP}/api-key"  # "true" on every API-key Secret
+LABEL_KEY_NAME = f"{GROUP}/key-name"
+COMPONENT_API_KEY = "api-key"
+API_KEY_SECRET_PREFIX = "kh-apikey-"
 
 KEY_PREFIX = "khk_"
 KEY_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$")  # a label value, short enough for names
@@ -54,55 +51,6 @@ def validate_key_name(name: str) -> str:
 
 def secret_name(key_name: str) -> str:
     return API_KEY_SECRET_PREFIX + key_name
-
-
-class Profile(BaseModel):
-    """What an administrator attaches to a key; applied to every sandbox the key starts."""
-
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-    volumes: list[Volume] = Field(
-        default_factory=list,
-        description="Sandbox `spec.volumes` entries (name, mountPath, readOnly, one source).",
-    )
-    tolerations: list[Toleration] = Field(default_factory=list, description="Sandbox `spec.tolerations`.")
-    env: dict[str, str] = Field(default_factory=dict, description="Environment added to every sandbox.")
-    node_selector: dict[str, str] = Field(default_factory=dict, alias="nodeSelector")
-    resource_ceiling: dict[str, str] = Field(
-        default_factory=dict,
-        alias="resourceCeiling",
-        description="Upper bound for scaled requests and limits.",
-    )
-    max_running: int | None = Field(None, ge=0, alias="maxRunning", description="Running-sandbox limit.")
-    # Strict: a `true` or `"60"` in a profile is a mistake, never a lifetime of 1 s or 60 s.
-    max_lifetime_seconds: Annotated[int, Strict()] | None = Field(
-        None,
-        ge=1,
-        le=MAX_LIFETIME_SECONDS,
-        alias="maxLifetimeSeconds",
-        description="Ceiling of the lifetime of every sandbox the key starts (lowers the gateway's default).",
-    )
-    pools: list[str] = Field(
-        default_factory=list,
-        description="The SandboxPools (names) whose members the key's /start may claim; empty = every pool.",
-    )
-
-    @field_validator("env")
-    @classmethod
-    def _env(cls, value: dict[str, str]) -> dict[str, str]:
-        for name in value:
-            if not re.fullmatch(ENV_NAME_PATTERN, name):
-                raise ValueError(f"invalid environment variable name: {name!r}")
-        return value
-
-    @field_validator("resource_ceiling")
-    @classmethod
-    def _ceiling(cls, value: dict[str, str]) -> dict[str, str]:
-        # Checked here, so `kubehands keys create` refuses it, rather than at every /start of the key.
-        for name, quantity in value.items():
-            if not is_quantity(quantity):
-                raise ValueError(f"resourceCeiling.{name}: not a Kubernetes quantity: {quantity!r}")
-        return value
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from fastapi.routing import APIRoute
 from kubehands.api.errors import install_exception_handlers
 from kubehands.api.gateway import Gateway
 from kubehands.api.middleware import BodyLimitMiddleware, HeaderLimitMiddleware, MetricsMiddleware
-from kubehands.api.router import RouterMiddleware
+from kubehands.api.router.middleware import RouterMiddleware
 from kubehands.api.routes import images, pools, runtimes, sessions, system
 from kubehands.api.settings import Settings, get_settings
 

@@ -5,7 +5,8 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from kubehands.api import metrics, proxy
+from kubehands.api.observe import metrics
+from kubehands.api.router import proxy
 
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
 

@@ -11,12 +11,12 @@ these reservations are the only ones that matter.
 import time
 from collections.abc import Callable
 
-from kubehands.api import urls
-from kubehands.api.cache import Caches
 from kubehands.api.errors import Unavailable
-from kubehands.api.objects import mint_runtime_id
+from kubehands.api.observe.caches import Caches
 from kubehands.api.runtime import is_pool_member
 from kubehands.api.settings import Settings
+from kubehands.spec import urls
+from kubehands.spec.objects import mint_runtime_id
 
 RESERVATION_SECONDS = 60.0
 # Minting ids until one hashes to a free slot: with f of n slots free it takes n/f tries on average.

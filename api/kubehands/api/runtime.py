@@ -7,18 +7,18 @@ import base64
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubehands.api import urls
-from kubehands.api.constants import SESSION_KEY_SECRET_KEY
 from kubehands.api.schemas import RuntimeObject, RuntimeStatus
 from kubehands.api.settings import Settings
 from kubehands.crd.constants import ANNOTATION_CLAIMED_POD, ANNOTATION_INIT, INIT_READY, LABEL_POOL
 from kubehands.crd.model import DesiredState, Phase, PodStatus
+from kubehands.spec import urls
+from kubehands.spec.constants import SESSION_KEY_SECRET_KEY
 
 Obj = dict[str, Any]
 
 @dataclass
 class Details:
-    """What a runtime object says about its pod beyond the status pair (`kubehands.api.pod_details`)."""
+    """What a runtime object says about its pod beyond the status pair (`kubehands.api.observe.pod_details`)."""
 
     container_statuses: list[Obj] = field(default_factory=list)
     events: list[Obj] = field(default_factory=list)

@@ -1,7 +1,7 @@
 {{/*
 Warm pools (templates/sandbox-pools.yaml, docs/pools.md). A pool's template must be the Sandbox spec the gateway
-derives for the /start it is meant to serve (kubehands.api.objects.build_sandbox, compared by
-kubehands.api.pools.difference), so the parts the gateway takes from its own settings are filled in here exactly
+derives for the /start it is meant to serve (kubehands.spec.objects.build_sandbox, compared by
+kubehands.spec.pools.difference), so the parts the gateway takes from its own settings are filled in here exactly
 as it fills them in: tests/unit/test_chart.py checks every rendered pool against the gateway's own code.
 */}}
 

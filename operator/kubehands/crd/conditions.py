@@ -46,7 +46,7 @@ POOL_READY = "PoolReady"  # True: as many ready members as spec.size
 POOL_FILLING = "Filling"  # members are being created or are starting
 MEMBER_FAILED = "MemberFailed"  # a member failed (e.g. ImagePullError); it is replaced
 
-# Matchable reasons of a SandboxPool (kubehands.api.pool_match); a False one is also the pool's Ready reason.
+# Matchable reasons of a SandboxPool (kubehands.spec.pool_match); a False one is also the pool's Ready reason.
 TEMPLATE_MATCHABLE = "TemplateMatchable"  # True: some /start derives a spec that matches the template
 # True, but only for a /start that sends some of the gateway's own variables (RUNTIME_URL, ...) with other values
 GATEWAY_ENV_OVERRIDDEN = "GatewayEnvOverridden"

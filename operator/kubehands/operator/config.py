@@ -6,9 +6,9 @@ from typing import Annotated, Any
 from pydantic import Field, PrivateAttr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from kubehands.api.settings import Settings as GatewaySettings
 from kubehands.crd.resources import DEFAULT_BASE_RESOURCES, validate_base_resources
 from kubehands.kube import DEFAULT_REQUEST_TIMEOUT_SECONDS
+from kubehands.spec.settings import SpecSettings
 
 # Volume sources (camelCase, as in spec.volumes) a Sandbox may use when nothing else is configured.
 DEFAULT_ALLOWED_VOLUME_TYPES = ("persistentVolumeClaim", "configMap", "secret")
@@ -122,7 +122,7 @@ class OperatorConfig(BaseSettings):
         "storage that ignores fsGroup (e.g. the kube-controller-manager hostpath provisioner).",
     )
 
-    _gateway: GatewaySettings | None = PrivateAttr(None)
+    _gateway: SpecSettings | None = PrivateAttr(None)
 
     @field_validator("namespaces", "allowed_volume_types", mode="before")
     @classmethod
@@ -152,11 +152,11 @@ class OperatorConfig(BaseSettings):
             return None
         return self.runtime_class_map.get(wanted) or None
 
-    def gateway_settings(self) -> GatewaySettings | None:
-        """The gateway's settings, from this process's environment, when `pool_match_check` is on (read once; a
-        ValidationError says which variable is wrong)."""
+    def gateway_settings(self) -> SpecSettings | None:
+        """The gateway's settings that shape a Sandbox spec, from this process's environment, when `pool_match_check`
+        is on (read once; a ValidationError says which variable is wrong)."""
         if not self.pool_match_check:
             return None
         if self._gateway is None:
-            self._gateway = GatewaySettings()
+            self._gateway = SpecSettings()
         return self._gateway

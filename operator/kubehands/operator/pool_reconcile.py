@@ -18,7 +18,6 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from kubehands.api.pool_match import Matchability, check
 from kubehands.crd import conditions as c
 from kubehands.crd.pool_model import SandboxPool
 from kubehands.kube import CONFLICT, NOT_FOUND, SANDBOX_POOLS, SANDBOXES, UNPROCESSABLE, Kube, json_body
@@ -26,6 +25,7 @@ from kubehands.operator import metrics, pools
 from kubehands.operator.config import OperatorConfig
 from kubehands.operator.plan import refusal
 from kubehands.operator.status import status_patch
+from kubehands.spec.pool_match import Matchability, check
 
 log = logging.getLogger(__name__)
 

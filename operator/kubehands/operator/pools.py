@@ -16,7 +16,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from kubehands import kube
-from kubehands.api.pool_match import Matchability, Mismatch, summary
 from kubehands.crd import conditions as c
 from kubehands.crd import constants
 from kubehands.crd.model import DesiredState, Phase, PodStatus, Sandbox
@@ -24,6 +23,7 @@ from kubehands.crd.pool_model import SandboxPool
 from kubehands.crd.times import parse_time
 from kubehands.operator.config import OperatorConfig
 from kubehands.operator.validation import validate_sandbox
+from kubehands.spec.pool_match import Matchability, Mismatch, summary
 
 MEMBER_SECRET_SUFFIX = "-init"
 # A Failed member (image pull error, crash loop, start deadline, ...) is replaced once it has not been Ready for

@@ -4,9 +4,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from kubehands.api.deps import CallerDep, GatewayDep
-from kubehands.api.errors import InvalidRequest
-from kubehands.api.schemas import ImageExists, RegistryPrefix, is_valid_image
+from kubehands.api.routes.deps import CallerDep, GatewayDep
+from kubehands.api.schemas import ImageExists, RegistryPrefix
+from kubehands.spec.errors import InvalidRequest
+from kubehands.spec.request import is_valid_image
 
 router = APIRouter(tags=["images"])
 

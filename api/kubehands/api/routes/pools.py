@@ -3,8 +3,8 @@
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from kubehands.api import pools
-from kubehands.api.deps import CallerDep, GatewayDep
+from kubehands.api.pools import claims
+from kubehands.api.routes.deps import CallerDep, GatewayDep
 from kubehands.api.schemas import WarmRuntimeConfigs
 
 router = APIRouter(tags=["pools"])
@@ -23,7 +23,7 @@ async def warm_runtime_configs(caller: CallerDep, gateway: GatewayDep) -> JSONRe
     configs = [
         config
         for pool in gateway.caches.pool_list()
-        if pools.allowed(pool["metadata"]["name"], caller.profile.pools)
-        and (config := pools.warm_config(pool)) is not None
+        if claims.allowed(pool["metadata"]["name"], caller.profile.pools)
+        and (config := claims.warm_config(pool)) is not None
     ]
     return JSONResponse({"configs": configs})

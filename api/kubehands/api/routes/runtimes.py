@@ -4,16 +4,10 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from kubehands.api.deps import CallerDep, GatewayDep
-from kubehands.api.schemas import (
-    RuntimeIdRequest,
-    RuntimeList,
-    RuntimeObject,
-    RuntimeStatus,
-    StartRequest,
-    StopResponse,
-)
-from kubehands.api.strict_json import StrictJSONRoute
+from kubehands.api.routes.deps import CallerDep, GatewayDep
+from kubehands.api.routes.strict_json import StrictJSONRoute
+from kubehands.api.schemas import RuntimeIdRequest, RuntimeList, RuntimeObject, RuntimeStatus, StopResponse
+from kubehands.spec.request import StartRequest
 
 router = APIRouter(tags=["runtimes"], route_class=StrictJSONRoute)
 ERRORS: dict[int | str, dict[str, Any]] = {

@@ -4,9 +4,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from kubehands.api.deps import CallerDep, GatewayDep
-from kubehands.api.errors import InvalidRequest, SandboxNotFound
+from kubehands.api.errors import SandboxNotFound
+from kubehands.api.routes.deps import CallerDep, GatewayDep
 from kubehands.api.schemas import RuntimeObject
+from kubehands.spec.errors import InvalidRequest
 
 router = APIRouter(tags=["sessions"])
 MAX_BATCH = 1000

@@ -4,8 +4,8 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from kubehands.api import metrics
-from kubehands.api.deps import GatewayDep
+from kubehands.api.observe import metrics
+from kubehands.api.routes.deps import GatewayDep
 from kubehands.api.schemas import Health
 
 router = APIRouter(tags=["system"])

@@ -2,7 +2,7 @@
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from kubehands.api.pools import MISS_REASONS
+from kubehands.api.pools.claims import MISS_REASONS
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 

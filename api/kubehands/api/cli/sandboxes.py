@@ -28,7 +28,7 @@ from pydantic import ValidationError
 from kubehands.api.errors import GatewayError, api_exception_detail
 from kubehands.api.gateway import Gateway
 from kubehands.api.keys import KeyRecord
-from kubehands.api.pod_details import container_statuses, read_events, read_log, shape_events
+from kubehands.api.observe.pod_details import container_statuses, read_events, read_log, shape_events
 from kubehands.api.runtime import is_pool_member, runtime_status, sandbox_session_id
 from kubehands.api.settings import Settings
 from kubehands.cli_options import add_options

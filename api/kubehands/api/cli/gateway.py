@@ -36,7 +36,7 @@ def uvicorn_options(
     `ws_max_size` bounds one WebSocket message from a client (uvicorn closes the connection with 1009 above
     it); the gateway passes `websocket_max_message_bytes`, the bound the router applies to the sandbox's side.
     """
-    from kubehands.api.server import WebSocketProtocol
+    from kubehands.api.cli.websocket import WebSocketProtocol
 
     return {
         "host": host,
@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     settings = get_settings()  # read once here too: a bad setting fails before uvicorn starts
     extra_ports: Sequence[int] = ()
     if settings.routing_mode == "port":
-        from kubehands.api.urls import sandbox_port_numbers
+        from kubehands.spec.urls import sandbox_port_numbers
 
         extra_ports = sandbox_port_numbers(settings)
     serve(

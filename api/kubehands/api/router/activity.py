@@ -8,8 +8,8 @@ from typing import Any
 
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from kubehands.api import metrics
-from kubehands.api.cache import Caches
+from kubehands.api.observe import metrics
+from kubehands.api.observe.caches import Caches
 from kubehands.api.settings import Settings
 from kubehands.crd.times import parse_time, rfc3339
 from kubehands.kube import Kube

@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from kubehands.api import metrics
+from kubehands.api.observe import metrics
 from kubehands.api.runtime import Details
 from kubehands.api.schemas import RuntimeStatus
 from kubehands.api.settings import Settings

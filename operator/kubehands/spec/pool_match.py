@@ -1,13 +1,13 @@
 """Whether any /start can ever claim the members of a pool template, and else what keeps it from matching.
 
-A /start claims a member when `pools.difference(template, spec)` is None, `spec` being what `objects.build_sandbox`
+A /start claims a member when `pools.difference(template, spec)` is None, `spec` being what `objects.derive`
 derives from the body, the key's profile and the gateway's settings. Some parts of that spec come from the
 settings alone: the resources (base resources x an accepted `resource_factor`), the workspace, the default pull
 policy and runtime class, the URL variables of the routing mode. A template that disagrees with them is never
 claimed, however the /start is written; its members would only hold capacity.
 
-`check` finds out with the gateway's own code: it derives the spec of the /start closest to the template (the
-template's image, command, ids, class and pull policy, once per accepted factor, from a key whose profile adds
+`check` finds out with the derivation the gateway uses: it derives the spec of the /start closest to the template
+(the template's image, command, ids, class and pull policy, once per accepted factor, from a key whose profile adds
 the template's environment, nodeSelector and tolerations) and compares it with `pools.difference`. Nothing here
 knows what the gateway writes: a new routing mode, or a new variable, is followed through `build_environment`.
 A /start may send the gateway's own variables (RUNTIME_URL, ...) itself, replacing the gateway's values, so a
@@ -22,19 +22,16 @@ from typing import Any, get_args
 
 from pydantic import ValidationError
 
-from kubehands.api import objects, pools
-from kubehands.api.errors import InvalidRequest
-from kubehands.api.keys import KeyRecord, Profile
-from kubehands.api.schemas import StartRequest
-from kubehands.api.settings import Settings
-from kubehands.api.start_request import resources_for, runtime_class_for
 from kubehands.crd import conditions as c
 from kubehands.crd.constants import ENV_DEFERRED_INIT
+from kubehands.spec import objects, pools
+from kubehands.spec.errors import InvalidRequest
+from kubehands.spec.profile import Profile
+from kubehands.spec.request import StartRequest, resources_for, runtime_class_for
+from kubehands.spec.settings import SpecSettings
 
-# Stand-ins for what does not shape the spec: the session, the runtime id (the env has `$(RUNTIME_ID)`), the Secret.
+# Stand-in for what does not shape the spec: the session (and the key's name).
 _SESSION = "pool-template"
-_RUNTIME_ID = "kh-000000000000"
-_SECRET = "unused"
 # The template fields a /start body sets itself, and the body field for each.
 _SECURITY = (("runAsUser", "run_as_user"), ("runAsGroup", "run_as_group"), ("fsGroup", "fs_group"))
 # The Matchable/Ready reason of the first field that differs (`pools.difference` names it).
@@ -58,14 +55,14 @@ class Mismatch:
     message: str  # what differs, and what to change
 
 
-def _written(settings: Settings) -> dict[str, str]:
+def _written(settings: SpecSettings) -> dict[str, str]:
     return {e["name"]: e["value"] for e in objects.build_environment(_request({}), _caller({}), settings)}
 
 
-def _written_in_any_mode(settings: Settings) -> set[str]:
+def _written_in_any_mode(settings: SpecSettings) -> set[str]:
     """Every variable the gateway writes in some routing mode: one it does not write in this mode is left over from
     a template made for another mode."""
-    modes = get_args(Settings.model_fields["routing_mode"].annotation) or (settings.routing_mode,)
+    modes = get_args(SpecSettings.model_fields["routing_mode"].annotation) or (settings.routing_mode,)
     names: set[str] = set()
     for mode in modes:
         other = settings.model_copy(update={"routing_mode": mode, "inject_url_env": True})
@@ -77,12 +74,20 @@ def _request(body: Mapping[str, Any]) -> StartRequest:
     return StartRequest.model_validate({"session_id": _SESSION, "image": "pool-template", **body})
 
 
-def _caller(profile: Mapping[str, Any]) -> KeyRecord:
-    return KeyRecord(name=_SESSION, digest="", profile=Profile.model_validate(profile))
+@dataclass(frozen=True)
+class _Caller:
+    """A key whose profile adds the template's environment, nodeSelector and tolerations."""
+
+    name: str
+    profile: Profile
+
+
+def _caller(profile: Mapping[str, Any]) -> _Caller:
+    return _Caller(name=_SESSION, profile=Profile.model_validate(profile))
 
 
 def _closest(
-    template: Mapping[str, Any], settings: Settings, *, gateway_env: bool
+    template: Mapping[str, Any], settings: SpecSettings, *, gateway_env: bool
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The /start body (without its factor) and the key profile that come closest to `template`. With
     `gateway_env`, the variables the gateway writes itself (in any routing mode) are left to the gateway rather
@@ -110,7 +115,7 @@ def _shown(value: Any) -> str:
     return "unset" if value in (None, {}, []) else json.dumps(value, sort_keys=True)
 
 
-def _env_mismatch(name: str, template: Mapping[str, Any], spec: Mapping[str, Any], settings: Settings) -> Mismatch:
+def _env_mismatch(name: str, template: Mapping[str, Any], spec: Mapping[str, Any], settings: SpecSettings) -> Mismatch:
     have = pools.env_map(template.get("env")).get(name)
     want = pools.env_map(spec.get("env")).get(name)
     if want is None:
@@ -123,7 +128,9 @@ def _env_mismatch(name: str, template: Mapping[str, Any], spec: Mapping[str, Any
     return Mismatch(c.GATEWAY_ENV_MISMATCH, text)
 
 
-def _field_mismatch(field: str, template: Mapping[str, Any], spec: Mapping[str, Any], settings: Settings) -> Mismatch:
+def _field_mismatch(
+    field: str, template: Mapping[str, Any], spec: Mapping[str, Any], settings: SpecSettings
+) -> Mismatch:
     if field == "resources":
         offered = "; ".join(f"factor {f}: {_shown(resources_for(settings, f, {}))}" for f in settings.resource_factors)
         text = (
@@ -140,7 +147,7 @@ def _field_mismatch(field: str, template: Mapping[str, Any], spec: Mapping[str, 
     return Mismatch(_REASONS.get(field, c.TEMPLATE_MISMATCH), text)
 
 
-def _differences(template: Mapping[str, Any], spec: Mapping[str, Any], settings: Settings) -> list[Mismatch]:
+def _differences(template: Mapping[str, Any], spec: Mapping[str, Any], settings: SpecSettings) -> list[Mismatch]:
     """Every field in which `template` differs from `spec`, by `pools.difference`: after each difference found, the
     template takes the spec's value there and is compared again."""
     current = dict(template)
@@ -197,7 +204,7 @@ def _refused(detail: str) -> Matchability:
     )
 
 
-def check(template: Mapping[str, Any], settings: Settings) -> Matchability:
+def check(template: Mapping[str, Any], settings: SpecSettings) -> Matchability:
     """Whether some /start can match `template` (a pool's `spec.template`, as the API server stores it) on a gateway
     with `settings`. Every mismatch is reported (each says what to change), the main one first."""
     body, profile = _closest(template, settings, gateway_env=False)
@@ -228,11 +235,10 @@ def check(template: Mapping[str, Any], settings: Settings) -> Matchability:
     )
 
 
-def _derive(body: Mapping[str, Any], caller: KeyRecord, factor: int, settings: Settings) -> dict[str, Any]:
+def _derive(body: Mapping[str, Any], caller: _Caller, factor: int, settings: SpecSettings) -> dict[str, Any]:
     """The gateway's Sandbox spec for `body` with `resource_factor` `factor`."""
     request = _request({**body, "resource_factor": factor})
-    spec: dict[str, Any] = objects.build_sandbox(request, caller, settings, _RUNTIME_ID, _SECRET)["spec"]
-    return spec
+    return objects.derive(request, caller, settings).spec
 
 
 def summary(mismatches: Sequence[Mismatch]) -> str:

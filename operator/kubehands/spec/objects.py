@@ -1,48 +1,51 @@
 """The objects a /start writes: the Sandbox and its session-key Secret, and the names they get.
 
-Pure builders; the only randomness is in `mint_*`, which the callers invoke explicitly.
+Pure builders; the only randomness is in `mint_*`, which the callers invoke explicitly. `derive` turns a request
+into everything of its Sandbox that does not depend on which Sandbox serves it (a new one, a failed one restarted,
+a claimed pool member), once per request; `sandbox` names it.
 """
 
+import copy
 import hashlib
 import secrets
 import string
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from kubehands.api import urls
-from kubehands.api.constants import (
-    ANNOTATION_MAX_RUNNING,
-    ANNOTATION_SESSION_ID,
+from kubehands.crd.constants import (
+    ANNOTATION_RESTARTED_AT,
+    ANNOTATION_SESSION_KEY_SHA256,
     API_VERSION,
     COMPONENT_SESSION,
+    ENV_RUNTIME_ID,
     KIND,
     LABEL_COMPONENT,
     LABEL_MANAGED_BY,
     LABEL_OWNER,
     LABEL_PART_OF,
-    LABEL_RUNTIME_ID,
     LABEL_SESSION,
+    MANAGED_ENV,
+    PART_OF,
+)
+from kubehands.crd.model import DesiredState
+from kubehands.crd.names import session_label
+from kubehands.crd.times import rfc3339
+from kubehands.spec import urls
+from kubehands.spec.constants import (
+    ANNOTATION_MAX_RUNNING,
+    ANNOTATION_SESSION_ID,
+    LABEL_RUNTIME_ID,
     LABEL_SESSION_KEY,
     MANAGED_BY_GATEWAY,
-    PART_OF,
     RUNTIME_ID_PREFIX,
     RUNTIME_ID_RANDOM_LEN,
     SESSION_KEY_SECRET_KEY,
     SESSION_KEY_SECRET_PREFIX,
 )
-from kubehands.api.keys import KeyRecord
-from kubehands.api.schemas import StartRequest
-from kubehands.api.settings import Settings
-from kubehands.api.start_request import max_lifetime_for, parse_command, resources_for, runtime_class_for
-from kubehands.crd.constants import (
-    ANNOTATION_RESTARTED_AT,
-    ANNOTATION_SESSION_KEY_SHA256,
-    ENV_RUNTIME_ID,
-    MANAGED_ENV,
-)
-from kubehands.crd.model import DesiredState
-from kubehands.crd.names import session_label
-from kubehands.crd.times import rfc3339
+from kubehands.spec.profile import Caller
+from kubehands.spec.request import StartRequest, max_lifetime_for, parse_command, resources_for, runtime_class_for
+from kubehands.spec.settings import SpecSettings
 
 _BASE36 = string.digits + string.ascii_lowercase
 # How an env value names the runtime id: Kubernetes replaces it with RUNTIME_ID, which the operator defines first.
@@ -83,7 +86,7 @@ def session_key_digest(session_key: str) -> str:
     return hashlib.sha256(session_key.encode("utf-8")).hexdigest()
 
 
-def running_limit(caller: KeyRecord, settings: Settings) -> int:
+def running_limit(caller: Caller, settings: SpecSettings) -> int:
     """How many sandboxes the key may hold at once (starting, running or in error)."""
     limit = caller.profile.max_running
     return settings.default_max_running if limit is None else limit
@@ -98,7 +101,7 @@ def claim_name(tenant: str, session_id: str) -> str:
 # ---- objects ----------------------------------------------------------------------------------
 
 
-def build_environment(req: StartRequest, caller: KeyRecord, settings: Settings) -> list[dict[str, str]]:
+def build_environment(req: StartRequest, caller: Caller, settings: SpecSettings) -> list[dict[str, str]]:
     """The Sandbox's `spec.env`. The runtime id appears only as `$(RUNTIME_ID)`, which Kubernetes expands in the
     pod (the operator puts RUNTIME_ID before these), so every sandbox of one request has the same spec whatever
     its name: the form a warm pool's template has, and what lets a pool member be claimed under its own name."""
@@ -116,26 +119,25 @@ def build_environment(req: StartRequest, caller: KeyRecord, settings: Settings) 
     return [{"name": k, "value": v} for k, v in env.items() if k not in MANAGED_ENV]
 
 
-def build_sandbox(
-    req: StartRequest,
-    caller: KeyRecord,
-    settings: Settings,
-    runtime_id: str,
-    secret: str,
-    *,
-    session_key_sha256: str | None = None,
-) -> dict[str, Any]:
-    """The Sandbox of a /start. Raises `InvalidRequest` for what the request model cannot check alone.
+@dataclass(frozen=True)
+class Derived:
+    """What a /start asks for, whichever Sandbox serves it: the spec (all but its session-key Secret), where the
+    Sandbox lives, and its labels and annotations. Compare `spec` with pool templates (`pools.difference`)."""
 
-    `session_key_sha256` (`session_key_digest` of the key in `secret`) becomes the annotation the router
-    checks presented keys against.
-    """
+    spec: dict[str, Any]
+    namespace: str
+    labels: dict[str, str]
+    annotations: dict[str, str]
+
+
+def derive(req: StartRequest, caller: Caller, settings: SpecSettings) -> Derived:
+    """The derivation of a /start's Sandbox. Raises `InvalidRequest` for what the request model cannot check
+    alone, so a request is refused before anything is written."""
     spec: dict[str, Any] = {
         "image": req.image,
         "env": build_environment(req, caller, settings),
         "resources": resources_for(settings, req.resource_factor, caller.profile.resource_ceiling),
         "workspace": {"size": settings.workspace_size, "mountPath": settings.workspace_mount_path},
-        "sessionKeySecretRef": {"name": secret, "key": SESSION_KEY_SECRET_KEY},
         "state": DesiredState.RUNNING.value,
         "sessionID": req.session_id,
     }
@@ -179,6 +181,23 @@ def build_sandbox(
         # The router has no API keys in router-only deployments: it reads the owner's limit here.
         ANNOTATION_MAX_RUNNING: str(running_limit(caller, settings)),
     }
+    labels = {LABEL_OWNER: caller.name, LABEL_SESSION: session_label(req.session_id)}
+    return Derived(spec=spec, namespace=settings.namespace, labels=labels, annotations=annotations)
+
+
+def sandbox(derived: Derived, runtime_id: str, secret: str, *, session_key_sha256: str | None = None) -> dict[str, Any]:
+    """The Sandbox `runtime_id` serving a derived /start, its session key in the Secret `secret`.
+
+    `session_key_sha256` (`session_key_digest` of the key in `secret`) becomes the annotation the router
+    checks presented keys against.
+    """
+    secret_ref = {"sessionKeySecretRef": {"name": secret, "key": SESSION_KEY_SECRET_KEY}}
+    spec: dict[str, Any] = {}
+    for name, value in copy.deepcopy(derived.spec).items():  # the reference after the workspace, as ever written
+        spec[name] = value
+        if name == "workspace":
+            spec |= secret_ref
+    annotations = dict(derived.annotations)
     if session_key_sha256:
         annotations[ANNOTATION_SESSION_KEY_SHA256] = session_key_sha256
     return {
@@ -186,12 +205,25 @@ def build_sandbox(
         "kind": KIND,
         "metadata": {
             "name": runtime_id,
-            "namespace": settings.namespace,
-            "labels": {LABEL_OWNER: caller.name, LABEL_SESSION: session_label(req.session_id)},
+            "namespace": derived.namespace,
+            "labels": dict(derived.labels),
             "annotations": annotations,
         },
         "spec": spec,
     }
+
+
+def build_sandbox(
+    req: StartRequest,
+    caller: Caller,
+    settings: SpecSettings,
+    runtime_id: str,
+    secret: str,
+    *,
+    session_key_sha256: str | None = None,
+) -> dict[str, Any]:
+    """The Sandbox of a /start: `sandbox(derive(...), ...)`. Raises `InvalidRequest` like `derive`."""
+    return sandbox(derive(req, caller, settings), runtime_id, secret, session_key_sha256=session_key_sha256)
 
 
 def build_session_secret(

@@ -7,11 +7,11 @@ from typing import Any
 
 import httpx
 
-from kubehands.api.cache import Caches
+from kubehands.api.observe.caches import Caches
 from kubehands.api.runtime import pod_identity
 from kubehands.api.settings import Settings
-from kubehands.api.urls import service_port, upstream_base
 from kubehands.crd.constants import AGENT_PORT_NAME
+from kubehands.spec.urls import service_port, upstream_base
 
 log = logging.getLogger(__name__)
 

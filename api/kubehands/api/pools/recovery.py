@@ -1,7 +1,7 @@
 """Claimed warm-pool sandboxes that can no longer become warm starts are restarted cold, by any replica.
 
 The gateway that claims a member restarts it cold itself when the member's init fails. Two cases are left to
-this loop (`pools.cold_restart_reason`): that gateway died between the claim and the end of the init (the
+this loop (`claims.cold_restart_reason`): that gateway died between the claim and the end of the init (the
 sandbox would stay `starting` for ever), and the claimed pod's container restarted after the init (it boots
 dormant again and answers no session request). Every replica runs it; the restart patch carries the
 resourceVersion the decision was made on, so only one of them acts.
@@ -15,9 +15,9 @@ from typing import Any
 import aiohttp
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from kubehands.api import pools
-from kubehands.api.cache import Caches
-from kubehands.api.sandboxes import SandboxService
+from kubehands.api.observe.caches import Caches
+from kubehands.api.pools import claims
+from kubehands.api.pools.warm_start import WarmStarts
 from kubehands.crd.constants import ANNOTATION_CLAIMED_POD
 
 log = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ CHECK_INTERVAL_SECONDS = 5.0
 
 
 class ClaimRecovery:
-    def __init__(self, caches: Caches, sandboxes: SandboxService) -> None:
+    def __init__(self, caches: Caches, sandboxes: WarmStarts) -> None:
         self._caches = caches
         self._sandboxes = sandboxes
         self._claimed: set[str] = set()  # names of the Sandboxes that carry `claimed-pod`
@@ -63,7 +63,7 @@ class ClaimRecovery:
         restarted = []
         for name in sorted(self._claimed):
             sandbox = self._caches.sandbox(name)
-            reason = pools.cold_restart_reason(sandbox, now) if sandbox is not None else None
+            reason = claims.cold_restart_reason(sandbox, now) if sandbox is not None else None
             if reason is None or sandbox is None:
                 continue
             version = sandbox["metadata"].get("resourceVersion")

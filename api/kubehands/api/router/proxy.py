@@ -15,7 +15,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from yarl import URL
 
-from kubehands.api.upstream import Upstream
+from kubehands.api.router.upstream import Upstream
 
 log = logging.getLogger(__name__)
 

@@ -12,11 +12,13 @@ from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from kubehands.api import metrics, proxy, urls
 from kubehands.api.errors import GatewayError, kube_error
+from kubehands.api.observe import metrics
+from kubehands.api.router import proxy
+from kubehands.api.router.session_keys import carries_session_key
 from kubehands.api.runtime import is_pool_member
-from kubehands.api.session_keys import carries_session_key
 from kubehands.crd.model import DesiredState
+from kubehands.spec import urls
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +137,7 @@ async def _route(
             await _deny(scope, send, 503, detail, [("retry-after", "5" if paused else "2")])
             return state
         try:
-            woken = await gateway.sandboxes.wake(target.runtime_id, settings.wake_timeout_seconds)
+            woken = await gateway.waker.wake(target.runtime_id, settings.wake_timeout_seconds)
         except Exception as exc:  # a limit, or the API server failing: an answer, never a 500
             status, detail = _error_answer(exc)
             if paused:

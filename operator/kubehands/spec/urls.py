@@ -2,10 +2,10 @@
 upstream address of a pod.
 
 Port mode (docs/gateway.md#port-mode) needs no stored state: a sandbox's block of gateway ports is a hash of its
-runtime id (its *slot*), and the gateway only ever gives out runtime ids whose slot is free (`sandboxes.py`).
+runtime id (its *slot*), and the gateway only ever gives out runtime ids whose slot is free (`kubehands.api.ports`).
 
-Pure functions; the router (`router.py`), the /alive check (`alive.py`) and the runtime object
-(`runtime.py`) share them.
+Pure functions, one scheme in both directions: the derivation (a Sandbox's env names its URL), the gateway's router,
+its /alive check and its runtime objects share them.
 """
 
 import hashlib
@@ -14,8 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from kubehands.api.constants import RUNTIME_ID_PREFIX, RUNTIME_ID_RANDOM_LEN
-from kubehands.api.settings import PORTS_PER_SANDBOX, Settings
 from kubehands.crd.constants import (
     AGENT_PORT_NAME,
     DEFAULT_PORTS,
@@ -25,6 +23,8 @@ from kubehands.crd.constants import (
     WORK_2_PORT,
     WORK_2_PORT_NAME,
 )
+from kubehands.spec.constants import RUNTIME_ID_PREFIX, RUNTIME_ID_RANDOM_LEN
+from kubehands.spec.settings import PORTS_PER_SANDBOX, SpecSettings
 
 RUNTIME_ID_RE = re.compile(rf"^{re.escape(RUNTIME_ID_PREFIX)}[0-9a-z]{{{RUNTIME_ID_RANDOM_LEN}}}$")
 # The sibling services, each named after its spec.ports entry.
@@ -44,29 +44,29 @@ def is_runtime_id(value: str) -> bool:
 # ---- port mode --------------------------------------------------------------------------------
 
 
-def port_slots(settings: Settings) -> int:
+def port_slots(settings: SpecSettings) -> int:
     """How many sandboxes the port range holds."""
     first, last = settings.port_range
     return (last - first + 1) // PORTS_PER_SANDBOX
 
 
-def port_slot(settings: Settings, runtime_id: str) -> int:
+def port_slot(settings: SpecSettings, runtime_id: str) -> int:
     """The slot (block of ports) of a runtime id: a hash, so that every gateway start agrees without stored state."""
     digest = hashlib.sha256(runtime_id.encode("utf-8")).digest()
     return int.from_bytes(digest[:8], "big") % port_slots(settings)
 
 
-def slot_port(settings: Settings, slot: int, service: str = AGENT_PORT_NAME) -> int:
+def slot_port(settings: SpecSettings, slot: int, service: str = AGENT_PORT_NAME) -> int:
     return settings.port_range[0] + slot * PORTS_PER_SANDBOX + PORT_SERVICES.index(service)
 
 
-def sandbox_port_numbers(settings: Settings) -> range:
+def sandbox_port_numbers(settings: SpecSettings) -> range:
     """Every port the gateway listens on for sandboxes in port mode (whole blocks only)."""
     first = settings.port_range[0]
     return range(first, first + port_slots(settings) * PORTS_PER_SANDBOX)
 
 
-def match_port(settings: Settings, local_port: int | None) -> tuple[int, str] | None:
+def match_port(settings: SpecSettings, local_port: int | None) -> tuple[int, str] | None:
     """Port mode: (slot, service) of the gateway port a request came in on; None for the control API's port."""
     if local_port is None or local_port not in sandbox_port_numbers(settings):
         return None
@@ -74,7 +74,7 @@ def match_port(settings: Settings, local_port: int | None) -> tuple[int, str] | 
     return offset // PORTS_PER_SANDBOX, PORT_SERVICES[offset % PORTS_PER_SANDBOX]
 
 
-def _port_origin(settings: Settings, port: int) -> str:
+def _port_origin(settings: SpecSettings, port: int) -> str:
     public = urlsplit(settings.public_url)
     host = public.hostname or "localhost"
     if ":" in host:  # an IPv6 address
@@ -85,7 +85,7 @@ def _port_origin(settings: Settings, port: int) -> str:
 # ---- URLs -------------------------------------------------------------------------------------
 
 
-def sandbox_url(settings: Settings, runtime_id: str) -> str:
+def sandbox_url(settings: SpecSettings, runtime_id: str) -> str:
     """The runtime object's `url` (no trailing slash, docs/runtime-api.md §8.10)."""
     if settings.routing_mode == "subdomain":
         return f"{settings.subdomain_scheme}://{runtime_id}.{settings.domain}"
@@ -94,7 +94,7 @@ def sandbox_url(settings: Settings, runtime_id: str) -> str:
     return f"{settings.public_url}/{runtime_id}"
 
 
-def service_url(settings: Settings, runtime_id: str, service: str) -> str:
+def service_url(settings: SpecSettings, runtime_id: str, service: str) -> str:
     """URL of a sibling service (`vscode`, `work-1`, `work-2`), as the clients derive it (port mode: the port of
     the service in the sandbox's block; only `work_hosts` hands these to clients)."""
     if settings.routing_mode == "subdomain":
@@ -109,7 +109,7 @@ def vscode_base_path(runtime_id: str) -> str:
     return f"/{runtime_id}/{VSCODE_PORT_NAME}"
 
 
-def work_hosts(settings: Settings, runtime_id: str) -> dict[str, int]:
+def work_hosts(settings: SpecSettings, runtime_id: str) -> dict[str, int]:
     return {
         service_url(settings, runtime_id, WORK_1_PORT_NAME): WORK_1_PORT,
         service_url(settings, runtime_id, WORK_2_PORT_NAME): WORK_2_PORT,
@@ -174,7 +174,7 @@ def match_host(host: str, domain: str, path: str) -> Target | None:
     return Target(label, service, path or "/")
 
 
-def match(settings: Settings, host: str | None, path: str) -> Target | None:
+def match(settings: SpecSettings, host: str | None, path: str) -> Target | None:
     """Path and subdomain modes (port mode routes by the port a request came in on: `match_port`)."""
     if settings.routing_mode == "subdomain":
         return match_host(host or "", settings.domain or "", path)

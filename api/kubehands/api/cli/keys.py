@@ -18,9 +18,8 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from kubehands.api.constants import LABEL_API_KEY
 from kubehands.api.keys import (
-    Profile,
+    LABEL_API_KEY,
     build_key_secret,
     generate_key,
     hash_key,
@@ -30,6 +29,7 @@ from kubehands.api.keys import (
 )
 from kubehands.cli_options import add_options
 from kubehands.kube import CONFLICT, NOT_FOUND, Kube, json_body
+from kubehands.spec.profile import Profile
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

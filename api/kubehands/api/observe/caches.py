@@ -12,25 +12,21 @@ from typing import Any
 from kubernetes_asyncio import watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from kubehands.api.constants import (
-    LABEL_API_KEY,
-    LABEL_OWNER,
-    LABEL_RUNTIME_ID,
-    LABEL_SESSION,
-    LABEL_SESSION_KEY,
-)
-from kubehands.api.keys import KeyRecord, record_from_secret
-from kubehands.api.pools import claimable
+from kubehands.api.keys import LABEL_API_KEY, KeyRecord, record_from_secret
+from kubehands.api.pools.claims import claimable
 from kubehands.api.runtime import secret_session_key
 from kubehands.crd.constants import (
     COMPONENT_SANDBOX,
     LABEL_COMPONENT,
     LABEL_MANAGED_BY,
+    LABEL_OWNER,
     LABEL_POOL,
+    LABEL_SESSION,
     MANAGED_BY,
 )
 from kubehands.crd.names import pod_name
 from kubehands.kube import SANDBOX_POOLS, Kube, labels, raise_for_status
+from kubehands.spec.constants import LABEL_RUNTIME_ID, LABEL_SESSION_KEY
 
 log = logging.getLogger(__name__)
 

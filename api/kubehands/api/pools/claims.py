@@ -1,0 +1,234 @@
+"""Warm-pool claims, pure (docs/design/0010-warm-pools.md, docs/gateway.md "Warm pools").
+
+Functions over API JSON dicts; `warm_start.py` (the claim) and `recovery.py` do the I/O, `init.py` shapes the
+member's init. Which templates serve a /start is `kubehands.spec.pools`.
+
+- `claimable`, `candidates`: the members a /start may claim, or why there is none (the miss reason);
+- `claim_patch`, `init_done_patch`, `cold_restart_patch`: what the claim writes on the member Sandbox;
+- `cold_restart_reason`: when a claimed sandbox can no longer become a warm start and must start cold;
+- `warm_config`: a pool as `GET /api/warm-runtime-configs` lists it.
+"""
+
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from kubehands.api.runtime import status_is_current
+from kubehands.crd.constants import (
+    ANNOTATION_CLAIMED_AT,
+    ANNOTATION_CLAIMED_FROM,
+    ANNOTATION_CLAIMED_POD,
+    ANNOTATION_CLAIMED_RESTARTS,
+    ANNOTATION_INIT,
+    ANNOTATION_RESTARTED_AT,
+    ENV_DEFERRED_INIT,
+    INIT_READY,
+    LABEL_POOL,
+    LABEL_POOL_TEMPLATE,
+)
+from kubehands.crd.model import DesiredState, Phase, PodStatus
+from kubehands.crd.times import parse_time, rfc3339
+from kubehands.spec.pools import (
+    env_map,
+    matches,
+)
+
+Obj = dict[str, Any]
+
+# Why a /start was not served from a pool: the `reason` label of kubehands_pool_misses_total (a fixed set).
+MISS_NO_POOL = "no_pool"  # no pool's template matches the request
+MISS_NOT_ALLOWED = "not_allowed"  # pools match, but the key's profile allows none of them
+MISS_EMPTY = "empty"  # the matching pools the key may use have no ready member
+MISS_CONFLICT = "conflict"  # other starts claimed every member tried first
+MISS_INIT_FAILED = "init_failed"  # claimed, but POST /api/init failed: the session starts cold in place
+MISS_REASONS = (MISS_NO_POOL, MISS_NOT_ALLOWED, MISS_EMPTY, MISS_CONFLICT, MISS_INIT_FAILED)
+
+# A claimed sandbox whose init is not done this long after the claim lost its gateway mid-init (the claiming
+# gateway gives up after its init timeout and restarts it cold itself): any replica restarts it cold.
+INIT_GRACE = timedelta(seconds=30)
+
+# ---- members ----------------------------------------------------------------------------------------------
+
+
+def _metadata(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    return obj.get("metadata") or {}
+
+
+def _name(obj: Mapping[str, Any]) -> str:
+    return str(_metadata(obj).get("name") or "")
+
+
+def _annotations(obj: Mapping[str, Any]) -> Mapping[str, str]:
+    return _metadata(obj).get("annotations") or {}
+
+
+def pool_template(pool: Mapping[str, Any]) -> Mapping[str, Any]:
+    return (pool.get("spec") or {}).get("template") or {}
+
+
+def claimable(member: Mapping[str, Any], pool: Mapping[str, Any]) -> bool:
+    """An unclaimed member of `pool`, built from its current template, whose dormant pod is ready now."""
+    metadata = _metadata(member)
+    labels = metadata.get("labels") or {}
+    status = member.get("status") or {}
+    current_template = (pool.get("status") or {}).get("templateHash")
+    return (
+        labels.get(LABEL_POOL) == _name(pool)
+        and not metadata.get("deletionTimestamp")
+        and bool(metadata.get("resourceVersion"))
+        and (not current_template or labels.get(LABEL_POOL_TEMPLATE) == current_template)
+        and (member.get("spec") or {}).get("state", DesiredState.RUNNING) == DesiredState.RUNNING
+        and status_is_current(dict(member))
+        and status.get("phase") == Phase.RUNNING
+        and status.get("podStatus") == PodStatus.READY
+        and bool(status.get("podIP"))
+        and bool(status.get("podUID"))  # the claim names the pod it keeps
+    )
+
+
+def allowed(pool_name: str, permitted: Sequence[str]) -> bool:
+    """Whether a key whose profile lists `permitted` pools may use this one (an empty list allows every pool)."""
+    return not permitted or pool_name in permitted
+
+
+def candidates(
+    pools: Sequence[Obj],
+    members: Callable[[Obj], Sequence[Obj]],
+    permitted: Sequence[str],
+    spec: Mapping[str, Any],
+) -> tuple[list[tuple[str, Obj]], str | None]:
+    """The (pool name, member) pairs a /start of `spec` may claim, and else the miss reason.
+
+    `members(pool)` gives a pool's claimable members (`claimable`)."""
+    matching = [p for p in pools if not _metadata(p).get("deletionTimestamp") and matches(pool_template(p), spec)]
+    if not matching:
+        return [], MISS_NO_POOL
+    usable = [p for p in matching if allowed(_name(p), permitted)]
+    if not usable:
+        return [], MISS_NOT_ALLOWED
+    found = [(_name(p), m) for p in usable for m in members(p)]
+    return found, (None if found else MISS_EMPTY)
+
+
+# ---- the claim --------------------------------------------------------------------------------------------
+
+
+def _replacing(old: Mapping[str, Any], new: Mapping[str, Any]) -> Obj:
+    """A merge patch that turns the map `old` into `new`: keys only `old` has are removed (null)."""
+    patch: Obj = dict(new)
+    for key, value in old.items():
+        if key not in new:
+            patch[key] = None
+        elif isinstance(value, Mapping) and isinstance(new[key], Mapping):
+            patch[key] = _replacing(value, new[key])
+    return patch
+
+
+def claim_patch(member: Mapping[str, Any], sandbox: Mapping[str, Any], pool: str, now: datetime) -> Obj:
+    """The one merge patch that makes `member` the session's sandbox; `sandbox` is `objects.build_sandbox` of the
+    /start for the member's name.
+
+    It carries the member's resourceVersion, so of two claims of the same member only one succeeds (the other
+    gets 409). It removes the pool labels (the pool stops counting it and makes a new member) and the pool's owner
+    reference (deleting the pool must not delete a user's session), adds the tenant and session labels and
+    annotations, names the dormant pod the operator must keep (`claimed-pod`), and replaces the spec with the
+    session's: any later pod of this Sandbox starts cold from it.
+    """
+    metadata = _metadata(member)
+    status = member.get("status") or {}
+    fresh = sandbox["metadata"]
+    annotations = {
+        **fresh.get("annotations", {}),
+        ANNOTATION_CLAIMED_POD: str(status["podUID"]),
+        ANNOTATION_CLAIMED_FROM: pool,
+        ANNOTATION_CLAIMED_AT: rfc3339(now),
+        ANNOTATION_CLAIMED_RESTARTS: str(int(status.get("restartCount") or 0)),
+        ANNOTATION_INIT: None,
+    }
+    return {
+        "metadata": {
+            "resourceVersion": metadata["resourceVersion"],
+            "labels": {LABEL_POOL: None, LABEL_POOL_TEMPLATE: None, **fresh.get("labels", {})},
+            "ownerReferences": None,
+            "annotations": annotations,
+        },
+        "spec": _replacing(member.get("spec") or {}, sandbox["spec"]),
+    }
+
+
+def init_done_patch() -> Obj:
+    """After POST /api/init succeeded: the sandbox may now be reported running."""
+    return {"metadata": {"annotations": {ANNOTATION_INIT: INIT_READY}}}
+
+
+def cold_restart_patch(now: datetime, resource_version: str | None = None) -> Obj:
+    """Give up the claimed pod: without `claimed-pod` the operator no longer keeps it, and `restarted-at` (part of
+    the pod's spec hash) replaces it. The session starts cold on the same Sandbox, PVC and key. With
+    `resource_version`, only the version the caller decided on is patched (so one replica acts)."""
+    metadata: Obj = {"annotations": {ANNOTATION_CLAIMED_POD: None, ANNOTATION_RESTARTED_AT: rfc3339(now)}}
+    if resource_version:
+        metadata["resourceVersion"] = resource_version
+    return {"metadata": metadata}
+
+
+def cold_restart_reason(sandbox: Mapping[str, Any], now: datetime, grace: timedelta = INIT_GRACE) -> str | None:
+    """Why a claimed sandbox must give up its claimed pod and start cold, or None.
+
+    - its init is not done `grace` after the claim: the gateway that claimed it stopped mid-init;
+    - its init is done, but the claimed pod's container restarted since the claim: a restarted container boots
+      dormant again (the pod's environment says so) and would answer no session request.
+    Neither applies once another pod than the claimed one runs (a later pod starts cold from the spec).
+    """
+    metadata = _metadata(sandbox)
+    if metadata.get("deletionTimestamp") or (sandbox.get("spec") or {}).get("state") == DesiredState.PAUSED:
+        return None
+    annotations = _annotations(sandbox)
+    claimed = annotations.get(ANNOTATION_CLAIMED_POD)
+    if not claimed:
+        return None
+    status = sandbox.get("status") or {}
+    pod_uid = status.get("podUID")
+    if pod_uid and pod_uid != claimed:
+        return None
+    if annotations.get(ANNOTATION_INIT) != INIT_READY:
+        try:
+            claimed_at = parse_time(annotations.get(ANNOTATION_CLAIMED_AT))
+        except ValueError:
+            claimed_at = None
+        if claimed_at is None or now - claimed_at >= grace:
+            return f"its warm start did not finish within {grace.total_seconds():.0f}s of the claim"
+        return None
+    try:
+        restarts_then = int(annotations.get(ANNOTATION_CLAIMED_RESTARTS) or 0)
+    except ValueError:
+        restarts_then = 0
+    if pod_uid == claimed and int(status.get("restartCount") or 0) > restarts_then:
+        return "the claimed pod's container restarted, and a restarted container boots dormant"
+    return None
+
+
+# ---- GET /api/warm-runtime-configs ------------------------------------------------------------------------
+
+
+_SECURITY = (("runAsUser", "run_as_user"), ("runAsGroup", "run_as_group"), ("fsGroup", "fs_group"))
+
+
+def warm_config(pool: Mapping[str, Any]) -> Obj | None:
+    """A pool as the OpenHands app's dynamic spec service reads it (it starts sandboxes with exactly these
+    values, so its /start matches the pool). None for a pool without `workingDir`: the app needs one, and
+    sends it back in /start, where it would never match such a template."""
+    template = pool_template(pool)
+    if not template.get("workingDir") or not template.get("image"):
+        return None
+    environment = env_map(template.get("env"))
+    environment.pop(ENV_DEFERRED_INIT, None)
+    config: Obj = {
+        "name": _name(pool),
+        "image": template["image"],
+        "command": list(template["command"]) if template.get("command") else None,
+        "environment": environment,
+        "working_dir": template["workingDir"],
+    }
+    security = template.get("securityContext") or {}
+    config |= {theirs: security[ours] for ours, theirs in _SECURITY if security.get(ours) is not None}
+    return config
