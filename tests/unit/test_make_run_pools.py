@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from kubehands.api import pools
 from kubehands.api.keys import KeyRecord
-from kubehands.api.pool_match import Matchability, check
-from kubehands.api.schemas import StartRequest
 from kubehands.api.settings import Settings
+from kubehands.spec import pools
+from kubehands.spec.pool_match import Matchability, check
+from kubehands.spec.request import StartRequest
 from tests.helpers import warm_pool
 from tests.helpers.run_defaults import make_run_settings
 from tests.unit.test_chart import derived_spec
