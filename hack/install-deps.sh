@@ -11,7 +11,7 @@ KUBERNETES_BUILD=(
   make rsync jq golang-github-modern-go-reflect2-dev  # building Kubernetes from source (reflect2: 1.0.2 in 12 and 13)
 )
 PACKAGES=(
-  etcd-server etcd-client                       # etcd for kube-apiserver 1.20
+  etcd-server etcd-client                       # etcd 3.4 for kube-apiserver 1.20 (Debian 13 has 3.5)
   containerd runc containernetworking-plugins   # the kubelet's container runtime and CNI
   iptables ipset conntrack                      # kube-proxy and kubelet (ipset: kube-proxy --cleanup)
   debootstrap                                   # sandbox image rootfs
