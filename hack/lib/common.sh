@@ -14,9 +14,6 @@ export KUBEHANDS_CACHE KUBEHANDS_STATE
 K8S_VERSION="v1.20.2"
 K8S_DEB_SOURCE_VERSION="1.20.5+really1.20.2-1.1+deb12u1"
 K8S_ORIG_SHA256="b83c0780efb182d928dc63d46488a847f161f04e40a94b96bf5247dd671ecdfc"
-K8S_BIN="${KUBEHANDS_CACHE}/kubernetes-${K8S_VERSION}/bin"
-# kubectl of the same version, built with the cluster (hack/build-kubernetes.sh): the one every script uses.
-KUBECTL="${K8S_BIN}/kubectl"
 # The Go the pinned source is built with: golang-1.19-go of Debian 12, the release the source package comes from.
 # hack/install-deps.sh installs it (from bookworm on hosts whose release lacks it, e.g. Debian 13, whose Go 1.24
 # this Kubernetes was never built with); hack/build-kubernetes.sh uses nothing else.
@@ -24,6 +21,9 @@ K8S_GO_VERSION="1.19"
 K8S_GOROOT="${KUBEHANDS_GOROOT:-/usr/lib/go-${K8S_GO_VERSION}}"
 # Where bookworm's packages and source packages come from on every host (Debian 12 and 13 alike).
 BOOKWORM_MIRROR="${BOOKWORM_MIRROR:-http://deb.debian.org/debian}"
+K8S_BIN="${KUBEHANDS_CACHE}/kubernetes-${K8S_VERSION}/bin"
+# kubectl of the same version, built with the cluster (hack/build-kubernetes.sh): the one every script uses.
+KUBECTL="${K8S_BIN}/kubectl"
 AGENT_SERVER_VERSION="${AGENT_SERVER_VERSION:-1.58.2}"
 
 kh::log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
