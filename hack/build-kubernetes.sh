@@ -3,10 +3,16 @@
 # from Debian's `kubernetes` source package into $K8S_BIN (once; later runs reuse it).
 # Only the binaries the cache lacks are built (a cache from before kubectl was added gets just kubectl),
 # and each is renamed into place atomically: a running cluster's binaries are never rewritten or removed.
+# The build uses Go $K8S_GO_VERSION from $K8S_GOROOT only (hack/install-deps.sh installs it) and checks it first.
+# KUBEHANDS_K8S_COMPONENTS (space-separated) builds fewer, e.g. "kube-apiserver" (hack/check-debian13-build.sh).
 set -o errexit -o nounset -o pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 
-COMPONENTS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl)
+ALL_COMPONENTS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl)
+read -r -a COMPONENTS <<< "${KUBEHANDS_K8S_COMPONENTS:-${ALL_COMPONENTS[*]}}"
+for c in "${COMPONENTS[@]}"; do
+  [[ " ${ALL_COMPONENTS[*]} " == *" $c "* ]] || kh::die "unknown component '$c' (known: ${ALL_COMPONENTS[*]})"
+done
 
 lacks_some() {  # sets `missing`; true when the cache lacks any binary
   missing=(); for c in "${COMPONENTS[@]}"; do [[ -x $K8S_BIN/$c ]] || missing+=("$c"); done
@@ -14,6 +20,7 @@ lacks_some() {  # sets `missing`; true when the cache lacks any binary
 }
 cached() { kh::log "kubernetes ${K8S_VERSION} binaries cached in ${K8S_BIN}"; exit 0; }
 lacks_some || cached
+kh::use_go
 
 work="${KUBEHANDS_CACHE}/build/kubernetes"
 mkdir -p "$work"
@@ -24,11 +31,8 @@ flock 9
 lacks_some || cached
 
 # A private apt configuration with a deb-src entry, so the host's sources stay untouched.
-apt_dir="$work/apt"
-mkdir -p "$apt_dir/lists/partial"
-echo "deb-src http://deb.debian.org/debian bookworm main" > "$apt_dir/sources.list"
-apt_opts=(-o "Dir::Etc::SourceList=$apt_dir/sources.list" -o "Dir::Etc::SourceParts=/dev/null"
-          -o "Dir::State::Lists=$apt_dir/lists" -o "APT::Get::Only-Source=true")
+kh::private_apt "$work/apt" "deb-src ${BOOKWORM_MIRROR} bookworm main"
+apt_opts=("${KH_APT_OPTS[@]}" -o "APT::Get::Only-Source=true")
 orig="kubernetes_${K8S_DEB_SOURCE_VERSION%-*}.orig.tar.gz"
 if [[ ! -f $orig ]]; then
   kh::log "downloading Debian source package kubernetes=${K8S_DEB_SOURCE_VERSION}"
@@ -45,6 +49,8 @@ if [[ ! -d $src ]]; then
   # The vendored reflect2 1.0.1 crashes under Go >= 1.18 (fault in UnsafeMapType.UnsafeIterate);
   # Debian's reflect2 1.0.2 is a drop-in fix.
   r2="$src.tmp/vendor/github.com/modern-go/reflect2"
+  [[ -d /usr/share/gocode/src/github.com/modern-go/reflect2 ]] || \
+    kh::die "golang-github-modern-go-reflect2-dev is missing: run 'make deps' (hack/install-deps.sh)"
   rm -f "$r2"/*.go "$r2"/*.s
   cp /usr/share/gocode/src/github.com/modern-go/reflect2/*.go "$r2"/
   cp /usr/share/gocode/src/github.com/modern-go/reflect2/*.s "$r2"/ 2>/dev/null || true
@@ -52,12 +58,13 @@ if [[ ! -d $src ]]; then
   mv "$src.tmp" "$src"
 fi
 
-kh::log "building ${missing[*]} (takes ~5 min cold on 2 cores)"
+kh::log "building ${missing[*]} with $(go version) (takes ~5 min cold on 2 cores)"
 whats=(); for c in "${missing[@]}"; do whats+=("cmd/$c"); done
 (
   cd "$src"
   export HOME="$work/home" GOPATH="$work/gopath" GOCACHE="$work/gocache" GOFLAGS=-mod=vendor
-  export CGO_ENABLED=0 KUBE_GIT_VERSION="${K8S_VERSION}" KUBE_GIT_MAJOR=1 KUBE_GIT_MINOR=20 KUBE_GIT_TREE_STATE=clean
+  # GOPROXY=off: everything comes from vendor/; the build never reaches the network.
+  export GOPROXY=off CGO_ENABLED=0 KUBE_GIT_VERSION="${K8S_VERSION}" KUBE_GIT_MAJOR=1 KUBE_GIT_MINOR=20 KUBE_GIT_TREE_STATE=clean
   mkdir -p "$HOME"
   make WHAT="${whats[*]}" > "$work/build.log" 2>&1 || { tail -40 "$work/build.log"; exit 1; }
 )

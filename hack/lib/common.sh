@@ -14,6 +14,13 @@ export KUBEHANDS_CACHE KUBEHANDS_STATE
 K8S_VERSION="v1.20.2"
 K8S_DEB_SOURCE_VERSION="1.20.5+really1.20.2-1.1+deb12u1"
 K8S_ORIG_SHA256="b83c0780efb182d928dc63d46488a847f161f04e40a94b96bf5247dd671ecdfc"
+# The Go the pinned source is built with: golang-1.19-go of Debian 12, the release the source package comes from.
+# hack/install-deps.sh installs it (from bookworm on hosts whose release lacks it, e.g. Debian 13, whose Go 1.24
+# this Kubernetes was never built with); hack/build-kubernetes.sh uses nothing else.
+K8S_GO_VERSION="1.19"
+K8S_GOROOT="${KUBEHANDS_GOROOT:-/usr/lib/go-${K8S_GO_VERSION}}"
+# Where bookworm's packages and source packages come from on every host (Debian 12 and 13 alike).
+BOOKWORM_MIRROR="${BOOKWORM_MIRROR:-http://deb.debian.org/debian}"
 K8S_BIN="${KUBEHANDS_CACHE}/kubernetes-${K8S_VERSION}/bin"
 # kubectl of the same version, built with the cluster (hack/build-kubernetes.sh): the one every script uses.
 KUBECTL="${K8S_BIN}/kubectl"
@@ -37,6 +44,36 @@ kh::python() {
 
 kh::log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 kh::die() { kh::log "ERROR: $*"; exit 1; }
+
+# kh::private_apt DIR SOURCES_LINE: an apt configuration of its own in DIR, with that one sources.list line and
+# its own lists and caches, so the host's apt sources and caches stay untouched. Sets KH_APT_OPTS for apt-get
+# and apt-cache. Downloads run as root: the _apt user cannot write under a root-owned cache folder.
+kh::private_apt() {
+  local dir=$1 line=$2
+  mkdir -p "$dir/lists/partial" "$dir/cache/archives/partial"
+  echo "$line" > "$dir/sources.list"
+  KH_APT_OPTS=(-o "Dir::Etc::SourceList=$dir/sources.list" -o "Dir::Etc::SourceParts=/dev/null"
+               -o "Dir::State::Lists=$dir/lists" -o "Dir::Cache=$dir/cache" -o "APT::Sandbox::User=root")
+}
+
+# kh::go_release "$(go version)": the Go release it names, e.g. "go version go1.19.8 linux/amd64" -> 1.19;
+# nothing (and false) when the text names none.
+kh::go_release() {
+  [[ $1 =~ ^go\ version\ go([0-9]+)\.([0-9]+)([^0-9]|$) ]] || return 1
+  echo "${BASH_REMATCH[1]}.${BASH_REMATCH[2]}"
+}
+
+# kh::use_go: make $K8S_GOROOT the Go of this script (first on PATH, GOROOT), after checking that it is Go
+# $K8S_GO_VERSION; a missing or different Go stops the script and says what to do.
+kh::use_go() {
+  local go="$K8S_GOROOT/bin/go" fix="run 'make deps' (hack/install-deps.sh), which installs it" out release
+  [[ -x $go ]] || kh::die "Go ${K8S_GO_VERSION} not found (no ${go}): ${fix}"
+  out=$(GOROOT=$K8S_GOROOT "$go" version 2>&1) || kh::die "${go} version failed (${out}): ${fix}"
+  release=$(kh::go_release "$out") || true
+  [[ $release == "$K8S_GO_VERSION" ]] || \
+    kh::die "Kubernetes ${K8S_VERSION} is built with Go ${K8S_GO_VERSION}, but ${go} is '${out}': ${fix}"
+  export GOROOT=$K8S_GOROOT PATH="$K8S_GOROOT/bin:$PATH"
+}
 
 # kh::wait_for DESCRIPTION TIMEOUT_SECONDS COMMAND... : poll until COMMAND succeeds.
 kh::wait_for() {
