@@ -74,9 +74,11 @@ run debootstrap --variant=minbase trixie "$R" "$TRIXIE_MIRROR" > "$DIR/debootstr
 # Packages never start a daemon in the chroot.
 printf '#!/bin/sh\nexit 101\n' > "$R/usr/sbin/policy-rc.d"; chmod +x "$R/usr/sbin/policy-rc.d"
 cp /etc/resolv.conf "$R/etc/resolv.conf"
-# A fresh proc; the host's /sys and /dev as slaves, so that unmounting them never propagates back to the host.
+# A fresh proc and sysfs, and the host's /dev as a slave (unmounting it never propagates back to the host). Never
+# the host's /sys with its submounts: a running kubelet (libcontainer) then finds the cgroup hierarchies under the
+# chroot too, writes its pods' cgroup settings there, and its containers are killed (exit 137) until it restarts.
 mount -t proc proc "$R/proc"
-mount --rbind /sys "$R/sys"; mount --make-rslave "$R/sys"
+mount -t sysfs sysfs "$R/sys"
 mount --rbind /dev "$R/dev"; mount --make-rslave "$R/dev"
 mkdir -p "$R/kubehands"
 cp -a "$ROOT/hack" "$R/kubehands/"
