@@ -107,7 +107,8 @@ def main() -> None:
             command += ["--constraint", str(constraints)]
             digest = hashlib.sha256(args.upstream_lock.read_bytes()).hexdigest()
             source += f", constrained to the versions of OpenHands' uv.lock at the release tag (sha256 {digest[:16]})"
-        subprocess.run(command, check=True)
+        # uv leaves build locks in the temporary folder: keep them in this run's own.
+        subprocess.run(command, check=True, env={**os.environ, "TMPDIR": tmp})
     body = out.read_text()
     flags = " --upstream-lock uv.lock" if args.upstream_lock else ""
     out.write_text(
