@@ -34,13 +34,18 @@ def load_pool_manifest() -> Any:
     return module
 
 
+def run_sh_body(function: str, image: str) -> dict[str, Any]:
+    """The /start body of one of hack/run.sh's heredoc functions (`app_start_body`, `sdk_start_body`), for `image`."""
+    found = re.search(rf"^{function}\(\) \{{\n  cat <<EOF\n(.*?)\nEOF\n\}}", RUN_SH.read_text(), re.S | re.M)
+    assert found is not None, f"hack/run.sh has no {function} heredoc"
+    body: dict[str, Any] = json.loads(found.group(1).replace("$SANDBOX_IMAGE", image))
+    return body
+
+
 def app_start_body(image: str) -> dict[str, Any]:
     """The /start the OpenHands app server (openhands-ai 1.11) sends by default for `image`: hack/run.sh's
     `app_start_body` heredoc, the body `make run` declares its pool for."""
-    found = re.search(r"^app_start_body\(\) \{\n  cat <<EOF\n(.*?)\nEOF\n\}", RUN_SH.read_text(), re.S | re.M)
-    assert found is not None, "hack/run.sh has no app_start_body heredoc"
-    body: dict[str, Any] = json.loads(found.group(1).replace("$SANDBOX_IMAGE", image))
-    return body
+    return run_sh_body("app_start_body", image)
 
 
 def sdk_start_body(image: str, session_id: str, image_pull_policy: str = "Never") -> dict[str, Any]:

@@ -1249,10 +1249,7 @@ RUN_SETTINGS = {"KUBEHANDS_NAMESPACE": "kubehands-sandboxes", "KUBEHANDS_PUBLIC_
 
 def run_sh_start_body(image: str = IMAGE) -> dict[str, Any]:
     """The /start body hack/run.sh derives its pool from (its `app_start_body` heredoc), for `image`."""
-    found = re.search(r"^app_start_body\(\) \{\n  cat <<EOF\n(.*?)\nEOF\n\}", RUN_SH.read_text(), re.S | re.M)
-    assert found is not None, "hack/run.sh has no app_start_body heredoc"
-    body: dict[str, Any] = json.loads(found.group(1).replace("$SANDBOX_IMAGE", image))
-    return body
+    return warm_pool.run_sh_body("app_start_body", image)
 
 
 

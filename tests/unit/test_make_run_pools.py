@@ -1,9 +1,7 @@
 """make run's two warm pools (hack/run.sh): one per client, each of the agent server that client needs, each
 derived from exactly the /start that client sends, so both clients' first sandboxes start warm."""
 
-import json
 import re
-from typing import Any
 
 import pytest
 
@@ -20,13 +18,6 @@ pytestmark = pytest.mark.unit
 SETTINGS = Settings(namespace="kubehands-sandboxes", public_url="http://127.0.0.1:8080", **make_run_settings())
 CALLER = KeyRecord(name="dev", digest="0" * 64)
 COMMON = (warm_pool.ROOT / "hack" / "lib" / "common.sh").read_text()
-
-
-def heredoc(function: str, image: str) -> dict[str, Any]:
-    found = re.search(rf"^{function}\(\) \{{\n  cat <<EOF\n(.*?)\nEOF\n\}}", warm_pool.RUN_SH.read_text(), re.S | re.M)
-    assert found is not None, f"hack/run.sh has no {function} heredoc"
-    body: dict[str, Any] = json.loads(found.group(1).replace("$SANDBOX_IMAGE", image))
-    return body
 
 
 def version(variable: str) -> str:
@@ -53,13 +44,14 @@ def test_each_client_gets_the_agent_server_of_its_own_version() -> None:
 def test_make_run_sdk_pool_is_declared_for_the_sdk_default_start() -> None:
     """The SDK's body is what APIRemoteWorkspace sends with its defaults (IfNotPresent, sysbox-runc)."""
     image = "kubehands/agent-server:1.58.2"
-    assert heredoc("sdk_start_body", image) == warm_pool.sdk_start_body(image, "pool-template", "IfNotPresent")
+    expected = warm_pool.sdk_start_body(image, "pool-template", "IfNotPresent")
+    assert warm_pool.run_sh_body("sdk_start_body", image) == expected
 
 
 @pytest.mark.parametrize("function", ["app_start_body", "sdk_start_body"])
 def test_each_make_run_pool_serves_its_client_and_is_matchable(function: str) -> None:
     image = "kubehands/agent-server:1.34.0" if function == "app_start_body" else "kubehands/agent-server:1.58.2"
-    body = heredoc(function, image)
+    body = warm_pool.run_sh_body(function, image)
     template = warm_pool.load_pool_manifest().pool_template(body, SETTINGS)
     # The operator's check (make run turns it on) finds a /start that can claim it.
     assert check(template, SETTINGS) == Matchability()
