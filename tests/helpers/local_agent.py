@@ -11,17 +11,26 @@ the namespace provides that):
 - `LITELLM_LOCAL_MODEL_COST_MAP=True`: litellm fetches its model price map from GitHub at import otherwise;
 - `OPENHANDS_SUPPRESS_BANNER=1`: quiet output (the banner makes no request);
 - no `*_proxy` variables: the LLM is called directly;
-- `HOME`, `TMPDIR` and `TMUX_TMPDIR` in the test's folder: the SDK's user state (`~/.openhands`) and the terminal
-  tool's tmux socket stay out of the real home and /tmp.
+- `HOME` and `TMPDIR` in the test's folder: the SDK's user state (`~/.openhands`, the shell's history) stays out of
+  the real home and /tmp;
+- `TMUX_TMPDIR` in a short folder of its own under ~/.cache/kubehands, removed afterwards: the terminal tool's tmux
+  sockets go there, and SDK 1.58.2 puts them in /tmp instead when `$TMUX_TMPDIR/tmux-0/openhands-<32 hex>` is longer
+  than a socket path may be (107 bytes), which any path under a pytest `tmp_path` is.
 """
 
 import json
 import os
+import shutil
 import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
+CACHE = Path(os.environ.get("KUBEHANDS_CACHE") or Path.home() / ".cache" / "kubehands")
+SOCKET_PATH_MAX = 107  # sun_path holds 108 bytes with its NUL
 RESULT = "AGENT-RESULT "
 USER_MESSAGE = "Run the command you are given, then finish."
 
@@ -74,18 +83,27 @@ def agent_command(python: str, base_url: str, api_key: str, model: str, workspac
     return [python, "-c", FLOW, base_url, api_key, model, str(workspace), USER_MESSAGE]
 
 
-def agent_env(folder: Path) -> dict[str, str]:
-    """The client's environment: the caller's without proxies, with its state in `folder` (see the docstring)."""
+@contextmanager
+def agent_env(folder: Path) -> Iterator[dict[str, str]]:
+    """The client's environment: the caller's without proxies, with its state in `folder` and its tmux sockets in a
+    short folder removed on exit (see the docstring)."""
     env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
     for sub in ("home", "tmp"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
-    return env | {
-        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-        "OPENHANDS_SUPPRESS_BANNER": "1",
-        "HOME": str(folder / "home"),
-        "TMPDIR": str(folder / "tmp"),
-        "TMUX_TMPDIR": str(folder / "tmp"),
-    }
+    CACHE.mkdir(parents=True, exist_ok=True)
+    tmux = tempfile.mkdtemp(prefix="tmux-", dir=CACHE)
+    try:
+        longest = Path(tmux, f"tmux-{os.getuid()}", f"openhands-{'0' * 32}")
+        assert len(os.fsencode(longest)) <= SOCKET_PATH_MAX, f"{tmux} is too long for tmux sockets"
+        yield env | {
+            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+            "OPENHANDS_SUPPRESS_BANNER": "1",
+            "HOME": str(folder / "home"),
+            "TMPDIR": str(folder / "tmp"),
+            "TMUX_TMPDIR": tmux,
+        }
+    finally:
+        shutil.rmtree(tmux, ignore_errors=True)
 
 
 def agent_results(output: str) -> list[dict[str, Any]]:

@@ -162,13 +162,14 @@ def test_the_fake_llm_drives_a_real_agent(internet: TestInternet, tmp_path: Path
     python = client_python(kind)
     workspace = tmp_path / "workspace"
     workspace.mkdir()
-    with internet.client() as client:
+    with internet.client() as client, agent_env(tmp_path / "agent") as env:
         argv = agent_command(python, internet.llm_base_url, internet.llm_api_key, internet.llm_model, workspace)
-        ran = subprocess.run(client.command(*argv), env=agent_env(tmp_path / "agent"), capture_output=True,
-                             text=True, timeout=300)  # fmt: skip
+        ran = subprocess.run(client.command(*argv), env=env, capture_output=True, text=True, timeout=300)
         output = f"{ran.stdout}\n{ran.stderr}"[-8000:]
         assert ran.returncode == 0, output
         blocked = client.blocked_packets()
+        sockets = list(Path(env["TMUX_TMPDIR"]).glob("tmux-*/openhands*"))
+        assert sockets, "the terminal tool's tmux sockets are in TMUX_TMPDIR, not /tmp"
     results = agent_results(ran.stdout)
     assert [r["stream"] for r in results] == [False, True], output
     for result in results:
