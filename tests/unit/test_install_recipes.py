@@ -3,9 +3,13 @@
 gVisor for every client: the chart rendered with the page's values block, the rendered gateway's settings deriving
 the Sandbox of each OpenHands client's default /start (the bodies hack/run.sh records for the app server and the
 SDK, docs/runtime-api.md's for V0), and the rendered operator's settings validating that Sandbox and building its pod.
+
+Images: the tarballs and image names the page tells a user to load or push are those `make images` writes
+(hack/lib/images.sh), and its values for a registry render with the pushed names.
 """
 
 import re
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -151,3 +155,56 @@ def test_a_map_of_gvisor_alone_breaks_both_clients(helm: str, tmp_path: Path, mo
     app = sandbox_of(starts["app server"][0], settings)
     assert "runtimeClassName" not in app["spec"]
     assert "runtimeClassName" not in pod_of(app, config)["spec"]
+
+
+def shell_default(path: Path, variable: str) -> str:
+    found = re.search(rf'^{variable}="\$\{{{variable}:-([0-9.]+)\}}"$', path.read_text(), re.M)
+    assert found is not None, variable
+    return found.group(1)
+
+
+def test_the_images_section_names_the_tarballs_make_images_writes() -> None:
+    """The tarball names, image names and tags on the page are those of hack/lib/images.sh (`kh::images::tarball`:
+    the reference with `/` and `:` replaced by `_`), and the kubehands image's tag is the chart's appVersion, which
+    the chart's default `image.tag` takes."""
+    import tomllib
+
+    common = ROOT / "hack" / "lib" / "common.sh"
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    chart = yaml.safe_load((ROOT / "charts" / "kubehands" / "Chart.yaml").read_text())
+    assert chart["appVersion"] == version
+    refs = [
+        f"kubehands/kubehands:{version}",
+        f"kubehands/agent-server:{shell_default(common, 'APP_AGENT_SERVER_VERSION')}",
+        f"kubehands/agent-server:{shell_default(common, 'AGENT_SERVER_VERSION')}",
+    ]
+    images_sh = (ROOT / "hack" / "lib" / "images.sh").read_text()
+    assert 'KUBEHANDS_IMAGE="kubehands/kubehands:${KUBEHANDS_VERSION}"' in images_sh
+    assert "kh::images::tarball() { echo \"$IMAGES_DIR/$(echo \"$1\" | tr '/:' '__').tar\"; }" in images_sh
+    stems = {ref.replace("/", "_").replace(":", "_"): ref for ref in refs}
+    images = section("## Images")
+    for stem, ref in stems.items():
+        assert f"| `{stem}.tar` | `{ref}` |" in images, ref
+        name, tag = ref.split("/", 1)[1].split(":")
+        assert f"{stem}.tar docker://$REG/{name}:{tag}" in images, ref  # the registry copy keeps the tag
+    mentioned = set(re.findall(r"kubehands_(?:kubehands|agent-server)_[0-9.]*[0-9]", images))
+    assert mentioned == set(stems), mentioned ^ set(stems)
+    # hack/kind-cluster.sh loads the same three.
+    kind = (ROOT / "hack" / "kind-cluster.sh").read_text()
+    assert 'for ref in "$AGENT_SERVER_IMAGE" "$APP_AGENT_SERVER_IMAGE" "$KUBEHANDS_IMAGE"; do' in kind
+    assert "kind load image-archive" in kind
+
+
+def test_the_registry_values_render_with_the_pushed_names(helm: str, tmp_path: Path) -> None:
+    """The values block for a registry passes the chart's schema, and every control-plane container runs the pushed
+    kubehands image, at the tag the skopeo line pushes."""
+    [block] = re.findall(r"^  ```yaml\n(.*?)^  ```", section("## Images"), re.S | re.M)
+    values = yaml.safe_load(textwrap.dedent(block))
+    docs = render_with(helm, tmp_path, values | {"pools": [{"name": "app", "size": 1}]})
+    images = {
+        c["image"] for d in by_kind(docs, "Deployment").values() for c in d["spec"]["template"]["spec"]["containers"]
+    }
+    assert images == {"registry.example.com/kubehands/kubehands:0.1.0"}
+    assert "docker://$REG/kubehands:0.1.0" in section("## Images")
+    [pool] = by_kind(docs, "SandboxPool").values()
+    assert pool["spec"]["template"]["image"] == "registry.example.com/kubehands/agent-server:1.34.0"
