@@ -85,6 +85,17 @@ app.kubernetes.io/component: {{ .component }}
 {{- if .Values.router.enabled }}{{ .Values.router.service.port }}{{ else }}{{ .Values.api.service.port }}{{ end }}
 {{- end }}
 
+{{/* Path mode with a separate router, behind the chart's Ingress or HTTPRoute: one host serves both, so the
+     paths of the control API go to the gateway (the router serves no control API) and the rest of the host, the
+     sandbox URLs /<runtime id>/... (runtime ids are kh-<12 characters>), to the router. Matched by path segment
+     (Ingress Prefix, HTTPRoute PathPrefix: "/start" matches /start and /start/..., never /kh-...), the only kind
+     of match every controller offers; tests/unit/test_chart_routing.py checks that this list covers every route
+     of the gateway's app and no sandbox path. */}}
+{{- define "kubehands.controlApiPaths" -}}
+{{- list "/start" "/stop" "/pause" "/resume" "/list" "/runtime" "/sessions" "/registry_prefix" "/image_exists"
+      "/api/warm-runtime-configs" "/health" "/metrics" "/openapi.json" "/docs" "/redoc" | toJson }}
+{{- end }}
+
 {{/* Public base URL of sandbox URLs in path mode. */}}
 {{- define "kubehands.publicUrl" -}}
 {{- if .Values.routing.publicUrl }}

@@ -89,6 +89,11 @@ class OperatorConfig(BaseSettings):
         description="With an Immediate-binding StorageClass, wait up to this long for the workspace PVC to bind "
         "before creating the pod (a pod with an unbound claim waits out the scheduler's backoff). 0: never wait.",
     )
+    kubeconfig: str | None = Field(
+        None,
+        description="Path to a kubeconfig, for kopf's connection and the operator's own API client (the gateway's "
+        "variable too). Unset: in-cluster config, else $KUBECONFIG or ~/.kube/config.",
+    )
     kube_request_timeout_seconds: float = Field(
         DEFAULT_REQUEST_TIMEOUT_SECONDS,
         gt=0,

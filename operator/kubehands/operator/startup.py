@@ -57,7 +57,7 @@ async def configure(
             raise kopf.PermanentError(
                 f"cannot serve metrics on {memo.config.metrics_host}:{memo.config.metrics_port}: {e}"
             ) from e
-    memo.kube = await Kube.connect(request_timeout=memo.config.kube_request_timeout_seconds)
+    memo.kube = await Kube.connect(memo.config.kubeconfig, memo.config.kube_request_timeout_seconds)
     # One lock per Sandbox serialises handlers, pod events and timers touching it; unused locks vanish.
     memo.locks = weakref.WeakValueDictionary()
     # The same per pool (handlers.PoolGate), and the pool of every unclaimed member seen.
@@ -72,14 +72,16 @@ async def configure(
 
 
 @kopf.on.login()
-async def login(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo:
-    """kopf's own connection, logged in exactly as the operator's API client (`kubehands.kube`).
+async def login(settings: kopf.OperatorSettings, memo: kopf.Memo | None = None, **_: Any) -> kopf.ConnectionInfo:
+    """kopf's own connection, logged in exactly as the operator's API client (`kubehands.kube`): with
+    `KUBEHANDS_KUBECONFIG` when it is set, as the gateway does, else in-cluster, else `$KUBECONFIG`.
 
     kopf's built-in logins read `$KUBECONFIG` through a client library that fixed its default path at
     import; an operator embedded in a process that sets the variable later (tests) would log in with
-    the wrong file.
+    the wrong file. kopf logs in after the start-up handlers, so `memo.config` is normally there.
     """
-    configuration = await load_configuration()
+    config = memo.get("config") if memo is not None else None
+    configuration = await load_configuration((config or OperatorConfig()).kubeconfig)
     assert configuration.host is not None, "load_configuration always sets the API server's URL"
     # Also runs the configuration's refresh hook, so a rotated service-account token is picked up.
     header = await configuration.get_api_key_with_prefix("BearerToken", alias="authorization")
