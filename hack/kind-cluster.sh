@@ -19,8 +19,12 @@ case ${1:-} in
       [[ -f $tarball ]] || kh::die "$tarball missing: run 'make images' first"
       kind load image-archive "$tarball" --name "$NAME"
     done
-    kubectl --context "kind-$NAME" apply -f "$ROOT/crds/"
-    echo "KUBECONFIG=$(kind get kubeconfig-path --name "$NAME" 2>/dev/null || echo "$HOME/.kube/config")"
+    # A kubeconfig of this cluster alone (kind >= 0.6 has no `get kubeconfig-path`), kept in the cache.
+    kubeconfig="$KUBEHANDS_CACHE/kind-$NAME.kubeconfig"
+    mkdir -p "$KUBEHANDS_CACHE"
+    (umask 077 && kind get kubeconfig --name "$NAME" > "$kubeconfig")
+    kubectl --kubeconfig "$kubeconfig" apply -f "$ROOT/crds/"
+    echo "KUBECONFIG=$kubeconfig"
     echo "SANDBOX_IMAGE=$AGENT_SERVER_IMAGE"
     echo "APP_SANDBOX_IMAGE=$APP_AGENT_SERVER_IMAGE"
     ;;
