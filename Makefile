@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help venv deps kubernetes cluster cluster-down cluster-status images run test test-unit bench crds docs lint clean
+.PHONY: help venv deps kubernetes cluster cluster-stop cluster-reset cluster-down cluster-status images run test test-unit bench crds docs lint clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -28,8 +28,13 @@ kubernetes: deps  ## build the Kubernetes v1.20.2 binaries once into ~/.cache/ku
 cluster: deps kubernetes  ## start the local single-node cluster (idempotent); prints KUBECONFIG=
 	hack/cluster.sh up
 
-cluster-down:  ## stop the local cluster and restore the host
+cluster-stop:  ## stop the local cluster and restore the host, keeping its state (sandboxes, workspaces, keys)
+	hack/cluster.sh stop
+
+cluster-reset:  ## stop the local cluster and delete its state: every sandbox, workspace and API key
 	hack/cluster.sh down
+
+cluster-down: cluster-reset  ## the same as cluster-reset
 
 cluster-status:
 	hack/cluster.sh status

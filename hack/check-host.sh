@@ -21,10 +21,10 @@ state() {
   # By executable path: pgrep -x cannot match names longer than 15 characters.
   local exe
   for exe in /proc/[0-9]*/exe; do readlink "$exe" 2>/dev/null; done | xargs -r -n1 basename | sort -u \
-    | grep -xE 'etcd|kube-apiserver|kube-controller-manager|kube-scheduler|kubelet|kube-proxy|containerd|containerd-shim-runc-v2' \
+    | grep -xE 'etcd|kube-apiserver|kube-controller-manager|kube-scheduler|kubelet|kube-proxy|containerd|containerd-shim-runc-v2|dnsmasq' \
     | sed 's/^/process running: /' || true
   ip link show cni0 >/dev/null 2>&1 && echo "link cni0 exists"
-  iptables-save 2>/dev/null | grep -oE '^:(KUBE|CNI)-[^ ]+' | sed 's/^/iptables chain /' || true
+  iptables-save 2>/dev/null | grep -oE '^:(KUBE|CNI|KUBEHANDS)-[^ ]+' | sed 's/^/iptables chain /' || true
   awk '$2 ~ /kubehands\/cluster|containerd\/root|\/run\/netns\/cni-|hostpath_pv/ {print "mount " $2}' /proc/self/mounts
   ls -d /sys/fs/cgroup/*/kubepods 2>/dev/null | sed 's/^/cgroup /' || true
   [[ -e /tmp/hostpath_pv ]] && echo "path /tmp/hostpath_pv exists"

@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # A real single-node Kubernetes v1.20.2 on this machine: etcd, kube-apiserver,
-# kube-controller-manager, kube-scheduler, containerd, kubelet and kube-proxy.
+# kube-controller-manager, kube-scheduler, containerd, kubelet, kube-proxy and the pods' resolver (dnsmasq).
 #
-#   hack/cluster.sh up       start it (idempotent), wait for the node to be Ready, print KUBECONFIG=, KUBECTL=
-#   hack/cluster.sh down     stop every process it started (by PID) and undo its host changes
+#   hack/cluster.sh up       start it (idempotent), wait for the node to be Ready, print KUBECONFIG=, KUBECTL=;
+#                            a cluster stopped before comes back with its state (objects, keys, workspaces)
+#   hack/cluster.sh stop     stop every process it started (by PID) and undo its host changes, keeping its state
+#   hack/cluster.sh down     stop it and delete its state: every Sandbox, workspace and API key (make cluster-reset)
 #   hack/cluster.sh status   exit 0 when it is running (and print the same lines as up)
+#   hack/cluster.sh egress   apply the sandbox egress settings in the environment to the running cluster
+#                            (hack/lib/egress.sh: KUBEHANDS_SANDBOX_EGRESS and friends); print them
 #
 # Knobs (environment): KUBEHANDS_CACHE (default ~/.cache/kubehands; binaries, images, containerd
-# content), KUBEHANDS_STATE (default $KUBEHANDS_CACHE/cluster; certs, etcd, logs, PIDs; removed by down).
+# content), KUBEHANDS_STATE (default $KUBEHANDS_CACHE/cluster; certs, etcd, workspaces, logs; stop keeps it,
+# down removes it), the egress settings of hack/lib/egress.sh (default: none).
 set -o errexit -o nounset -o pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 source "$ROOT/hack/lib/pki.sh"
@@ -22,6 +27,9 @@ SERVICE_IP=10.0.0.1
 APISERVER_PORT=16443
 ETCD_PORT=23790
 SANDBOX_UID=10001            # the host-path provisioner runs as this uid, so its volumes are writable by sandboxes
+# Kubernetes 1.20's host-path provisioner always makes its volumes under this path: a bind mount of $VOLUMES
+# while the cluster runs, so workspaces outlive a stop and /tmp holds nothing once it is stopped.
+HOSTPATH_PV=/tmp/hostpath_pv
 
 S="$KUBEHANDS_STATE"
 PKI="$S/pki"
@@ -29,19 +37,21 @@ LOGS="$S/logs"
 PIDS="$S/pids"
 HOST="$S/host"               # what the host looked like before we changed it
 KUBECONFIG_ADMIN="$S/kubeconfig"
+VOLUMES="$S/volumes"
 # kube-controller-manager runs as the sandbox uid, which cannot traverse a home folder: its
 # copies of the kubeconfig and keys live in a private folder under /tmp instead.
 KCM_DIR="/tmp/kubehands-kcm-$(echo "$S" | sha256sum | cut -c1-8)"
 CONTAINERD_ROOT="$KUBEHANDS_CACHE/containerd/root"   # kept across runs: imported images survive
 CONTAINERD_SOCK="$S/containerd.sock"
 # Start order; down stops them in reverse.
-COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy)
+COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy dnsmasq)
 # sysctls kubelet, kube-proxy and the CNI bridge plugin change.
 SYSCTLS=(kernel.panic kernel.panic_on_oops vm.overcommit_memory net.ipv4.conf.all.route_localnet
          net.ipv4.ip_forward net.bridge.bridge-nf-call-iptables net.bridge.bridge-nf-call-ip6tables)
 # System paths kubelet, containerd and CNI write to whatever their configured roots are.
 SYSTEM_PATHS=(/var/lib/kubelet /var/log/pods /var/log/containers /var/lib/cni /run/containerd /run/netns
-              /etc/kubernetes /usr/libexec/kubernetes /tmp/hostpath_pv)
+              /etc/kubernetes /usr/libexec/kubernetes)
+source "$ROOT/hack/lib/egress.sh"
 
 # ---------------------------------------------------------------- processes
 
@@ -102,7 +112,7 @@ kh::restore_sysctls() {
   done < "$HOST/sysctl"
 }
 
-# Remove every iptables chain named KUBE-* or CNI-* and every rule that jumps to one.
+# Remove every iptables chain named KUBE-*, CNI-* or KUBEHANDS-* and every rule that jumps to one.
 kh::clean_iptables() {
   local cmd table chain rule
   for cmd in iptables ip6tables; do
@@ -112,11 +122,11 @@ kh::clean_iptables() {
       # Jumps from built-in (or foreign) chains first, then flush, then delete our chains.
       while IFS= read -r rule; do
         eval "$cmd -t $table -D ${rule#-A }" 2>/dev/null || true
-      done < <("$cmd-save" -t "$table" | grep -E '^-A ' | grep -E -- '-j (KUBE|CNI)-' | grep -vE '^-A (KUBE|CNI)-' || true)
-      for chain in $("$cmd-save" -t "$table" | sed -n 's/^:\(\(KUBE\|CNI\)-[^ ]*\) .*/\1/p'); do
+      done < <("$cmd-save" -t "$table" | grep -E '^-A ' | grep -E -- '-j (KUBE|CNI|KUBEHANDS)-' | grep -vE '^-A (KUBE|CNI|KUBEHANDS)-' || true)
+      for chain in $("$cmd-save" -t "$table" | sed -n 's/^:\(\(KUBE\|CNI\|KUBEHANDS\)-[^ ]*\) .*/\1/p'); do
         "$cmd" -t "$table" -F "$chain" 2>/dev/null || true
       done
-      for chain in $("$cmd-save" -t "$table" | sed -n 's/^:\(\(KUBE\|CNI\)-[^ ]*\) .*/\1/p'); do
+      for chain in $("$cmd-save" -t "$table" | sed -n 's/^:\(\(KUBE\|CNI\|KUBEHANDS\)-[^ ]*\) .*/\1/p'); do
         "$cmd" -t "$table" -X "$chain" 2>/dev/null || true
       done
     done
@@ -164,7 +174,7 @@ kh::write_configs() {
   "plugins": [
     {"type": "bridge", "bridge": "${BRIDGE}", "isGateway": true, "ipMasq": false, "hairpinMode": true,
      "ipam": {"type": "host-local", "ranges": [[{"subnet": "${POD_CIDR}", "gateway": "${BRIDGE_IP}"}]],
-              "routes": [{"dst": "${SERVICE_CIDR}"}], "dataDir": "$S/cni/ipam"}},
+              "routes": [{"dst": "${SERVICE_CIDR}"}, {"dst": "0.0.0.0/0"}], "dataDir": "$S/cni/ipam"}},
     {"type": "portmap", "capabilities": {"portMappings": true}}
   ]
 }
@@ -193,8 +203,8 @@ state = "$S/containerd/state"
     bin_dir = "/usr/lib/cni"
     conf_dir = "$S/cni/net.d"
 TOML
-  # Pods get no resolver that could leave the machine.
-  echo "nameserver 127.0.0.1" > "$S/kubelet/resolv.conf"
+  # The pods' resolver is dnsmasq on the bridge; hack/lib/egress.sh decides what it forwards to (by default nothing).
+  echo "nameserver ${BRIDGE_IP}" > "$S/kubelet/resolv.conf"
   cat > "$S/kubelet/config.yaml" <<YAML
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
@@ -248,6 +258,42 @@ kh::node_ready() {
     -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null | grep -qx True
 }
 
+kh::kept() { [[ -f $S/initialized ]]; }   # a cluster that once came up: its state is worth keeping
+
+# Workspaces live in $VOLUMES; the provisioner (uid $SANDBOX_UID) sees them at $HOSTPATH_PV.
+kh::volumes_up() {
+  mkdir -p "$VOLUMES" "$HOSTPATH_PV"
+  chown "$SANDBOX_UID:$SANDBOX_UID" "$VOLUMES"
+  mountpoint -q "$HOSTPATH_PV" || mount --bind "$VOLUMES" "$HOSTPATH_PV"
+}
+
+kh::volumes_down() {
+  if mountpoint -q "$HOSTPATH_PV"; then
+    umount "$HOSTPATH_PV" 2>/dev/null || umount -l "$HOSTPATH_PV"
+    rmdir "$HOSTPATH_PV"
+  elif [[ -d $HOSTPATH_PV ]] && ! grep -qx "$HOSTPATH_PV" "$HOST/existing-paths" 2>/dev/null; then
+    rm -rf "$HOSTPATH_PV"   # volumes of a cluster started before they were kept in $VOLUMES
+  fi
+}
+
+# Pod network namespaces are mounts under /run/netns. `ip netns add` (a user's, or the tests' stand-in internet)
+# makes that folder a mount point of its own when it is not one, by a recursive bind that copies the mounts there:
+# the pods' originals would stay hidden beneath it, never unmounted. Making it one first (as `ip` does) avoids that;
+# the stop undoes it when nothing else is mounted there.
+kh::netns_dir_up() {
+  mkdir -p /run/netns
+  mountpoint -q /run/netns && return 0
+  mount --bind /run/netns /run/netns
+  mount --make-shared /run/netns
+  touch "$HOST/netns-mount"
+}
+
+kh::netns_dir_down() {
+  [[ -f $HOST/netns-mount ]] && mountpoint -q /run/netns || return 0
+  awk '$2 ~ "^/run/netns/" {found=1} END {exit !found}' /proc/self/mounts && return 0   # someone else's netns
+  umount /run/netns 2>/dev/null || umount -l /run/netns
+}
+
 kh::running() {
   local c
   for c in "${COMPONENTS[@]}"; do kh::alive "$c" || return 1; done
@@ -260,17 +306,26 @@ kh::up() {
     kh::print_env
     return 0
   fi
-  [[ -d $S ]] && { kh::log "cleaning up a previous, incomplete cluster"; kh::down; }
+  if kh::kept; then
+    kh::log "restarting the cluster stopped before, with its state ($S)"
+    kh::halt   # whatever a crash left running or changed
+  elif [[ -d $S ]]; then
+    kh::log "cleaning up a previous, incomplete cluster"
+    kh::down
+  fi
   bash "$ROOT/hack/install-deps.sh"
   bash "$ROOT/hack/build-kubernetes.sh"
   local t0=$SECONDS
   mkdir -p "$S" "$LOGS" "$PIDS"
   kh::record_host
-  # Any failure from here on (errexit or kh::die) undoes what was started.
-  trap 'kh::log "start failed; tearing down"; kh::down' EXIT
-  kh::pki::init
+  # Any failure from here on (errexit or kh::die) undoes what was started; the state of a cluster that has run
+  # before is kept.
+  trap 'kh::log "start failed; tearing down"; if kh::kept; then kh::halt; else kh::down; fi' EXIT
+  [[ -f $PKI/ca.crt ]] || kh::pki::init
   kh::write_configs
   kh::bridge_up
+  kh::volumes_up
+  kh::netns_dir_up
 
   kh::start etcd -- etcd --name kubehands --data-dir "$S/etcd" \
     --listen-client-urls "http://127.0.0.1:${ETCD_PORT}" --advertise-client-urls "http://127.0.0.1:${ETCD_PORT}" \
@@ -314,8 +369,10 @@ kh::up() {
     --metrics-bind-address 127.0.0.1:10249 --conntrack-max-per-core 0 \
     --conntrack-tcp-timeout-established 0 --conntrack-tcp-timeout-close-wait 0
   kh::wait_for "node $NODE_NAME Ready" 90 kh::node_ready || { kh::require_alive kubelet; kh::die "node not Ready"; }
+  kh::egress::apply
   for c in "${COMPONENTS[@]}"; do kh::require_alive "$c"; done
   kh::apply_storage_class
+  touch "$S/initialized"
   trap - EXIT
   kh::log "cluster ready in $((SECONDS - t0)) s; logs in $LOGS"
   kh::print_env
@@ -336,7 +393,9 @@ YAML
 
 # ---------------------------------------------------------------- stop
 
-kh::down() {
+# kh::halt: stop every process and undo every host change, keeping the cluster's state: certificates, etcd (every
+# object, API keys included), workspaces ($VOLUMES), logs and make run's files. Pods come back when it restarts.
+kh::halt() {
   trap - EXIT
   [[ -d $S ]] || { kh::log "no cluster state at $S"; return 0; }
   kh::log "stopping the cluster"
@@ -348,17 +407,22 @@ kh::down() {
   kh::stop kube-controller-manager
   kh::stop kube-apiserver
   kh::stop etcd
-  # kube-proxy's own cleanup, then anything either of them left (their chains, the jumps to them).
+  # kube-proxy's own cleanup, then anything either of them left (their chains, the jumps to them), and ours.
   [[ -x $K8S_BIN/kube-proxy ]] && "$K8S_BIN/kube-proxy" --cleanup > "$LOGS/kube-proxy-cleanup.log" 2>&1 || true
+  kh::egress::remove
   kh::clean_iptables
   kh::restore_sysctls
-  kh::unmount_under "$S"
+  kh::unmount_under "$S/kubelet"
+  kh::unmount_under "$S/containerd"
   kh::unmount_under "$CONTAINERD_ROOT"
+  kh::volumes_down
+  kh::unmount_under "$S"
   # Pod network namespaces that CNI made and nobody deleted (their veths go with them).
   local ns
   for ns in $(ls /run/netns 2>/dev/null); do
-    grep -qx "$ns" "$HOST/netns" 2>/dev/null || { umount "/run/netns/$ns" 2>/dev/null; rm -f "/run/netns/$ns"; }
+    grep -qx "$ns" "$HOST/netns" 2>/dev/null || { umount "/run/netns/$ns" 2>/dev/null || true; rm -f "/run/netns/$ns"; }
   done
+  kh::netns_dir_down
   kh::remove_cgroups
   ip link show "$BRIDGE" >/dev/null 2>&1 && ip link del "$BRIDGE"
   ip route del "$SERVICE_CIDR" 2>/dev/null || true
@@ -366,8 +430,35 @@ kh::down() {
   for p in "${SYSTEM_PATHS[@]}"; do
     [[ -e $p ]] && ! grep -qx "$p" "$HOST/existing-paths" 2>/dev/null && { kh::unmount_under "$p"; rm -rf "$p"; }
   done
-  rm -rf "$S" "$KCM_DIR"
+  # What only lived while it ran: pod sandboxes' files, IP leases of containers that are gone, the host snapshot
+  # (taken again at the next start).
+  rm -rf "$PIDS" "$S/kubelet/root" "$S/cni/ipam" "$S/containerd/state" "$S/containerd/opt" "$S/runc" "$HOST" "$KCM_DIR"
   kh::log "cluster stopped; host restored"
+}
+
+# kh::down: halt, then delete the state. Nothing of the cluster is left.
+kh::down() {
+  kh::halt
+  [[ -d $S ]] || return 0
+  if kh::kept; then
+    kh::log "deleting the cluster's state ($S): every Sandbox and its workspace, every API key, the logs"
+  fi
+  mountpoint -q "$HOSTPATH_PV" && kh::die "$HOSTPATH_PV is still mounted: not deleting $S"
+  rm -rf "$S"
+  kh::log "cluster deleted"
+}
+
+kh::stop_keeping_state() {
+  kh::halt
+  kh::kept && kh::log "state kept in $S: the next 'hack/cluster.sh up' (or make run) brings back its sandboxes," \
+    "workspaces and API keys; 'make cluster-reset' deletes them"
+  return 0
+}
+
+kh::egress_command() {
+  kh::running || kh::die "the cluster is not running (hack/cluster.sh up)"
+  kh::egress::apply
+  kh::egress::settings
 }
 
 kh::print_env() {
@@ -383,7 +474,9 @@ kh::status() {
 
 case ${1:-} in
   up) kh::up ;;
+  stop) kh::stop_keeping_state ;;
   down) kh::down ;;
   status) kh::status ;;
-  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+  egress) kh::egress_command ;;
+  *) echo "usage: $0 up|stop|down|status|egress" >&2; exit 2 ;;
 esac

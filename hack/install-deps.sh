@@ -14,6 +14,7 @@ PACKAGES=(
   etcd-server etcd-client                       # etcd 3.4 for kube-apiserver 1.20 (Debian 13 has 3.5)
   containerd runc containernetworking-plugins   # the kubelet's container runtime and CNI
   iptables ipset conntrack                      # kube-proxy and kubelet (ipset: kube-proxy --cleanup)
+  dnsmasq-base                                  # the pods' resolver (hack/lib/egress.sh)
   debootstrap                                   # sandbox image rootfs
   openssl ca-certificates gcc libc6-dev         # certs; the static pause binary
 )

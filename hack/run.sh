@@ -2,7 +2,9 @@
 # `make run`: the local cluster (started if needed), the CRDs, the operator and the gateway,
 # then the environment that points OpenHands at them, one NAME=value per line. Ctrl-C (SIGINT to the
 # foreground process group) or SIGTERM, at any point, stops the operator and gateway it started and,
-# if this run started the cluster, the cluster too (restoring the host); tests/host/ checks this.
+# if this run started the cluster, the cluster too (restoring the host) but never deletes its state: the next
+# run brings back the same API key, sandboxes and workspaces (make cluster-reset deletes them); tests/host/
+# checks this.
 #
 # It also declares two warm pools (docs/pools.md), so each client's first sandboxes start warm: one for the /start
 # the OpenHands app server sends by default with AGENT_SERVER_IMAGE_REPOSITORY/TAG as printed (the agent server of
@@ -11,7 +13,9 @@
 # Knobs: KUBEHANDS_GATEWAY_PORT (default 8080), KUBEHANDS_NAMESPACE (default kubehands-sandboxes),
 #        KUBEHANDS_KEY_NAME (default dev; its key is created once and kept in the cluster state dir),
 #        KUBEHANDS_POOL_SIZE (default 1: dormant agent servers in the app's warm pool; 0 deletes the pool),
-#        KUBEHANDS_SDK_POOL_SIZE (default 1: the same for the SDK's pool).
+#        KUBEHANDS_SDK_POOL_SIZE (default 1: the same for the SDK's pool),
+#        KUBEHANDS_SANDBOX_EGRESS (default internet: what sandboxes may reach; none, host or CIDRs, and the other
+#        KUBEHANDS_SANDBOX_* settings of hack/lib/egress.sh; a cluster that was running gets its own back at exit).
 set -o errexit -o nounset -o pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 cd "$ROOT"
@@ -21,6 +25,7 @@ NAMESPACE="${KUBEHANDS_NAMESPACE:-kubehands-sandboxes}"
 KEY_NAME="${KUBEHANDS_KEY_NAME:-dev}"
 POOL_SIZE="${KUBEHANDS_POOL_SIZE:-1}"
 SDK_POOL_SIZE="${KUBEHANDS_SDK_POOL_SIZE:-1}"
+EGRESS="${KUBEHANDS_SANDBOX_EGRESS:-internet}"
 BIN="$ROOT/.venv/bin"
 RUN_DIR="$KUBEHANDS_STATE/run"
 [[ $POOL_SIZE =~ ^[0-9]+$ ]] || kh::die "KUBEHANDS_POOL_SIZE must be a number (0 disables the warm pool), got '$POOL_SIZE'"
@@ -32,6 +37,7 @@ was_running=0
 hack/cluster.sh status >/dev/null 2>&1 && was_running=1
 
 pids=()
+previous_egress=""   # the egress settings of a cluster that was running, restored at exit
 alive() { grep -qs '^State:[[:space:]]*[^Z]' "/proc/$1/status"; }   # running, not a zombie awaiting wait
 cleanup() {
   # A second Ctrl-C must not cut the teardown short; the commands below inherit the ignore.
@@ -45,7 +51,9 @@ cleanup() {
   done
   if [[ $was_running == 0 ]]; then
     kh::log "stopping the cluster this run started"
-    hack/cluster.sh down
+    hack/cluster.sh stop
+  elif [[ -n $previous_egress ]]; then
+    env $previous_egress hack/cluster.sh egress >/dev/null || true
   fi
 }
 # Installed before anything starts: a signal during the cluster's start still stops it.
@@ -55,6 +63,9 @@ trap 'exit 143' TERM
 
 cluster_env=$(hack/cluster.sh up)
 eval "export $(echo "$cluster_env" | grep -E '^(KUBECONFIG|SANDBOX_IMAGE|APP_SANDBOX_IMAGE)=' | tr '\n' ' ')"
+[[ $was_running == 1 ]] && previous_egress=$(grep -E '^KUBEHANDS_SANDBOX_[A-Z_]+=[0-9A-Za-z.,/]*$' \
+  "$KUBEHANDS_STATE/egress.env" 2>/dev/null | tr '\n' ' ' || true)
+KUBEHANDS_SANDBOX_EGRESS=$EGRESS hack/cluster.sh egress >/dev/null
 hack/build-images.sh import >/dev/null
 
 # The body of the /start the OpenHands app server (1.11) sends by default, with AGENT_SERVER_IMAGE_REPOSITORY

@@ -35,9 +35,12 @@ HOST_ALONE=".venv/bin/pytest tests/host --basetemp $BASETEMP/host"
 not_run() { kh::log "HOST TIER NOT RUN (tests/host): $*"; }
 if [[ $KH_CLUSTER_WAS_RUNNING == 1 ]]; then
   not_run "a cluster was already running when the tests began, and this tier starts and stops its own." \
-    "Run it on a host where none runs: make cluster-down, then $HOST_ALONE"
+    "Run it on a host where none runs: make cluster-reset, then $HOST_ALONE"
 elif (( $# > 0 )); then
   not_run "pytest arguments select what to run ($*); run it alone: $HOST_ALONE"
+elif [[ $KH_CLUSTER_TEARDOWN == stop ]]; then
+  not_run "a stopped cluster's state was kept in $KUBEHANDS_STATE (make run's key, sandboxes, workspaces), and" \
+    "this tier deletes it. Run it where there is none: make cluster-reset, then $HOST_ALONE"
 elif [[ -n ${KUBEHANDS_KEEP_CLUSTER:-} ]]; then
   not_run "KUBEHANDS_KEEP_CLUSTER is set: the cluster the tests started is still up"
 elif hack/cluster.sh status >/dev/null 2>&1; then

@@ -2,7 +2,8 @@
 
 The `cluster` fixture brings the local Kubernetes up once per session (hack/cluster.sh up) and tears
 it down at the end, even when tests fail. A cluster that was already running (`make cluster`) is used
-and left running. A cluster that cannot start is a failure, never a skip.
+and left running; one that was stopped with its state kept (Ctrl-C on `make run`) is started and stopped again,
+its state kept. A cluster that cannot start is a failure, never a skip.
 
 tests/host is collected only when the command line names it (`pytest tests/host`): its tests start and stop
 clusters of their own, so hack/test.sh runs them in a pytest run of their own, after the others.
@@ -20,6 +21,8 @@ ROOT = Path(__file__).resolve().parent.parent
 CLUSTER_SH = ROOT / "hack" / "cluster.sh"
 TIER_ORDER = {"unit": 0, "cluster": 1, "node": 2, "host": 3}
 HOST_TIER = ROOT / "tests" / "host"
+CACHE = Path(os.environ.get("KUBEHANDS_CACHE") or Path.home() / ".cache" / "kubehands")
+STATE = Path(os.environ.get("KUBEHANDS_STATE") or CACHE / "cluster")
 
 
 def _names_host_tier(arg: str, invocation_dir: Path) -> bool:
@@ -54,10 +57,12 @@ def cluster() -> Iterator[dict[str, str]]:
     """The running local cluster as its `NAME=value` lines (KUBECONFIG=...)."""
     status = subprocess.run([str(CLUSTER_SH), "status"], capture_output=True, text=True)
     started_here = status.returncode != 0
+    # A user's stopped cluster (make run's key, sandboxes and workspaces) is stopped again, never deleted.
+    teardown = "stop" if (STATE / "initialized").exists() else "down"
     if started_here:
         up = subprocess.run([str(CLUSTER_SH), "up"], capture_output=True, text=True)
         if up.returncode != 0:
-            subprocess.run([str(CLUSTER_SH), "down"], capture_output=True)
+            subprocess.run([str(CLUSTER_SH), teardown], capture_output=True)
             pytest.fail(f"the local cluster did not start (run `make cluster`):\n{up.stderr[-4000:]}")
         status = subprocess.run([str(CLUSTER_SH), "status"], capture_output=True, text=True, check=True)
     env = dict(line.split("=", 1) for line in status.stdout.splitlines() if "=" in line)
@@ -65,7 +70,7 @@ def cluster() -> Iterator[dict[str, str]]:
         yield env
     finally:
         if started_here and not os.environ.get("KUBEHANDS_KEEP_CLUSTER"):
-            subprocess.run([str(CLUSTER_SH), "down"], check=False)
+            subprocess.run([str(CLUSTER_SH), teardown], check=False)
 
 @pytest.fixture(scope="session")
 def kubeconfig(cluster: dict[str, str]) -> str:

@@ -89,9 +89,11 @@ kh::wait_for() {
 }
 
 # Stop the local cluster when this script exits, unless it was already running when called: a
-# cluster someone started beforehand is left alone, one this run starts never outlives it.
+# cluster someone started beforehand is left alone, one this run starts never outlives it. A cluster that was
+# stopped with its state kept (Ctrl-C on make run) is stopped again keeping it; any other is deleted.
 kh::stop_cluster_at_exit_unless_running() {
-  KH_CLUSTER_WAS_RUNNING=0
+  KH_CLUSTER_WAS_RUNNING=0 KH_CLUSTER_TEARDOWN=down
   "$ROOT/hack/cluster.sh" status >/dev/null 2>&1 && KH_CLUSTER_WAS_RUNNING=1
-  trap '[[ $KH_CLUSTER_WAS_RUNNING == 1 ]] || "$ROOT/hack/cluster.sh" down >/dev/null 2>&1 || true' EXIT
+  [[ -f $KUBEHANDS_STATE/initialized ]] && KH_CLUSTER_TEARDOWN=stop
+  trap '[[ $KH_CLUSTER_WAS_RUNNING == 1 ]] || "$ROOT/hack/cluster.sh" "$KH_CLUSTER_TEARDOWN" >/dev/null 2>&1 || true' EXIT
 }

@@ -340,6 +340,18 @@ class TestInternet:
         delete_namespace(self.name)
         wait_for(lambda: self.veth not in _ip("-o", "link", "show"), self.timeout, f"{self.veth} to go")
 
+    def add_web_address(self, address: str) -> str:
+        """One more address of the namespace, routed to it from the host, with a web server of its own: it stands
+        for a host in a range sandboxes must never reach (private, link-local), so that a refusal can only come
+        from the firewall in between. Its URL; the route goes with the veth."""
+        _ip("-n", self.name, "addr", "add", f"{address}/32", "dev", "eth0")
+        _ip("route", "add", f"{address}/32", "via", INTERNET_ADDRESS, "dev", self.veth)
+        self._spawn(f"web-{address}", [sys.executable, str(HELPERS / "fake_web.py"), "--host", address,
+                                       "--port", str(WEB_PORT), "--body", WEB_BODY])  # fmt: skip
+        url = f"http://{address}:{WEB_PORT}/"
+        self._wait(f"the web server on {address}", lambda: http_get(url) == (200, WEB_BODY))
+        return url
+
     # -- clients
 
     @contextmanager

@@ -1,6 +1,8 @@
 """`make run` stopped by Ctrl-C (SIGINT to its whole process group, as a terminal sends it) or by SIGTERM
 leaves the host as it was: the cluster the run started is stopped (no process of it, nor of the run, survives)
-and hack/check-host.sh verify passes against a snapshot taken before, /tmp included.
+and hack/check-host.sh verify passes against a snapshot taken before, /tmp included. The cluster's state is kept:
+the next `make run` brings back the same API key and a sandbox's workspace (a Ctrl-C during the first start of a
+cluster deletes what little it made).
 
 These tests start and stop real clusters on the default state folder, so they need a host where no cluster
 runs: they fail, never skip, when one does. hack/test.sh runs them in a pytest run of their own after the other
@@ -18,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.helpers.processes import free_port
@@ -38,6 +41,7 @@ COMPONENTS = [
     "containerd",
     "kubelet",
     "kube-proxy",
+    "dnsmasq",
 ]
 # `make run` builds what it needs first (venv, kubernetes, images), then starts the cluster: minutes at worst.
 ENV_TIMEOUT = 1200
@@ -97,10 +101,11 @@ class MakeRun:
     lines: list[str] = field(default_factory=list)
 
     @classmethod
-    def start(cls, tmp_path: Path) -> "MakeRun":
+    def start(cls, tmp_path: Path, name: str = "make-run", **extra_env: str) -> "MakeRun":
         env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
-        env["KUBEHANDS_GATEWAY_PORT"] = str(free_port())
-        stderr_path = tmp_path / "make-run.stderr"
+        # No sandbox traffic leaves this machine in tests (make run's default is the internet).
+        env |= {"KUBEHANDS_GATEWAY_PORT": str(free_port()), "KUBEHANDS_SANDBOX_EGRESS": "none"} | extra_env
+        stderr_path = tmp_path / f"{name}.stderr"
         with open(stderr_path, "w") as stderr:
             process = subprocess.Popen(
                 ["make", "run"],
@@ -156,8 +161,13 @@ def host_before(tmp_path: Path) -> Iterator[Path]:
     if cluster_running():
         pytest.fail(
             "a local cluster is already running: these tests start and stop clusters of their own on the default "
-            f"state folder ({STATE}). Stop it first (make cluster-down); hack/test.sh runs this tier only when no "
+            f"state folder ({STATE}). Stop it first (make cluster-reset); hack/test.sh runs this tier only when no "
             "cluster was running"
+        )
+    if (STATE / "initialized").exists():
+        pytest.fail(
+            f"a stopped cluster's state is kept in {STATE} (make run's key, sandboxes, workspaces), and these tests "
+            "delete it: run make cluster-reset first"
         )
     snapshot = tmp_path / "host-before"
     subprocess.run([str(CHECK_HOST), "snapshot", str(snapshot)], check=True)
@@ -182,7 +192,9 @@ def make_run(host_before: Path, tmp_path: Path) -> Iterator[MakeRun]:
             run.process.wait(timeout=30)
 
 
-def stop_and_check(run: MakeRun, sig: signal.Signals, cluster_pids: dict[str, tuple[int, int]], snapshot: Path) -> None:
+def stop_and_check(
+    run: MakeRun, sig: signal.Signals, cluster_pids: dict[str, tuple[int, int]], snapshot: Path, state_kept: bool = True
+) -> None:
     pgid = run.process.pid
     members = process_group_members(pgid)
     assert pgid in members and len(members) > 1, f"make run's process group: {members}"
@@ -203,7 +215,12 @@ def stop_and_check(run: MakeRun, sig: signal.Signals, cluster_pids: dict[str, tu
     assert processes_mentioning(str(STATE)) == [], "processes still use the cluster's state folder"
     assert processes_mentioning("/tmp/kubehands-kcm-") == [], "kube-controller-manager survived"
     assert not cluster_running()
-    assert not STATE.exists(), f"{STATE} is left"
+    if state_kept:
+        assert (STATE / "etcd").is_dir() and (STATE / "pki" / "ca.crt").is_file(), f"{STATE} was not kept"
+        assert "state kept in" in log, log[-4000:]
+        assert not (STATE / "pids").exists(), "PID files of stopped processes are left"
+    else:
+        assert not STATE.exists(), f"{STATE} is left"
     verify = subprocess.run([str(CHECK_HOST), "verify", str(snapshot)], capture_output=True, text=True)
     assert verify.returncode == 0, f"hack/check-host.sh verify after {sig.name}:\n{verify.stderr}"
 
@@ -226,4 +243,56 @@ def test_ctrl_c_while_the_cluster_starts_stops_it(make_run: MakeRun, host_before
     run.wait_for_stderr("starting kube-apiserver", ENV_TIMEOUT)
     cluster_pids = recorded_cluster_pids()
     assert {"etcd", "containerd"} <= set(cluster_pids), f"recorded PIDs: {cluster_pids}"
-    stop_and_check(run, signal.SIGINT, cluster_pids, host_before)
+    stop_and_check(run, signal.SIGINT, cluster_pids, host_before, state_kept=False)
+
+
+def test_ctrl_c_keeps_the_key_and_the_workspaces(make_run: MakeRun, host_before: Path, tmp_path: Path) -> None:
+    """A file written in a sandbox before Ctrl-C is there after the next `make run` and a resume, with the same key."""
+    environment = make_run.wait_for_environment()
+    key, image = environment["SANDBOX_API_KEY"], environment["SANDBOX_IMAGE"]
+    runtime = run_sandbox(environment["SANDBOX_REMOTE_RUNTIME_API_URL"], key, image)
+    bash(runtime, "echo kept-across-ctrl-c > /workspace/kept.txt")
+    stop_and_check(make_run, signal.SIGINT, recorded_cluster_pids(), host_before)
+
+    again = MakeRun.start(tmp_path, "make-run-again", KUBEHANDS_POOL_SIZE="0", KUBEHANDS_SDK_POOL_SIZE="0")
+    try:
+        environment = again.wait_for_environment()
+        assert environment["SANDBOX_API_KEY"] == key, "make run printed a different key after Ctrl-C"
+        assert "restarting the cluster stopped before" in again.stderr()
+        url = environment["SANDBOX_REMOTE_RUNTIME_API_URL"]
+        with httpx.Client(base_url=url, headers={"X-API-Key": key}, timeout=60) as http:
+            resumed = http.post("/resume", json={"runtime_id": runtime["runtime_id"]})
+            assert resumed.status_code == 200, resumed.text
+        runtime = run_sandbox(url, key, image)  # the same session: its runtime, running again
+        assert bash(runtime, "cat /workspace/kept.txt") == "kept-across-ctrl-c"
+    finally:
+        stop_and_check(again, signal.SIGINT, recorded_cluster_pids(), host_before)
+
+
+SESSION = "kept-across-ctrl-c"
+
+
+def run_sandbox(url: str, key: str, image: str) -> dict[str, str]:
+    """POST /start of one session (cold, the pools are off) and wait until it runs; its runtime object."""
+    with httpx.Client(base_url=url, headers={"X-API-Key": key}, timeout=60) as http:
+        body = {"image": image, "command": "/usr/local/bin/openhands-agent-server --port 60000",
+                "working_dir": "/workspace", "environment": {}, "session_id": SESSION,
+                "run_as_user": 10001, "fs_group": 10001}
+        started = http.post("/start", json=body)
+        assert started.status_code in (200, 201), started.text
+        runtime_id = started.json()["runtime_id"]
+
+        def running() -> dict[str, str] | None:
+            runtime = http.get(f"/runtime/{runtime_id}").json()
+            return runtime if runtime.get("status") == "running" and runtime.get("url") else None
+
+        return wait_for(running, 300, f"sandbox {runtime_id} to run")
+
+
+def bash(runtime: dict[str, str], command: str) -> str:
+    """Run a command in the sandbox through the gateway; its stdout."""
+    with httpx.Client(timeout=120) as http:
+        ran = http.post(f"{runtime['url']}/api/bash/execute_bash_command", json={"command": command, "timeout": 60},
+                        headers={"X-Session-API-Key": runtime["session_api_key"]})
+    assert ran.status_code == 200 and ran.json()["exit_code"] == 0, ran.text
+    return str(ran.json()["stdout"]).strip()
