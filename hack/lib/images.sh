@@ -74,6 +74,25 @@ kh::images::_pip_into() {
   kh::images::_umount_chroot
 }
 
+# What the agent server needs from Debian beyond the shared base: the OpenHands app's agent always carries the
+# browser tool, which refuses to start (and with it every conversation that runs) without a Chromium on PATH, as
+# the upstream agent-server image has one.
+AGENT_SERVER_DEBIAN_PACKAGES=(chromium)
+
+# kh::images::_apt_into ROOTFS PACKAGE... : install Debian packages into the chroot (no recommends), then drop
+# apt's lists and downloads.
+kh::images::_apt_into() {
+  local r=$1; shift
+  (( $# > 0 )) || return 0
+  kh::images::_mount_chroot "$r"   # callers trap kh::images::_umount_chroot on EXIT
+  chroot "$r" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root DEBIAN_FRONTEND=noninteractive \
+    sh -c "apt-get -o Acquire::https::CAInfo=/tmp/build-ca.crt update -qq \
+           && apt-get install -y -qq --no-install-recommends $* >/dev/null" \
+    || { kh::images::_umount_chroot; kh::die "apt-get install $* in the image failed"; }
+  kh::images::_umount_chroot
+  rm -rf "$r"/var/cache/apt/archives/*.deb "$r"/var/lib/apt/lists/*
+}
+
 # kh::images::build_agent_server [VERSION] : the sandbox image of one agent-server release, installed from its
 # pinned set (hack/pins/agent-server-VERSION.txt, written by hack/pin-openhands.py) and nothing else, so a
 # dependency released later cannot change what the image runs. Rebuilt when the pins change.
@@ -83,12 +102,13 @@ kh::images::build_agent_server() {
   local pins="$ROOT/hack/pins/agent-server-$version.txt"
   [[ -f $pins ]] || kh::die "no pinned dependencies for agent-server $version: run hack/pin-openhands.py agent-server $version"
   local out; out=$(kh::images::tarball "$image")
-  local hash; hash=$(sha256sum "$pins" | cut -c1-16)
+  local hash; hash=$( (cat "$pins"; echo "${AGENT_SERVER_DEBIAN_PACKAGES[*]}") | sha256sum | cut -c1-16)
   [[ -f $out && "$(cat "$out.pins-hash" 2>/dev/null)" == "$hash" ]] && return 0
   local base; base=$(kh::images::base_rootfs)
   local r="$IMAGES_DIR/agent-server-$version-rootfs"
   kh::log "building $image (pip install -r hack/pins/agent-server-$version.txt, ~2 min)"
   rm -rf "$r"; cp -a "$base" "$r"
+  kh::images::_apt_into "$r" "${AGENT_SERVER_DEBIAN_PACKAGES[@]}"
   cp "$pins" "$r/tmp/pins.txt"
   # --no-deps: the pins are the whole set; `pip check` proves it is complete and consistent.
   kh::images::_pip_into "$r" /opt/agent-venv --no-deps -r /tmp/pins.txt
