@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import egress, live_app
+from tests.helpers import egress
 from tests.helpers.fake_llm import DEFAULT_OUTPUT
 from tests.helpers.internet import TestInternet
 from tests.helpers.live_app import AppServer, LiveGateway
@@ -69,27 +69,12 @@ finally:
 """
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", autouse=True)
 def internet(cluster: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestInternet]:
-    """The stand-in internet, the only place sandboxes may reach while these tests run."""
+    """The stand-in internet, the only place sandboxes may reach while these tests run (autouse: it is there
+    before the module's gateway and app server, tests/node/conftest.py)."""
     with TestInternet(tmp_path_factory.mktemp("internet")) as net, egress.sandbox_egress(egress.TEST_INTERNET):
         yield net
-
-
-@pytest.fixture(scope="module")
-def live_gateway(
-    kubeconfig: str, app_agent_server_image: str, internet: TestInternet, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[LiveGateway]:
-    with live_app.live_gateway(kubeconfig, app_agent_server_image, tmp_path_factory.mktemp("logs")) as live:
-        yield live
-
-
-@pytest.fixture(scope="module")
-def app_server(
-    live_gateway: LiveGateway, app_agent_server_image: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[AppServer]:
-    with live_app.app_server(live_gateway, app_agent_server_image, tmp_path_factory.mktemp("app")) as app:
-        yield app
 
 
 def test_app_conversation_runs_a_command_through_the_llm(
