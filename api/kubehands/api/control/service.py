@@ -12,7 +12,6 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-import aiohttp
 import httpx
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -277,17 +276,7 @@ class SandboxService(WarmStarts):
             if exc.status in (400, 422):
                 raise InvalidRequest(api_exception_detail(exc)) from exc
             raise
-        # The status still describes the failed attempt, at the same generation when the spec did not change.
-        # Without observedGeneration it describes no generation, so the sandbox answers `starting` (as after
-        # a resume, docs/runtime-api.md §2.3) until the operator reports on the restart and writes it back.
-        try:
-            cleared = await self._kube.patch_sandbox_status(ns, runtime_id, {"observedGeneration": None})
-        except (ApiException, OSError, aiohttp.ClientError, TimeoutError) as exc:
-            log.warning("could not mark the status of restarted sandbox %s as outdated: %s", runtime_id, exc)
-            cleared = None
-        if cleared is None:  # answer `starting` all the same; the cache catches up with the watch
-            cleared = {**patched, "status": {**(patched.get("status") or {}), "observedGeneration": None}}
-        self.caches.sandboxes.upsert(cleared)
+        cleared = await self._mark_status_outdated(patched)  # it answers `starting` until the operator reports
         log.info("restarted failed sandbox %s for key %s in place", runtime_id, caller.name)
         return runtime_object(self.settings, runtime_id, req.session_id, cleared, session_key, alive=False)
 

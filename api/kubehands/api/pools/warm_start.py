@@ -246,16 +246,23 @@ class WarmStarts:
                 self.caches.sandboxes.discard(name)
                 return None
             raise
-        # As after a re-/start of a failed sandbox: the status still describes the pod being replaced (the patch
-        # changes no generation), so it is marked as describing none, which reads `starting` until the operator
-        # reports on the new pod.
+        cleared = await self._mark_status_outdated(patched)
+        log.info("restarting claimed sandbox %s cold: %s", name, reason)
+        return cleared
+
+    async def _mark_status_outdated(self, patched: Obj) -> Obj:
+        """After a patch that makes the operator replace a sandbox's pod (a re-/start of a failed sandbox, a cold
+        restart of a claimed one): its status still describes the old pod, at the same generation when the spec
+        did not change. Marked as describing no generation, the sandbox answers `starting` (as after a resume,
+        docs/runtime-api.md §2.3) until the operator reports on the new pod and writes it back. Cached either way
+        (the watch catches up if the status patch failed); returns what was cached."""
+        name = patched["metadata"]["name"]
         try:
-            cleared = await self._kube.patch_sandbox_status(ns, name, {"observedGeneration": None})
+            cleared = await self._kube.patch_sandbox_status(self.settings.namespace, name, {"observedGeneration": None})
         except (ApiException, OSError, aiohttp.ClientError, TimeoutError) as exc:
             log.warning("could not mark the status of sandbox %s as outdated: %s", name, exc)
             cleared = None
         if cleared is None:
             cleared = {**patched, "status": {**(patched.get("status") or {}), "observedGeneration": None}}
         self.caches.sandboxes.upsert(cleared)
-        log.info("restarting claimed sandbox %s cold: %s", name, reason)
         return cleared
