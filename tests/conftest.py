@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.paths import STATE
+
 ROOT = Path(__file__).resolve().parent.parent
 CLUSTER_SH = ROOT / "hack" / "cluster.sh"
 TIER_ORDER = {"unit": 0, "cluster": 1, "node": 2, "host": 3}
 HOST_TIER = ROOT / "tests" / "host"
-CACHE = Path(os.environ.get("KUBEHANDS_CACHE") or Path.home() / ".cache" / "kubehands")
-STATE = Path(os.environ.get("KUBEHANDS_STATE") or CACHE / "cluster")
 
 
 def _names_host_tier(arg: str, invocation_dir: Path) -> bool:

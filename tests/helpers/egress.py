@@ -9,11 +9,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from tests.helpers.internet import INTERNET_ADDRESS, SUBNET
+from tests.helpers.paths import STATE
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER_SH = ROOT / "hack" / "cluster.sh"
-CACHE = Path(os.environ.get("KUBEHANDS_CACHE") or Path.home() / ".cache" / "kubehands")
-STATE = Path(os.environ.get("KUBEHANDS_STATE") or CACHE / "cluster")
 PREFIX = "KUBEHANDS_SANDBOX_"
 # What the tests' sandboxes may reach: the stand-in internet, its DNS server resolving their names.
 TEST_INTERNET = {"KUBEHANDS_SANDBOX_EGRESS": SUBNET, "KUBEHANDS_SANDBOX_DNS": INTERNET_ADDRESS}

@@ -25,7 +25,7 @@ from kubehands.spec import pools
 from tests.helpers import warm_pool
 from tests.helpers.kube import api_client
 from tests.helpers.local_agent import client_python
-from tests.helpers.processes import free_port
+from tests.helpers.processes import free_port, stop_process
 from tests.helpers.run_defaults import make_run_gateway_env
 from tests.helpers.wait import wait_for
 
@@ -63,15 +63,6 @@ class LiveGateway:
         assert warm_pool.claimed_from(sandbox) == APP_POOL, f"{rid} started cold; the template differs in {differs}"
         assert rid in members, (rid, members)
         return str(rid)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 @contextmanager
@@ -122,7 +113,7 @@ def live_gateway(kubeconfig: str, app_agent_server_image: str, logs: Path) -> It
                               pool_template=template)
         finally:
             for proc in reversed(procs):
-                _stop(proc)
+                stop_process(proc)
             core.delete_namespace(namespace, propagation_policy="Background", grace_period_seconds=0)
 
 
@@ -183,4 +174,4 @@ def app_server(live_gateway: LiveGateway, app_agent_server_image: str, state: Pa
         with httpx.Client(base_url=url, timeout=60) as http:
             yield AppServer(url=url, http=http)
     finally:
-        _stop(proc)
+        stop_process(proc)

@@ -28,8 +28,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from tests.helpers.paths import CACHE
+
 ROOT = Path(__file__).resolve().parents[2]
-CACHE = Path(os.environ.get("KUBEHANDS_CACHE") or Path.home() / ".cache" / "kubehands")
 SOCKET_PATH_MAX = 107  # sun_path holds 108 bytes with its NUL
 RESULT = "AGENT-RESULT "
 USER_MESSAGE = "Run the command you are given, then finish."

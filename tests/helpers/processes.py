@@ -38,6 +38,17 @@ def free_port_range(count: int, start: int = 21000) -> str:
     raise AssertionError(f"no {count} consecutive free ports between {start} and 30000")
 
 
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    """SIGTERM, and SIGKILL if it has not exited within `timeout` seconds; reaped either way."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=30)
+
+
 class ChildProcess:
     """A `kubehands` component as a child process, logging to a file, for tests that must kill it hard.
 
@@ -63,12 +74,8 @@ class ChildProcess:
             self.process.wait(timeout=30)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        if self.process is not None:
+            stop_process(self.process)
 
 
 class OperatorProcess(ChildProcess):

@@ -23,6 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.helpers.paths import STATE
 from tests.helpers.processes import free_port
 from tests.helpers.wait import wait_for
 
@@ -31,8 +32,6 @@ pytestmark = [pytest.mark.host, pytest.mark.timeout(1800)]
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER_SH = ROOT / "hack" / "cluster.sh"
 CHECK_HOST = ROOT / "hack" / "check-host.sh"
-CACHE = Path(os.environ.get("KUBEHANDS_CACHE") or Path.home() / ".cache" / "kubehands")
-STATE = Path(os.environ.get("KUBEHANDS_STATE") or CACHE / "cluster")
 COMPONENTS = [
     "etcd",
     "kube-apiserver",
