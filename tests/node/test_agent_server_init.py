@@ -39,6 +39,9 @@ async def dormant(tmp_path: Path) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         "OH_BASH_EVENTS_DIR": str(tmp_path / "bash_events"),
         "OH_ENABLE_VSCODE": "false",
         "OH_ENABLE_VNC": "false",
+        # As the image sets it: otherwise litellm fetches its cost map from GitHub at import (traffic that must not
+        # leave this machine), and a failed fetch sometimes kills the import (a circular import in its log filter).
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
     }
     log = (tmp_path / "agent-server.log").open("wb")
     # browser-use (tool preload) makes /tmp/browser-use-downloads-* whatever TMPDIR says: the server gets a mount
