@@ -18,7 +18,7 @@ import pytest
 import uvicorn
 from kubernetes import client
 
-from kubehands.api.cli.gateway import uvicorn_options
+from kubehands.api.cli.gateway import server_limits, uvicorn_options
 from kubehands.api.main import create_app
 from kubehands.api.settings import Settings
 from kubehands.cli import main as kubehands_main
@@ -50,7 +50,7 @@ def gateway(kubeconfig: str) -> Iterator[tuple[str, str, str]]:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        options = uvicorn_options("127.0.0.1", port, "warning", ws_max_size=settings.websocket_max_message_bytes)
+        options = uvicorn_options("127.0.0.1", port, "warning", limits=server_limits(settings))
         server = uvicorn.Server(uvicorn.Config(create_app(settings), **options))
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()

@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from kubehands.api.cli.gateway import uvicorn_options
+from kubehands.api.cli.gateway import server_limits, uvicorn_options
 from kubehands.api.gateway import Gateway
 from kubehands.api.keys import build_key_secret, hash_key
 from kubehands.api.main import create_app
@@ -209,7 +209,7 @@ async def serve_gateway(
     gateway = offline_gateway(settings, api_server)
     app = create_app(settings)
     app.state.gateway = gateway
-    options = uvicorn_options("127.0.0.1", 0, "warning", ws_max_size=settings.websocket_max_message_bytes)
+    options = uvicorn_options("127.0.0.1", 0, "warning", limits=server_limits(settings))
     try:
         async with serve(app, **options) as port:
             yield gateway, port

@@ -306,7 +306,12 @@ async def test_a_wake_over_the_owners_limit_is_429(upstream_port: int) -> None:
     async with serve_gateway(settings) as (gateway, port):
         gateway.caches.sandboxes.upsert(
             sandbox_object(
-                PAUSED_RID, TENANT, "sp", upstream_port, state=DesiredState.PAUSED, session_key=SESSION_KEY,
+                PAUSED_RID,
+                TENANT,
+                "sp",
+                upstream_port,
+                state=DesiredState.PAUSED,
+                session_key=SESSION_KEY,
                 annotations={"kubehands.dev/max-running": "2"},
             )
         )
@@ -346,60 +351,41 @@ async def test_an_api_server_that_stalls_during_a_wake_is_503(upstream_port: int
     assert response.headers["retry-after"]
 
 
-# ---- bounded WebSocket messages and headers ---------------------------------------------------------
+# ---- WebSocket bytes and bounded heads -------------------------------------------------------------
 
 
-async def test_an_oversize_websocket_message_from_the_sandbox_closes_with_1009(upstream_port: int) -> None:
-    settings = Settings(activity_interval_seconds=3600, websocket_max_message_bytes=64 * 1024)
-    async with serve_gateway(settings) as (gateway, port):
-        gateway.caches.sandboxes.upsert(sandbox_object(RID, TENANT, "s1", upstream_port))
-        await _ready(gateway, RID)
-        async with connect(f"ws://127.0.0.1:{port}/{RID}/big-ws?bytes={65 * 1024}", max_size=None) as ws:
-            with pytest.raises(ConnectionClosed) as closed:
-                await ws.recv()
-        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
-        # the limit is per message, and the gateway goes on serving
-        async with connect(f"ws://127.0.0.1:{port}/{RID}/big-ws?bytes={60 * 1024}") as ws:
-            assert len(await ws.recv()) == 60 * 1024
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
-            assert (await http.get("/health")).status_code == 200
+async def test_websocket_messages_pass_as_bytes_whatever_their_size(path_gateway) -> None:
+    """The router relays an upgraded connection's bytes: it holds no message, so it sets no message limit of its
+    own (the two ends do)."""
+    _, port = path_gateway
+    async with connect(f"ws://127.0.0.1:{port}/{RID}/big-ws?bytes={15 * 1024 * 1024}", max_size=None) as ws:
+        assert await ws.recv() == b"x" * (15 * 1024 * 1024)
+        await ws.send(b"y" * (15 * 1024 * 1024))
+        assert await ws.recv() == str(15 * 1024 * 1024)
 
 
-async def test_an_oversize_websocket_message_from_the_client_closes_with_1009(upstream_port: int) -> None:
-    """`kubehands gateway` gives uvicorn the same bound (serve_gateway serves with its options)."""
-    settings = Settings(activity_interval_seconds=3600, websocket_max_message_bytes=64 * 1024)
-    async with serve_gateway(settings) as (gateway, port):
-        gateway.caches.sandboxes.upsert(sandbox_object(RID, TENANT, "s1", upstream_port))
-        await _ready(gateway, RID)
-        async with connect(f"ws://127.0.0.1:{port}/{RID}/big-ws?bytes=1") as ws:
-            assert await ws.recv() == b"x"
-            await ws.send(b"y" * 1000)
-            assert await ws.recv() == "1000"
-            await ws.send(b"y" * (65 * 1024))
-            with pytest.raises(ConnectionClosed) as closed:
-                await ws.recv()
-        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
-
-
-def test_kubehands_gateway_gives_uvicorn_the_websocket_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_kubehands_gateway_serves_with_its_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
     import argparse
 
     import uvicorn
 
     from kubehands.api import settings
     from kubehands.api.cli import gateway as cli
+    from kubehands.api.server.protocol import GatewayHttpProtocol, ServerLimits
 
-    assert Settings().websocket_max_message_bytes == 16 * 1024 * 1024 == cli.DEFAULT_WS_MAX_SIZE
     seen: dict = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, **options: seen.update(options, app=app))
-    monkeypatch.setenv("KUBEHANDS_WEBSOCKET_MAX_MESSAGE_BYTES", "123456")
+    monkeypatch.setenv("KUBEHANDS_MAX_HEADER_BYTES", "4096")
+    monkeypatch.setenv("KUBEHANDS_HEAD_TIMEOUT_SECONDS", "3")
+    monkeypatch.setenv("KUBEHANDS_MAX_CONNECTIONS_PER_PORT", "77")
     settings.get_settings.cache_clear()
     try:
         args = argparse.Namespace(host="127.0.0.1", port=1, log_level="info", proxy_headers=False)
         assert cli.run(args) == 0
     finally:
         settings.get_settings.cache_clear()
-    assert seen["ws_max_size"] == 123456 and seen["factory"] is True
+    assert issubclass(seen["http"], GatewayHttpProtocol) and seen["ws"] == "none" and seen["factory"] is True
+    assert seen["http"].limits == ServerLimits(max_head_bytes=4096, head_timeout_seconds=3, max_connections_per_port=77)
 
 
 async def test_huge_request_headers_are_431_everywhere(path_gateway) -> None:
@@ -415,11 +401,13 @@ async def test_huge_request_headers_are_431_everywhere(path_gateway) -> None:
         many = {f"X-H{i}": "v" * 100 for i in range(700)}  # many small ones add up too
         assert (await http.get(f"/{RID}/alive", headers=many)).status_code == 431
         assert (await http.get(f"/{RID}/alive", headers={"X-Fine": "a" * 30_000})).status_code == 200
-    # A WebSocket handshake's headers are parsed by the server's WebSocket library first (at most 128,
-    # each under 8 KiB); `kubehands gateway` answers its refusals too, with JSON, instead of leaving them hanging.
-    for headers in (big, {"X-Line": "a" * 9000}, {"X-Fine": "a" * 30_000, **{f"X-{i}": "v" for i in range(5)}}):
+    # A WebSocket handshake is a request like any other: the same bound, the same JSON answer.
+    for headers in (big, many):
         with pytest.raises(InvalidStatus) as refused:
             async with connect(f"ws://127.0.0.1:{port}/{RID}/ws", additional_headers=headers, open_timeout=10):
                 pass
         assert refused.value.response.status_code == 431
-        assert "header" in json.loads(refused.value.response.body)["detail"]
+        assert "head" in json.loads(refused.value.response.body)["detail"]
+    fine = {f"X-Line-{i}": "a" * 7_000 for i in range(5)}  # (the upstream's WebSocket library allows 8 KiB a line)
+    async with connect(f"ws://127.0.0.1:{port}/{RID}/ws", additional_headers=fine) as ws:
+        assert json.loads(await ws.recv())["path"] == "/ws"

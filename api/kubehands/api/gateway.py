@@ -13,6 +13,7 @@ from kubehands.api.observe.caches import Caches
 from kubehands.api.observe.pod_details import PodDetails
 from kubehands.api.pools.recovery import ClaimRecovery
 from kubehands.api.router.activity import ActivityRecorder
+from kubehands.api.router.connections import SandboxConnections
 from kubehands.api.router.upstream import Upstream
 from kubehands.api.router.wake import Waker
 from kubehands.api.settings import Settings
@@ -30,6 +31,7 @@ class Gateway:
     kube: Kube
     http: httpx.AsyncClient  # the gateway's own calls to sandboxes (/alive, a claimed member's /api/init)
     upstream: Upstream  # the router's proxied traffic
+    connections: SandboxConnections  # the router's per-sandbox bound
     caches: Caches
     alive: AliveTracker
     activity: ActivityRecorder
@@ -58,6 +60,7 @@ class Gateway:
             kube=kube,
             http=http,
             upstream=Upstream(settings),
+            connections=SandboxConnections(settings.max_connections_per_sandbox),
             caches=caches,
             alive=alive,
             activity=ActivityRecorder(settings, caches, kube),

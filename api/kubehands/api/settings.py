@@ -42,11 +42,10 @@ class Settings(SpecSettings):
     wake_timeout_seconds: float = Field(120.0, description="How long a woken request waits for readiness.")
     proxy_connect_timeout_seconds: float = Field(10.0, description="Upstream connect timeout.")
     proxy_read_timeout_seconds: float = Field(600.0, description="Upstream read/write timeout (LLM calls).")
-    websocket_max_message_bytes: int = Field(
-        16 * 1024 * 1024,
-        ge=1024,
-        description="Largest WebSocket message the router relays, in either direction (the connection is closed "
-        "with 1009 above it); `kubehands gateway` passes it to uvicorn as its ws_max_size too.",
+    max_connections_per_sandbox: int = Field(
+        256,
+        ge=1,
+        description="Requests and WebSockets one sandbox may have open through the router at once; 503 above.",
     )
     activity_interval_seconds: float = Field(
         30.0, description="At most one lastActivityTime write per sandbox per this many seconds."
@@ -81,8 +80,20 @@ class Settings(SpecSettings):
     max_header_bytes: int = Field(
         65_536,
         ge=1024,
-        description="Largest total size of a request's header names and values, for all traffic (the router "
-        "too); 431 above.",
+        description="Largest request head (request line and headers), for all traffic (the router too), counted "
+        "while it arrives under `kubehands gateway`; 431 above.",
+    )
+    head_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="A request head must be complete this long after its connection opened or its first byte "
+        "came (`kubehands gateway`); 408 and closed otherwise.",
+    )
+    max_connections_per_port: int = Field(
+        1024,
+        ge=1,
+        description="Open connections per listening port (the control port, each sandbox port in port mode) "
+        "under `kubehands gateway`; a connection above it gets 503 and is closed.",
     )
     registry_prefix: str = Field("", description="Answer of GET /registry_prefix.")
     assume_images_exist: bool = Field(

@@ -6,10 +6,11 @@ import signal
 import socket
 import sys
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-# uvicorn's own default for ws_max_size, and the gateway's default websocket_max_message_bytes.
-DEFAULT_WS_MAX_SIZE = 16 * 1024 * 1024
+if TYPE_CHECKING:
+    from kubehands.api.server.protocol import ServerLimits
+    from kubehands.api.settings import Settings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,20 +24,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def server_limits(settings: "Settings") -> "ServerLimits":
+    from kubehands.api.server.protocol import ServerLimits
+
+    return ServerLimits(
+        max_head_bytes=settings.max_header_bytes,
+        head_timeout_seconds=settings.head_timeout_seconds,
+        max_connections_per_port=settings.max_connections_per_port,
+    )
+
+
 def uvicorn_options(
     host: str,
     port: int,
     log_level: str = "info",
     proxy_headers: bool = False,
     *,
-    ws_max_size: int = DEFAULT_WS_MAX_SIZE,
+    limits: "ServerLimits | None" = None,
 ) -> dict[str, Any]:
     """The uvicorn settings `kubehands gateway` runs with (tests serve the gateway with the same ones).
 
-    `ws_max_size` bounds one WebSocket message from a client (uvicorn closes the connection with 1009 above
-    it); the gateway passes `websocket_max_message_bytes`, the bound the router applies to the sandbox's side.
+    Its HTTP protocol bounds request heads and connections and hands WebSocket upgrades to the router, which
+    relays them as bytes (server/protocol.py): uvicorn's own WebSocket protocols are never used.
     """
-    from kubehands.api.cli.websocket import WebSocketProtocol
+    from kubehands.api.server.protocol import ServerLimits, protocol_class
 
     return {
         "host": host,
@@ -44,8 +55,8 @@ def uvicorn_options(
         "log_level": log_level,
         "proxy_headers": proxy_headers,
         "timeout_graceful_shutdown": 30,
-        "ws": WebSocketProtocol,  # uvicorn's default, answering the handshakes it leaves hanging
-        "ws_max_size": ws_max_size,
+        "http": protocol_class(limits or ServerLimits()),
+        "ws": "none",
     }
 
 
@@ -89,7 +100,7 @@ def serve(
     log_level: str = "info",
     proxy_headers: bool = False,
     *,
-    ws_max_size: int = DEFAULT_WS_MAX_SIZE,
+    limits: "ServerLimits | None" = None,
     extra_ports: Sequence[int] = (),
 ) -> None:
     """uvicorn as `kubehands gateway` runs it; `app` is an app or an "module:factory" path. The benchmarks
@@ -101,7 +112,7 @@ def serve(
     # process before atexit runs, and the Kubernetes client's atexit removes the certificate and key files
     # it wrote to $TMPDIR for the kubeconfig: exit through SystemExit instead (status 143, as on a signal).
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    options = uvicorn_options(host, port, log_level, proxy_headers, ws_max_size=ws_max_size)
+    options = uvicorn_options(host, port, log_level, proxy_headers, limits=limits)
     if not extra_ports:
         uvicorn.run(app, factory=isinstance(app, str), **options)
         return
@@ -126,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
         args.port,
         args.log_level,
         args.proxy_headers,
-        ws_max_size=settings.websocket_max_message_bytes,
+        limits=server_limits(settings),
         extra_ports=extra_ports,
     )
     return 0

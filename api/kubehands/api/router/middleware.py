@@ -22,6 +22,11 @@ from kubehands.spec import urls
 
 log = logging.getLogger(__name__)
 
+WEBSOCKET_NEEDS_OUR_SERVER = (
+    "this server does not relay WebSockets to sandboxes: serve the gateway with `kubehands gateway` "
+    "(docs/gateway.md#connection-bounds)"
+)
+
 
 def _host(scope: Scope) -> str | None:
     for key, value in scope.get("headers", []):
@@ -41,11 +46,7 @@ class RouterMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         gateway = getattr(getattr(scope.get("app"), "state", None), "gateway", None)
-        if (
-            scope["type"] not in ("http", "websocket")
-            or gateway is None
-            or not gateway.settings.enable_router
-        ):
+        if scope["type"] not in ("http", "websocket") or gateway is None or not gateway.settings.enable_router:
             await self.app(scope, receive, send)
             return
         if gateway.settings.routing_mode == "port":
@@ -68,8 +69,10 @@ class RouterMiddleware:
         slot, service = matched
         found = gateway.caches.sandboxes_in_slot(slot)
         if len(found) > 1:  # only Sandboxes written outside the gateway can collide
+            # The caller may be anyone: the names go to the gateway's log, for its operator, not to the answer.
             names = ", ".join(sorted(s["metadata"]["name"] for s in found))
-            await _deny(scope, send, 409, f"sandboxes {names} share port {local_port}; delete all but one")
+            log.warning("sandboxes %s share port %s; delete all but one", names, local_port)
+            await _deny(scope, send, 409, f"more than one sandbox has port {local_port}; the gateway's log names them")
             return
         runtime_id = found[0]["metadata"]["name"] if found else gateway.caches.claimed_in_slot(slot)
         if runtime_id is None:
@@ -98,18 +101,17 @@ def _error_answer(exc: Exception) -> tuple[int, str]:
 
 
 async def route(gateway: Any, target: urls.Target, scope: Scope, receive: Receive, send: Send) -> None:
-    kind = "websocket" if scope["type"] == "websocket" else "http"
-    if kind == "websocket":
-        message = await receive()
-        if message["type"] != "websocket.connect":
-            return
+    if scope["type"] == "websocket":  # a server other than `kubehands gateway` (server/protocol.py)
+        if (await receive())["type"] == "websocket.connect":
+            await proxy.reject_websocket(scope, send, 501, WEBSOCKET_NEEDS_OUR_SERVER)
+        metrics.PROXY_REQUESTS.labels(target.service, "websocket", "unsupported").inc()
+        return
+    kind = "websocket" if proxy.can_relay_upgrade(scope) else "http"
     outcome = await _route(gateway, target, scope, receive, send, kind)
     metrics.PROXY_REQUESTS.labels(target.service, kind, outcome).inc()
 
 
-async def _route(
-    gateway: Any, target: urls.Target, scope: Scope, receive: Receive, send: Send, kind: str
-) -> str:
+async def _route(gateway: Any, target: urls.Target, scope: Scope, receive: Receive, send: Send, kind: str) -> str:
     settings = gateway.settings
     caches = gateway.caches
     sandbox = caches.sandbox(target.runtime_id)
@@ -153,16 +155,17 @@ async def _route(
         sandbox = woken
     if keyed:  # only the sandbox's own clients keep it from being culled
         gateway.activity.touch(target.runtime_id)
-    base = urls.upstream_base(sandbox["status"]["podIP"], urls.service_port(sandbox, target.service))
+    pod_ip, port = sandbox["status"]["podIP"], urls.service_port(sandbox, target.service)
     query = scope.get("query_string", b"").decode("latin-1")
     path_and_query = target.path + (f"?{query}" if query else "")
-    if kind == "websocket":
-        return await proxy.proxy_websocket(
-            scope,
-            receive,
-            send,
-            "ws" + base[4:] + path_and_query,
-            settings.proxy_connect_timeout_seconds,
-            settings.websocket_max_message_bytes,
+    with gateway.connections.hold(target.runtime_id) as admitted:
+        if not admitted:
+            await _deny(scope, send, 503, gateway.connections.refusal(target.runtime_id), [("retry-after", "2")])
+            return "too_many_connections"
+        if kind == "websocket":
+            return await proxy.relay_upgrade(
+                scope, send, pod_ip, port, path_and_query, settings.proxy_connect_timeout_seconds
+            )
+        return await proxy.proxy_http(
+            scope, receive, send, gateway.upstream, urls.upstream_base(pod_ip, port) + path_and_query
         )
-    return await proxy.proxy_http(scope, receive, send, gateway.upstream, base + path_and_query)

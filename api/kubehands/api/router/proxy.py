@@ -1,21 +1,20 @@
-"""Streaming HTTP and WebSocket proxying to sandbox pods (raw ASGI, no buffering).
+"""Streaming HTTP proxying and WebSocket relaying to sandbox pods (raw ASGI, no buffering).
 
 Hop-by-hop headers and `X-API-Key` (the runtime-API key, which V0 sends to the sandbox too) are
 removed; `X-Session-API-Key` and everything else pass through.
 """
 
-import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Iterable
 
 import aiohttp
-from starlette.types import Message, Receive, Scope, Send
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from starlette.types import Receive, Scope, Send
 from yarl import URL
 
 from kubehands.api.router.upstream import Upstream
+from kubehands.api.server import tunnel
+from kubehands.api.server.protocol import UPGRADE_EXTENSION
 
 log = logging.getLogger(__name__)
 
@@ -33,16 +32,6 @@ HOP_BY_HOP = frozenset(
     }
 )
 REQUEST_ONLY_STRIPPED = frozenset({"x-api-key"})
-MESSAGE_TOO_BIG = 1009  # WebSocket close code
-WEBSOCKET_HANDSHAKE = frozenset(
-    {
-        "host",
-        "sec-websocket-key",
-        "sec-websocket-version",
-        "sec-websocket-extensions",
-        "sec-websocket-protocol",
-    }
-)
 
 
 def _connection_listed(headers: Iterable[tuple[str, str]]) -> set[str]:
@@ -83,9 +72,7 @@ def forwarded_headers(scope: Scope) -> list[tuple[str, str]]:
     return out
 
 
-async def send_json(
-    send: Send, status: int, detail: str, headers: list[tuple[str, str]] | None = None
-) -> None:
+async def send_json(send: Send, status: int, detail: str, headers: list[tuple[str, str]] | None = None) -> None:
     body = json.dumps({"detail": detail}).encode()
     raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     raw += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers or []]
@@ -107,9 +94,7 @@ async def _request_body(receive: Receive) -> AsyncIterator[bytes]:
 
 async def proxy_http(scope: Scope, receive: Receive, send: Send, upstream: Upstream, url: str) -> str:
     """Forward one HTTP request to `url`, streaming both bodies. Returns an outcome for metrics."""
-    headers = [
-        (k, v) for k, v in filter_request_headers(scope_headers(scope)) if k.lower() != "x-forwarded-for"
-    ]
+    headers = [(k, v) for k, v in filter_request_headers(scope_headers(scope)) if k.lower() != "x-forwarded-for"]
     headers += forwarded_headers(scope)
     has_body = any(k.lower() in ("content-length", "transfer-encoding") for k, _ in scope_headers(scope))
     try:
@@ -151,90 +136,60 @@ async def proxy_http(scope: Scope, receive: Receive, send: Send, upstream: Upstr
     return "ok"
 
 
-def _ws_headers(scope: Scope) -> tuple[list[tuple[str, str]], list[str]]:
-    raw = scope_headers(scope)
-    protocols = [
-        p.strip() for k, v in raw if k.lower() == "sec-websocket-protocol" for p in v.split(",") if p.strip()
+def upgrade_request_head(scope: Scope, host: str, port: int, path_and_query: str) -> bytes:
+    """The client's upgrade request as the sandbox gets it: the WebSocket handshake headers (key, version,
+    subprotocols, extensions) pass through unchanged, so the two ends negotiate with each other."""
+    netloc = f"[{host}]" if ":" in host else host
+    upgrade = next((v for k, v in scope_headers(scope) if k.lower() == "upgrade"), "websocket")
+    lines = [
+        f"{scope['method']} {path_and_query} HTTP/1.1",
+        f"host: {netloc}:{port}",
+        "connection: Upgrade",
+        f"upgrade: {upgrade}",
     ]
-    keep = [
-        (k, v)
-        for k, v in filter_request_headers(raw)
-        if k.lower() not in WEBSOCKET_HANDSHAKE and k.lower() != "x-forwarded-for"
+    lines += [
+        f"{k}: {v}"
+        for k, v in filter_request_headers(scope_headers(scope))
+        if k.lower() not in ("host", "x-forwarded-for")
     ]
-    return keep + forwarded_headers(scope), protocols
+    lines += [f"{k}: {v}" for k, v in forwarded_headers(scope)]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
-async def _client_to_upstream(receive: Receive, upstream: ClientConnection) -> None:
-    while True:
-        message: Message = await receive()
-        if message["type"] == "websocket.receive":
-            if message.get("text") is not None:
-                await upstream.send(message["text"])
-            elif message.get("bytes") is not None:
-                await upstream.send(message["bytes"])
-        elif message["type"] == "websocket.disconnect":
-            await upstream.close(code=message.get("code", 1000) or 1000)
-            return
+def can_relay_upgrade(scope: Scope) -> bool:
+    return UPGRADE_EXTENSION in (scope.get("extensions") or {})
 
 
-async def _upstream_to_client(send: Send, upstream: ClientConnection) -> None:
-    too_big = False
+async def relay_upgrade(scope: Scope, send: Send, host: str, port: int, path_and_query: str, timeout: float) -> str:
+    """Relay a WebSocket upgrade to the sandbox and, once it answers 101, the connection's bytes
+    (server/tunnel.py). Any other answer of the sandbox reaches the client as an HTTP status."""
     try:
-        async for data in upstream:
-            if isinstance(data, str):
-                await send({"type": "websocket.send", "text": data})
-            else:
-                await send({"type": "websocket.send", "bytes": data})
-    except ConnectionClosed as exc:
-        # The sandbox sent a message above max_size: the client library refused it (closing with 1009)
-        # before holding it in memory. The client learns why, with the same code.
-        too_big = exc.sent is not None and exc.sent.code == MESSAGE_TOO_BIG
-    if too_big:
-        code, reason = MESSAGE_TOO_BIG, "the sandbox sent a message larger than the gateway relays"
-    else:
-        code, reason = upstream.close_code or 1000, upstream.close_reason or ""
-    await send({"type": "websocket.close", "code": 1000 if code in (1005, 1006) else code, "reason": reason})
-
-
-async def proxy_websocket(
-    scope: Scope, receive: Receive, send: Send, url: str, open_timeout: float, max_size: int
-) -> str:
-    """Connect upstream first, then accept the client with the upstream's subprotocol, then pump.
-    The caller has already received the client's `websocket.connect` message.
-
-    `max_size` bounds one message from the sandbox: a sandbox runs untrusted code, and the gateway is
-    shared, so one huge message must end that connection (1009), not exhaust the gateway's memory. The
-    other direction is bounded by the server (`kubehands gateway` gives uvicorn the same ws_max_size)."""
-    headers, protocols = _ws_headers(scope)
-    try:
-        upstream = await connect(
-            url,
-            additional_headers=headers,
-            subprotocols=protocols or None,  # type: ignore[arg-type]
-            open_timeout=open_timeout,
-            max_size=max_size,
-            ping_interval=None,
-            compression=None,
+        upstream, answer = await tunnel.open_upstream(
+            host, port, upgrade_request_head(scope, host, port, path_and_query), timeout
         )
-    except InvalidStatus as exc:
-        await reject_websocket(scope, send, exc.response.status_code, "the sandbox refused the WebSocket")
-        return "refused"
-    except (OSError, InvalidHandshake, TimeoutError) as exc:
-        log.debug("websocket upstream %s failed: %s", url, exc)
-        await reject_websocket(scope, send, 502, "the sandbox is not reachable")
+    except TimeoutError:
+        await send_json(send, 504, "the sandbox did not answer in time")
+        return "timeout"
+    except (OSError, tunnel.HandshakeFailed) as exc:
+        log.debug("websocket upstream %s:%s failed: %s", host, port, exc)
+        await send_json(send, 502, "the sandbox is not reachable")
         return "unreachable"
-    async with upstream:
-        await send({"type": "websocket.accept", "subprotocol": upstream.subprotocol, "headers": []})
-        pumps = [
-            asyncio.create_task(_client_to_upstream(receive, upstream)),
-            asyncio.create_task(_upstream_to_client(send, upstream)),
-        ]
-        try:
-            await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in pumps:
-                task.cancel()
-            await asyncio.gather(*pumps, return_exceptions=True)
+    if answer.status != 101:
+        assert upstream.transport is not None
+        upstream.transport.close()
+        await send_json(send, answer.status, "the sandbox refused the WebSocket")
+        return "refused"
+    client = scope["extensions"][UPGRADE_EXTENSION]["take_over"]()
+    pending = upstream.take_pending()
+    relay = tunnel.Tunnel(client.transport, upstream)
+    client.transport.write(answer.head + answer.rest + pending)
+    if client.early:
+        relay.data_received(client.early)
+    client.attach(relay)
+    try:
+        await relay.closed
+    finally:
+        relay.shutdown()  # a no-op when both ends closed; ends them when the task is cancelled
     return "ok"
 
 
