@@ -32,6 +32,7 @@ UPGRADE_EXTENSION = "kubehands.upgrade"
 # Bytes a client may send after its upgrade request before the router has answered it (a client must wait for
 # the 101 before sending frames, so this is only slack): reading pauses above it.
 EARLY_BYTES_LIMIT = 64 * 1024
+LINGER_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self._upgrade_offered = False  # the current request may be taken over
         self._early: bytearray | None = None  # bytes after an upgrade request's head, while the app decides
         self._sink: ConnectionSink | None = None  # set once the app took the connection over
+        self._lingering = False  # refused: reading only to drop, until closed
 
     # --- connection ------------------------------------------------------------------------------
 
@@ -109,6 +111,9 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def eof_received(self) -> bool | None:  # type: ignore[override]  # True keeps a half-closed tunnel open
+        if self._lingering:
+            self.transport.close()
+            return None
         if self._sink is not None:
             return self._sink.eof_received()
         return super().eof_received()
@@ -134,6 +139,8 @@ class GatewayHttpProtocol(HttpToolsProtocol):
     # --- bytes -----------------------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            return
         if self._sink is not None:
             self._sink.data_received(data)
             return
@@ -240,12 +247,19 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             self.transport.close()
 
     def _refuse(self, status: int, detail: str) -> None:
-        """Answer from the protocol (no app involved) and close: the connection is beyond a bound."""
+        """Answer from the protocol (no app involved) and close: the connection is beyond a bound.
+
+        The close lingers: what the client still sends is read and dropped for up to LINGER_SECONDS, because
+        closing a socket with unread bytes resets the connection, and the reset can destroy the answer
+        before the client reads it."""
         log.debug("refused %s: %s", self.client, detail)
         self._cancel_head_timer()
+        self._lingering = True
         if self.cycle is None or self.cycle.response_complete:
             self.transport.write(json_response(status, detail))
-        self.transport.close()
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(LINGER_SECONDS, self.transport.close)
 
 
 def protocol_class(limits: ServerLimits) -> type[GatewayHttpProtocol]:
