@@ -27,6 +27,7 @@ from bench.profiled import armed_profiler, profiling
 from bench.profiles import summarize_profile
 from bench.system import ROOT, free_port, machine_info, start_process, stop_process, versions
 from kubehands.api.cli.gateway import serve as serve_like_the_gateway
+from kubehands.api.router.connections import SandboxConnections
 from kubehands.api.router.upstream import Upstream
 
 RUNTIME_ID = "kh-benchlocal01"
@@ -52,6 +53,7 @@ def fake_gateway(upstream_port: int, public_port: int) -> Any:
                                claim_for_runtime=lambda rid: None),
         alive=SimpleNamespace(is_alive=lambda s: True),
         activity=SimpleNamespace(touch=lambda rid: None),
+        connections=SandboxConnections(settings.max_connections_per_sandbox),
     )
 
 

@@ -14,7 +14,7 @@ import uvicorn
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from kubehands.api.cli.gateway import listening_sockets
+from kubehands.api.cli.gateway import listening_sockets, server_limits, uvicorn_options
 from kubehands.api.main import create_app
 from kubehands.api.settings import Settings
 from kubehands.cli import main as kubehands_main
@@ -31,9 +31,11 @@ pytestmark = pytest.mark.node
 
 @asynccontextmanager
 async def served_gateway(settings: Settings, port: int) -> AsyncIterator[Any]:
-    """The gateway app under uvicorn on 127.0.0.1:`port`, with its real lifespan (watch caches)."""
+    """The gateway app under uvicorn on 127.0.0.1:`port` with `kubehands gateway`'s options (its protocol relays
+    the WebSockets), and its real lifespan (watch caches)."""
     app = create_app(settings)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    options = uvicorn_options("127.0.0.1", port, "warning", limits=server_limits(settings))
+    server = uvicorn.Server(uvicorn.Config(app, **options))
     sockets = None
     if settings.routing_mode == "port":  # as `kubehands gateway` serves it: the sandbox ports too
         sockets = listening_sockets("127.0.0.1", [port, *urls.sandbox_port_numbers(settings)])
