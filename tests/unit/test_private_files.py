@@ -56,7 +56,7 @@ def test_make_run_makes_every_file_it_writes_private_first() -> None:
     text = RUN_SH.read_text()
     assert 'kh::private_dir "$RUN_DIR"' in text
     written = re.findall(r'(?<![0-9&])>\s*("\$(?:RUN_DIR/[^"]+|key_file)")', text)
-    assert {w for w in written} == {'"$RUN_DIR/operator.log"', '"$key_file"', '"$RUN_DIR/gateway.log"'}, written
+    assert set(written) == {'"$RUN_DIR/operator.log"', '"$key_file"', '"$RUN_DIR/gateway.log"'}, written
     for target in written:
         made_private = text.find(f"kh::private_file {target}")
         assert 0 <= made_private < text.find(f"> {target}"), f"{target} is written before kh::private_file"
