@@ -9,6 +9,7 @@ import socket
 import urllib.request
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 from pydantic import ValidationError
 
@@ -103,6 +104,9 @@ def test_make_run_gives_each_sandbox_its_own_host() -> None:
     settings = Settings(public_url="http://127.0.0.1:8080", **make_run_settings())  # type: ignore[arg-type]
     hosts = {urlsplit(urls.sandbox_url(settings, runtime_in_slot(settings, s))).hostname for s in (0, 1, 99)}
     assert hosts == {"127.1.0.1", "127.1.0.2", "127.1.0.100"}
+    # openhands-workspace asserts `httpx.Client(base_url=url).base_url == url` of the URL it is given
+    url = urls.sandbox_url(settings, runtime_in_slot(settings, 7))
+    assert httpx.Client(base_url=url).base_url == url
 
 
 def test_a_cookie_jar_keeps_a_hosts_cookie_from_the_others() -> None:
