@@ -111,7 +111,7 @@ declare_pool() {
   fi
 }
 
-mkdir -p "$RUN_DIR"
+kh::private_dir "$RUN_DIR"   # its logs and the API key file, each 0600 too (kh::private_file)
 "$BIN/python" -m kubehands.crd.install --kubeconfig "$KUBECONFIG" crds/*.yaml
 # The scripts' kubectl keeps its discovery cache in the state folder: a user's own cache (~/.kube/cache) is then
 # never filled before the CRDs exist, which would hide `kubectl get sbx` for its 10-minute lifetime.
@@ -124,6 +124,7 @@ set -o allexport; source hack/run.env; set +o allexport  # port routing mode: ev
 
 # Its metrics on this machine only (the operator's default binds every address, for a pod). It sees the gateway's
 # settings (the same environment): a pool no /start can match gets no members.
+kh::private_file "$RUN_DIR/operator.log"
 KUBEHANDS_METRICS_HOST=127.0.0.1 KUBEHANDS_POOL_MATCH_CHECK=true "$BIN/kubehands" operator > "$RUN_DIR/operator.log" 2>&1 &
 pids+=($!)
 kh::log "operator started (log: $RUN_DIR/operator.log; metrics: http://127.0.0.1:${KUBEHANDS_METRICS_PORT:-8090}/metrics)"
@@ -135,12 +136,13 @@ declare_pool openhands-sdk "$SDK_POOL_SIZE" "$SANDBOX_IMAGE" sdk_start_body
 
 # One key per cluster, created on first run; the raw key is only ever shown at creation.
 key_file="$RUN_DIR/api-key-$KEY_NAME"
+kh::private_file "$key_file"   # before the key is written to it (and a file of an earlier run made private)
 if [[ ! -s $key_file ]]; then
   "$BIN/kubehands" keys revoke "$KEY_NAME" >/dev/null 2>&1 || true
   "$BIN/kubehands" keys create "$KEY_NAME" > "$key_file"
-  chmod 0600 "$key_file"
 fi
 
+kh::private_file "$RUN_DIR/gateway.log"
 "$BIN/kubehands" gateway --host 127.0.0.1 --port "$PORT" > "$RUN_DIR/gateway.log" 2>&1 &
 pids+=($!)
 kh::wait_for "gateway /health" 30 curl -sf "http://127.0.0.1:${PORT}/health" \

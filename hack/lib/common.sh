@@ -75,6 +75,23 @@ kh::use_go() {
   export GOROOT=$K8S_GOROOT PATH="$K8S_GOROOT/bin:$PATH"
 }
 
+# kh::private_dir DIR: DIR, made if missing, readable by its owner only (0700), whatever the umask.
+kh::private_dir() {
+  mkdir -p "$1"
+  chmod 0700 "$1"
+}
+
+# kh::private_file FILE...: each file readable by its owner only (0600) before anything is written to it: a new one
+# is born so (made under umask 077), an existing one (of an earlier run) is restricted first. The caller then
+# writes it (`>` keeps the mode), so a key or a log line is never readable by others, not even for a moment.
+kh::private_file() {
+  local file
+  for file in "$@"; do
+    (umask 077 && : >> "$file")
+    chmod 0600 "$file"
+  done
+}
+
 # kh::wait_for DESCRIPTION TIMEOUT_SECONDS COMMAND... : poll until COMMAND succeeds.
 kh::wait_for() {
   local what=$1 timeout=$2; shift 2

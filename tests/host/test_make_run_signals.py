@@ -4,6 +4,10 @@ and hack/check-host.sh verify passes against a snapshot taken before, /tmp inclu
 the next `make run` brings back the same API key and a sandbox's workspace (a Ctrl-C during the first start of a
 cluster deletes what little it made).
 
+It also keeps keys secret (issue 17): keyed requests with `?tkn=` and `?session_api_key=` leave no key in any of
+its log files, which, like its API key file, are readable by their owner only, and each sandbox has a loopback
+host of its own (browsers scope cookies by host).
+
 These tests start and stop real clusters on the default state folder, so they need a host where no cluster
 runs: they fail, never skip, when one does. hack/test.sh runs them in a pytest run of their own after the other
 tiers, only when no cluster was running when it began. Alone (with pytest's folders outside /tmp, which the
@@ -19,9 +23,13 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from stat import S_IMODE
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from websockets.exceptions import WebSocketException
+from websockets.sync.client import connect
 
 from tests.helpers.paths import STATE
 from tests.helpers.processes import free_port
@@ -266,6 +274,43 @@ def test_ctrl_c_keeps_the_key_and_the_workspaces(make_run: MakeRun, host_before:
         assert bash(runtime, "cat /workspace/kept.txt") == "kept-across-ctrl-c"
     finally:
         stop_and_check(again, signal.SIGINT, recorded_cluster_pids(), host_before)
+
+
+def test_make_run_keeps_keys_out_of_its_logs(make_run: MakeRun, host_before: Path) -> None:
+    """A keyed request with `?tkn=` (VS Code's first load) and one with `?session_api_key=` (a browser WebSocket)
+    to a sandbox, and agent-server calls with its key in a header: after Ctrl-C, neither that session key nor the
+    API key appears in any log file of `make run` (its own and the cluster's), whose own logs and key file are
+    0600 in a 0700 folder."""
+    environment = make_run.wait_for_environment()
+    key = environment["SANDBOX_API_KEY"]
+    runtime = run_sandbox(environment["SANDBOX_REMOTE_RUNTIME_API_URL"], key, environment["SANDBOX_IMAGE"])
+    session_key = runtime["session_api_key"]
+    url = urlsplit(runtime["url"])
+    assert url.hostname and url.hostname.startswith("127.1.") and url.port, runtime["url"]  # a host of its own
+    vscode = f"http://{url.hostname}:{url.port + 1}"
+    with httpx.Client(timeout=60) as browser:
+        browser.get(f"{vscode}/?tkn={session_key}&folder=/workspace")  # whatever VS Code answers, it is logged
+    try:
+        with connect(f"ws://{url.netloc}/sockets/events/none?session_api_key={session_key}", open_timeout=60):
+            pass
+    except (OSError, WebSocketException):  # no such conversation: refused, and logged all the same
+        pass
+    assert bash(runtime, "echo keyed") == "keyed"
+    stop_and_check(make_run, signal.SIGINT, recorded_cluster_pids(), host_before)  # every log complete
+
+    run_dir = STATE / "run"
+    assert S_IMODE(run_dir.stat().st_mode) == 0o700
+    for name in ("gateway.log", "operator.log", "api-key-dev"):
+        assert S_IMODE((run_dir / name).stat().st_mode) == 0o600, name
+    logs = sorted([*run_dir.glob("*.log"), *(STATE / "logs").glob("*.log")])
+    assert {p.name for p in logs} >= {"gateway.log", "operator.log", "kube-apiserver.log", "kubelet.log"}, logs
+    for log in logs:
+        text = log.read_bytes()
+        for secret in (session_key, key):
+            assert secret.encode() not in text, f"{log} holds a key"
+    gateway_log = (run_dir / "gateway.log").read_text()
+    assert "?tkn=[redacted]&folder=[redacted]" in gateway_log, gateway_log[-3000:]
+    assert "?session_api_key=[redacted]" in gateway_log, gateway_log[-3000:]
 
 
 SESSION = "kept-across-ctrl-c"

@@ -38,7 +38,7 @@ async def served_gateway(settings: Settings, port: int) -> AsyncIterator[Any]:
     server = uvicorn.Server(uvicorn.Config(app, **options))
     sockets = None
     if settings.routing_mode == "port":  # as `kubehands gateway` serves it: the sandbox ports too
-        sockets = listening_sockets("127.0.0.1", [port, *urls.sandbox_port_numbers(settings)])
+        sockets = listening_sockets("127.0.0.1", [port, *urls.sandbox_listen_addresses(settings, "127.0.0.1")])
     task = asyncio.create_task(server.serve(sockets=sockets))
     deadline = asyncio.get_running_loop().time() + 60
     while not server.started:

@@ -11,6 +11,7 @@ from fastapi.routing import APIRoute
 
 from kubehands.api.errors import install_exception_handlers
 from kubehands.api.gateway import Gateway
+from kubehands.api.log_redaction import install as redact_logs
 from kubehands.api.middleware import BodyLimitMiddleware, HeaderLimitMiddleware, MetricsMiddleware
 from kubehands.api.router.middleware import RouterMiddleware
 from kubehands.api.routes import images, pools, runtimes, sessions, system
@@ -23,6 +24,7 @@ def _operation_id(route: APIRoute) -> str:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    redact_logs()  # no key reaches a log line, however the app is served (log_redaction.py)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -4,6 +4,7 @@ The gateway's `Settings` extends them (docs/gateway.md documents every field); t
 the same variables, to check that a pool template can match a /start (`pool_match_check`).
 """
 
+import ipaddress
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -16,6 +17,7 @@ from kubehands.crd.resources import DEFAULT_BASE_RESOURCES, validate_base_resour
 
 # Port mode: each sandbox's ports, in this order: agent server, VS Code, work-1, work-2 (as Docker's runtime maps them).
 PORTS_PER_SANDBOX = 4
+LOOPBACK_NETWORK = ipaddress.IPv4Network("127.0.0.0/8")
 
 
 class SpecSettings(BaseSettings):
@@ -40,6 +42,14 @@ class SpecSettings(BaseSettings):
         "20000-20399",
         description="Port mode: the range `first-last` of gateway ports for sandboxes, 4 per sandbox (agent server, "
         "VS Code, work-1, work-2), so it holds (last - first + 1) // 4 sandboxes, paused ones included.",
+    )
+    sandbox_loopback: str | None = Field(
+        None,
+        description="Port mode: serve each sandbox on a loopback address of its own, this IPv4 address plus the "
+        "sandbox's slot (e.g. 127.1.0.1: 127.1.0.1, 127.1.0.2, ...), in the URLs handed out and in the sockets "
+        "the gateway listens on, instead of the host of public_url. Browsers scope cookies by host, not port: "
+        "with one host per sandbox, one sandbox's cookies (VS Code's vscode-tkn, the session key) never reach "
+        "another. Unset: every sandbox on public_url's host (the setting for port mode behind a host name).",
     )
     domain: str | None = Field(
         None,
@@ -128,6 +138,21 @@ class SpecSettings(BaseSettings):
         parse_port_range(value)
         return value
 
+    @field_validator("sandbox_loopback")
+    @classmethod
+    def _loopback(cls, value: str | None) -> str | None:
+        if not value:
+            return None  # an empty variable means "every sandbox on public_url's host"
+        try:
+            address = ipaddress.ip_address(value.strip())
+        except ValueError:
+            raise ValueError(
+                f"sandbox_loopback must be an IPv4 loopback address such as 127.1.0.1, got {value!r}"
+            ) from None
+        if address.version != 4 or not address.is_loopback:
+            raise ValueError(f"sandbox_loopback must be an IPv4 loopback address (127.0.0.0/8), got {value!r}")
+        return str(address)
+
     @model_validator(mode="after")
     def _check(self) -> "SpecSettings":
         if self.routing_mode == "subdomain" and not self.domain:
@@ -137,6 +162,8 @@ class SpecSettings(BaseSettings):
             public_port = urlsplit(self.public_url).port
             if public_port is not None and first <= public_port <= last:
                 raise ValueError("KUBEHANDS_SANDBOX_PORTS must not contain the port of KUBEHANDS_PUBLIC_URL")
+            if self.sandbox_loopback:
+                _check_loopback_range(self.sandbox_loopback, (last - first + 1) // PORTS_PER_SANDBOX, self.public_url)
         # Either mistake would refuse every /start; say so at startup instead (the chart refuses both too).
         if self.default_runtime_class and self.default_runtime_class not in self.runtime_class_map:
             raise ValueError("KUBEHANDS_DEFAULT_RUNTIME_CLASS must be a key of KUBEHANDS_RUNTIME_CLASS_MAP")
@@ -150,6 +177,27 @@ class SpecSettings(BaseSettings):
     def port_range(self) -> tuple[int, int]:
         """Port mode: (first, last) of `sandbox_ports`."""
         return parse_port_range(self.sandbox_ports)
+
+
+def _check_loopback_range(first: str, slots: int, public_url: str) -> None:
+    """One loopback address per slot, all inside 127.0.0.0/8, none of them public_url's own host (the control API,
+    and beside it the OpenHands app, whose cookies a sandbox must not get either)."""
+    addresses = int(LOOPBACK_NETWORK.broadcast_address) - int(ipaddress.IPv4Address(first))
+    if slots > addresses:
+        raise ValueError(
+            f"KUBEHANDS_SANDBOX_LOOPBACK {first} leaves room for {addresses} sandboxes in 127.0.0.0/8, and "
+            f"KUBEHANDS_SANDBOX_PORTS holds {slots}: choose a lower first address"
+        )
+    host = urlsplit(public_url).hostname or ""
+    try:
+        public = ipaddress.ip_address(host)
+    except ValueError:
+        return
+    if public.version == 4 and 0 <= int(public) - int(ipaddress.IPv4Address(first)) < slots:
+        raise ValueError(
+            f"KUBEHANDS_SANDBOX_LOOPBACK: the sandboxes' addresses from {first} on must not include the host of "
+            f"KUBEHANDS_PUBLIC_URL ({host})"
+        )
 
 
 def parse_port_range(value: str) -> tuple[int, int]:

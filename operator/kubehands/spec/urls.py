@@ -3,12 +3,15 @@ upstream address of a pod.
 
 Port mode (docs/gateway.md#port-mode) needs no stored state: a sandbox's block of gateway ports is a hash of its
 runtime id (its *slot*), and the gateway only ever gives out runtime ids whose slot is free (`kubehands.api.ports`).
+With `sandbox_loopback` each slot also has a loopback address of its own, so that no two sandboxes share a host
+(browsers scope cookies by host, not by port).
 
 Pure functions, one scheme in both directions: the derivation (a Sandbox's env names its URL), the gateway's router,
 its /alive check and its runtime objects share them.
 """
 
 import hashlib
+import ipaddress
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -66,6 +69,24 @@ def sandbox_port_numbers(settings: SpecSettings) -> range:
     return range(first, first + port_slots(settings) * PORTS_PER_SANDBOX)
 
 
+def slot_address(settings: SpecSettings, slot: int) -> str | None:
+    """Port mode: the loopback address of a slot's ports (`sandbox_loopback` + slot), or None when every sandbox
+    shares public_url's host."""
+    if not settings.sandbox_loopback:
+        return None
+    return str(ipaddress.IPv4Address(settings.sandbox_loopback) + slot)
+
+
+def sandbox_listen_addresses(settings: SpecSettings, host: str) -> list[tuple[str, int]]:
+    """Port mode: every (address, port) the gateway listens on for sandboxes: each slot's ports on its own loopback
+    address, or all on `host` (the gateway's own) without `sandbox_loopback`."""
+    return [
+        (slot_address(settings, slot) or host, port)
+        for slot in range(port_slots(settings))
+        for port in range(slot_port(settings, slot), slot_port(settings, slot) + PORTS_PER_SANDBOX)
+    ]
+
+
 def match_port(settings: SpecSettings, local_port: int | None) -> tuple[int, str] | None:
     """Port mode: (slot, service) of the gateway port a request came in on; None for the control API's port."""
     if local_port is None or local_port not in sandbox_port_numbers(settings):
@@ -74,12 +95,13 @@ def match_port(settings: SpecSettings, local_port: int | None) -> tuple[int, str
     return offset // PORTS_PER_SANDBOX, PORT_SERVICES[offset % PORTS_PER_SANDBOX]
 
 
-def _port_origin(settings: SpecSettings, port: int) -> str:
+def _port_origin(settings: SpecSettings, slot: int, service: str) -> str:
+    """`{scheme}://{host}:{port}`: the slot's own loopback address, else public_url's host."""
     public = urlsplit(settings.public_url)
-    host = public.hostname or "localhost"
+    host = slot_address(settings, slot) or public.hostname or "localhost"
     if ":" in host:  # an IPv6 address
         host = f"[{host}]"
-    return f"{public.scheme}://{host}:{port}"
+    return f"{public.scheme}://{host}:{slot_port(settings, slot, service)}"
 
 
 # ---- URLs -------------------------------------------------------------------------------------
@@ -90,7 +112,7 @@ def sandbox_url(settings: SpecSettings, runtime_id: str) -> str:
     if settings.routing_mode == "subdomain":
         return f"{settings.subdomain_scheme}://{runtime_id}.{settings.domain}"
     if settings.routing_mode == "port":
-        return _port_origin(settings, slot_port(settings, port_slot(settings, runtime_id)))
+        return _port_origin(settings, port_slot(settings, runtime_id), AGENT_PORT_NAME)
     return f"{settings.public_url}/{runtime_id}"
 
 
@@ -100,7 +122,7 @@ def service_url(settings: SpecSettings, runtime_id: str, service: str) -> str:
     if settings.routing_mode == "subdomain":
         return f"{settings.subdomain_scheme}://{service}-{runtime_id}.{settings.domain}"
     if settings.routing_mode == "port":
-        return _port_origin(settings, slot_port(settings, port_slot(settings, runtime_id), service))
+        return _port_origin(settings, port_slot(settings, runtime_id), service)
     return f"{settings.public_url}/{runtime_id}/{service}"
 
 

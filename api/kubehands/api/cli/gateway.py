@@ -60,21 +60,22 @@ def uvicorn_options(
     }
 
 
-def listening_sockets(host: str, ports: Iterable[int]) -> list[socket.socket]:
-    """Bound, listening TCP sockets, one per port (port mode: the control API's, then every sandbox port).
+def listening_sockets(host: str, ports: Iterable[int | tuple[str, int]]) -> list[socket.socket]:
+    """Bound, listening TCP sockets, one per port (port mode: the control API's, then every sandbox port), on
+    `host`, or on the address given with a port as (address, port) (port mode's per-sandbox loopback addresses).
 
     Raises OSError naming the port when one is taken, after closing those already bound."""
     bound: list[socket.socket] = []
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
-        for port in ports:
-            sock = socket.socket(family, socket.SOCK_STREAM)
+        for entry in ports:
+            address, port = entry if isinstance(entry, tuple) else (host, entry)
+            sock = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_STREAM)
             bound.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
-                sock.bind((host, port))
+                sock.bind((address, port))
             except OSError as exc:
-                raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+                raise OSError(exc.errno, f"cannot listen on {address}:{port}: {exc.strerror}") from exc
             sock.listen(2048)
             sock.set_inheritable(True)
     except BaseException:
@@ -101,11 +102,11 @@ def serve(
     proxy_headers: bool = False,
     *,
     limits: "ServerLimits | None" = None,
-    extra_ports: Sequence[int] = (),
+    extra_ports: Sequence[int | tuple[str, int]] = (),
 ) -> None:
     """uvicorn as `kubehands gateway` runs it; `app` is an app or an "module:factory" path. The benchmarks
     serve their baselines through this too, so they differ from the gateway only in the app. `extra_ports` (port
-    mode's sandbox ports) are served by the same app on the same host."""
+    mode's sandbox ports) are served by the same app, on the same host or as (address, port) on their own."""
     import uvicorn
 
     # After its graceful shutdown uvicorn re-raises the SIGTERM it caught. The default action would end the
@@ -126,11 +127,11 @@ def run(args: argparse.Namespace) -> int:
     from kubehands.api.settings import get_settings
 
     settings = get_settings()  # read once here too: a bad setting fails before uvicorn starts
-    extra_ports: Sequence[int] = ()
-    if settings.routing_mode == "port":
-        from kubehands.spec.urls import sandbox_port_numbers
+    extra_ports: Sequence[int | tuple[str, int]] = ()
+    if settings.routing_mode == "port":  # each sandbox's ports on its own loopback address with sandbox_loopback
+        from kubehands.spec.urls import sandbox_listen_addresses
 
-        extra_ports = sandbox_port_numbers(settings)
+        extra_ports = sandbox_listen_addresses(settings, args.host)
     serve(
         "kubehands.api.main:create_app",
         args.host,
