@@ -10,7 +10,8 @@ resourceVersion it read (PUT; a 409 means another admission came first: read aga
 accepts one write per version, so admissions of one key are serialised across replicas: none can miss another
 that came before it, while the caches, which may lag, only have to show what is older than the in-flight window.
 Admissions of one key on one replica queue behind a lock, so they do not spend their tries conflicting with each
-other. Cost: one GET and one PUT per admission, one GET per refusal.
+other. Cost: one GET and one PUT per admission; a refusal costs one GET, or nothing when the cache alone shows the
+key at its limit.
 
 The ledger also carries the key's revocation (`kubehands keys revoke` writes `revoked`): every admission reads it,
 so no request wakes, resumes or starts a sandbox of a revoked key, whatever a replica's cache still shows.
@@ -156,6 +157,9 @@ class Admissions:
     async def admit(self, tenant: str, slot: str, limit: int) -> Admission:
         """Admit `slot` (it will hold resources) for `tenant`: its ledger entry, written; `LimitExceeded` (429, nothing
         written) when the key's other slots already reach `limit`; `Forbidden` (403) when the key was revoked."""
+        count = limits.count_others(self._holding_slots(tenant), {}, slot)
+        if count >= limit:  # what the ledger's count would say too (it only adds to the cache's): no call needed
+            raise limits_exceeded(tenant, count, limit)
         async with self._lock(tenant):
             return await self._admit(tenant, slot, limit)
 
