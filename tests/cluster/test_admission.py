@@ -14,7 +14,7 @@ import re
 import threading
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
-from contextlib import AsyncExitStack, asynccontextmanager, contextmanager, redirect_stdout
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import Any
 
@@ -380,3 +380,29 @@ async def test_a_router_wake_rotates_the_session_key_when_resume_would(kubeconfi
         assert base64.b64decode(secret.data["session-api-key"]).decode() == new
         stale = await http.get(f"/{rid}/alive", headers={"X-Session-API-Key": old})
         assert stale.status_code == 503 and "session key" in stale.json()["detail"]  # no longer its key
+
+
+async def test_revoke_in_a_separate_sandbox_namespace(kubeconfig: str, namespace: str) -> None:
+    """Keys in one namespace, sandboxes in another (the chart's layout): revoking without --sandbox-namespace finds
+    no sandbox and says so; run again with it, the key being gone already, it revokes and pauses there."""
+    sandboxes_ns = f"{namespace}-sbx"
+    with api_client(kubeconfig) as api:
+        client.CoreV1Api(api).create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=sandboxes_ns)))
+    try:
+        key = create_key(kubeconfig, namespace, "elsewhere")
+        async with app(kubeconfig, sandboxes_ns, keys_namespace=namespace) as (_, http):
+            started = await http.post("/start", json=start_body("s"), headers={"X-API-Key": key})
+            assert started.status_code == 200, started.text
+        err = io.StringIO()
+        with redirect_stderr(err):
+            assert keys_cli(kubeconfig, namespace, "revoke", "elsewhere") == 0
+        assert "--sandbox-namespace" in err.getvalue()
+        assert running_of(kubeconfig, sandboxes_ns, "elsewhere") == [started.json()["runtime_id"]]
+        assert keys_cli(kubeconfig, namespace, "revoke", "elsewhere", "--sandbox-namespace", sandboxes_ns) == 0
+        assert running_of(kubeconfig, sandboxes_ns, "elsewhere") == []
+        with api_client(kubeconfig) as api:
+            ledger = client.CoreV1Api(api).read_namespaced_config_map(ledger_name("elsewhere"), sandboxes_ns)
+        assert "revoked" in (ledger.data or {})
+    finally:
+        with api_client(kubeconfig) as api:
+            client.CoreV1Api(api).delete_namespace(sandboxes_ns, propagation_policy="Background")

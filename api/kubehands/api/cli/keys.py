@@ -111,7 +111,14 @@ async def _run(args: argparse.Namespace) -> int:
         try:
             sandboxes = args.sandbox_namespace or args.namespace
             if args.keys_command == "revoke":
-                await _revoke(kube, args.namespace, sandboxes, name, delete=args.delete_sandboxes)
+                explicit = bool(args.sandbox_namespace)
+                await _revoke(kube, args.namespace, sandboxes, name, delete=args.delete_sandboxes, again=explicit)
+                if not explicit and not await _owns_any(kube, sandboxes, name):
+                    print(
+                        f"no sandboxes of key {name!r} in namespace {sandboxes!r}; if the gateway's sandboxes are in "
+                        "another namespace, run this again there with --sandbox-namespace",
+                        file=sys.stderr,
+                    )
             else:
                 await _execute(kube, args.keys_command, args.namespace, sandboxes, name, profile)
         finally:
@@ -150,13 +157,26 @@ async def _execute(kube: Kube, command: str, namespace: str, sandboxes: str, nam
                 print(f"{record.name}\t{json.dumps(listed)}")
 
 
-async def _revoke(kube: Kube, namespace: str, sandboxes: str, name: str, *, delete: bool) -> None:
+async def _owns_any(kube: Kube, namespace: str, name: str) -> bool:
+    listed = await kube.list_sandboxes(namespace, label_selector=f"{LABEL_OWNER}={name}", limit=1)
+    return bool(listed.get("items"))
+
+
+async def _revoke(kube: Kube, namespace: str, sandboxes: str, name: str, *, delete: bool, again: bool) -> None:
     """Revoke first (nothing is admitted for the key from then on), then delete the key, then its sandboxes stop
-    holding resources: paused, or deleted."""
-    await kube.core.read_namespaced_secret(secret_name(name), namespace)  # 404: no such key, nothing is touched
+    holding resources: paused, or deleted. `again` (a sandbox namespace given): a key already deleted is revoked in
+    that namespace all the same (a revocation that named the wrong one, or a key deleted by hand)."""
+    try:
+        await kube.core.read_namespaced_secret(secret_name(name), namespace)
+        exists = True
+    except ApiException as exc:
+        if exc.status != NOT_FOUND or not again:
+            raise  # no such key: nothing is touched
+        exists = False
     await Ledgers(kube.core, sandboxes).mark_revoked(name)
-    await kube.core.delete_namespaced_secret(secret_name(name), namespace)
-    print(f"revoked key {name!r}", file=sys.stderr)
+    if exists:
+        await kube.core.delete_namespaced_secret(secret_name(name), namespace)
+    print(f"revoked key {name!r}" + ("" if exists else " (its Secret was already gone)"), file=sys.stderr)
     listed = await kube.list_sandboxes(sandboxes, label_selector=f"{LABEL_OWNER}={name}")
     done: list[str] = []
     for sandbox in listed.get("items") or []:
