@@ -30,7 +30,11 @@ def test_keys_cli_create_list_revoke(kubeconfig: str, namespace: str, capsys: py
     assert capsys.readouterr().out == 'team-a\t{"maxRunning": 2}\n'
 
     assert main([*keys_cli, "revoke", "team-a"]) == 0
-    assert capsys.readouterr().err == "revoked key 'team-a'\n"
+    assert capsys.readouterr().err == (
+        "revoked key 'team-a'\nno sandboxes of key 'team-a' in namespace "
+        f"'{namespace}'; if the gateway's sandboxes are in another namespace, run this again there with "
+        "--sandbox-namespace\n"
+    )
     assert main([*keys_cli, "list"]) == 0
     assert capsys.readouterr().out == ""
     assert main([*keys_cli, "revoke", "team-a"]) == 1

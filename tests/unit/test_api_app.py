@@ -301,9 +301,9 @@ async def test_resuming_over_the_limit_is_429(api: httpx.AsyncClient, method: st
 
 
 async def test_restarting_a_failed_session_at_the_limit_is_allowed(api: httpx.AsyncClient) -> None:
-    """It adds no sandbox. (No API server here: the restart is attempted and fails with 503, not 429.)"""
+    """It adds no sandbox: team-a (limit 2) holds RID_A and the failed one. (No API server here: the restart is
+    attempted, its admission reads the ledger, and fails with 503, not 429.)"""
     gateway = _gateway(api)
-    gateway.caches.sandboxes.upsert(sandbox_object("kh-cccccccccccc", "team-a", "S-c", 1, ready=False))
     gateway.caches.sandboxes.upsert(sandbox_object("kh-eeeeeeeeeeee", "team-a", "S-e", 1, failed=True))
     response = await api.post("/start", json=START | {"session_id": "S-e"}, headers={"X-API-Key": KEY_A})
     assert response.status_code == 503, response.text

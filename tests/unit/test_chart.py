@@ -497,6 +497,7 @@ def test_router_reads_no_secrets(helm: str, values: Path) -> None:
     assert {(r["resources"][0], tuple(r["verbs"])) for r in rules} == {
         ("sandboxes", ("get", "list", "watch", "patch")),
         ("sandboxes/status", ("patch",)),
+        ("configmaps", ("get", "create", "update")),  # the admission ledgers of wakes
     }
     # The gateway keeps what it needs.
     gateway = [rule for role in roles_bound_to(docs, "t-kubehands-gateway") for rule in role["rules"]]

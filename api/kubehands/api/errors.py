@@ -30,6 +30,10 @@ class Unauthorized(GatewayError):
     status_code = 401
 
 
+class Forbidden(GatewayError):
+    status_code = 403
+
+
 class SandboxNotFound(GatewayError):
     status_code = 404
 

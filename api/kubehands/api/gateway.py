@@ -7,6 +7,7 @@ from functools import partial
 import httpx
 
 from kubehands.api.control.images import ImageCatalog
+from kubehands.api.control.revocation import Revocations
 from kubehands.api.control.service import SandboxService
 from kubehands.api.observe.alive import AliveTracker
 from kubehands.api.observe.caches import Caches
@@ -40,6 +41,7 @@ class Gateway:
     details: PodDetails
     images: ImageCatalog
     recovery: ClaimRecovery
+    revocations: Revocations  # pauses a revoked key's sandboxes when the watch sees the key go
 
     @classmethod
     def assemble(cls, settings: Settings, kube: Kube, http: httpx.AsyncClient) -> "Gateway":
@@ -65,10 +67,11 @@ class Gateway:
             alive=alive,
             activity=ActivityRecorder(settings, caches, kube),
             sandboxes=sandboxes,
-            waker=Waker(settings, caches, kube, alive),
+            waker=Waker(settings, caches, kube, alive, sandboxes.admissions),
             details=details,
             images=ImageCatalog(settings, kube),
             recovery=ClaimRecovery(caches, sandboxes),
+            revocations=Revocations(settings, caches, kube),
         )
 
     @classmethod
@@ -94,6 +97,7 @@ class Gateway:
 
     async def close(self) -> None:
         await self.recovery.stop()
+        await self.revocations.stop()
         await self.activity.stop()
         await self.alive.stop()
         await self.details.stop()

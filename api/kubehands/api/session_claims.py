@@ -8,7 +8,8 @@ names. A claim is stale, and is deleted with a uid precondition (so only one cal
 is retried, when its Sandbox is gone or being deleted, or when it never got an owner within `CLAIM_GRACE_SECONDS`
 (its creator died between the two creates).
 
-The Secret calls of both start paths (`control.service`, `pools.warm_start`); the choices are theirs.
+The Secret calls of both start paths (`control.service`, `pools.warm_start`); the choices are theirs. Also the
+session key's rotation, shared by /resume and the router's wake.
 """
 
 import logging
@@ -22,7 +23,7 @@ from kubehands.api.observe.caches import Caches
 from kubehands.crd.times import parse_time
 from kubehands.kube import CONFLICT, NOT_FOUND, Kube, json_body, owner_reference
 from kubehands.spec import objects
-from kubehands.spec.constants import LABEL_RUNTIME_ID
+from kubehands.spec.constants import LABEL_RUNTIME_ID, SESSION_KEY_SECRET_KEY
 from kubehands.spec.settings import SpecSettings
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,17 @@ class SessionClaims:
             self._caches.session_keys.upsert(await json_of(owned))
         except ApiException as exc:  # the claim still works; only GC on stop is affected
             log.warning("could not make session secret of %s owned: %s", sandbox["metadata"]["name"], exc.status)
+
+    async def rotate_key(self, sandbox: Obj) -> str:
+        """Write a new session key into the sandbox's Secret; returns it. Called before the Sandbox's state says
+        Running: its pod may start at once, and must get the new key."""
+        name = str(((sandbox.get("spec") or {}).get("sessionKeySecretRef") or {}).get("name") or "")
+        key = objects.mint_session_key()
+        patched = await self._core.patch_namespaced_secret(
+            name, self._namespace, {"stringData": {SESSION_KEY_SECRET_KEY: key}}, _preload_content=False
+        )
+        self._caches.session_keys.upsert(await json_of(patched))
+        return key
 
     async def release(self, name: str, uid: str) -> None:
         """Give up a claim this call made and could not use (logged, never raised: the start's own error matters)."""

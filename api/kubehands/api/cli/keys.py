@@ -1,6 +1,10 @@
-"""`kubehands keys create NAME | list | revoke NAME`: manage API keys (Secrets holding sha256 hashes).
+"""`kubehands keys create NAME | list | revoke NAME [--delete-sandboxes]`: manage API keys (Secrets holding sha256
+hashes).
 
-The raw key is printed once, at creation; only its hash is stored.
+The raw key is printed once, at creation; only its hash is stored. `revoke` does all of a revocation itself, so it
+holds with no gateway running: it marks the key's admission ledger revoked (no request admits anything for the key
+from then on: `kubehands.api.admission`), deletes the key, and pauses the key's sandboxes (or deletes them, with their
+session Secrets). `create` of a revoked name takes the revocation back: the name's paused sandboxes are the new key's.
 """
 
 import argparse
@@ -18,6 +22,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import ValidationError
 
+from kubehands.api.admission import Ledgers
 from kubehands.api.keys import (
     LABEL_API_KEY,
     build_key_secret,
@@ -28,7 +33,10 @@ from kubehands.api.keys import (
     validate_key_name,
 )
 from kubehands.cli_options import add_options
+from kubehands.crd.constants import LABEL_OWNER
+from kubehands.crd.model import DesiredState
 from kubehands.kube import CONFLICT, NOT_FOUND, Kube, json_body
+from kubehands.spec.constants import LABEL_SESSION_KEY
 from kubehands.spec.profile import Profile
 
 
@@ -44,15 +52,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-lifetime-seconds", type=int, help="ceiling of the lifetime of each sandbox this key starts"
     )
     sub.add_parser("list", help="list key names and their profiles")
-    revoke = sub.add_parser("revoke", help="delete a key")
+    revoke = sub.add_parser("revoke", help="delete a key and pause its sandboxes")
     revoke.add_argument("name")
+    revoke.add_argument(
+        "--delete-sandboxes", action="store_true", help="delete the key's sandboxes (and their workspaces) instead"
+    )
     # Before or after the subcommand.
     kubeconfig = {"default": os.environ.get("KUBEHANDS_KUBECONFIG"), "help": "kubeconfig path"}
     namespace = {
         "default": os.environ.get("KUBEHANDS_KEYS_NAMESPACE") or os.environ.get("KUBEHANDS_NAMESPACE") or "default",
         "help": "namespace of the key Secrets (the gateway's namespace)",
     }
-    add_options(parser, sub.choices.values(), [(("--kubeconfig",), kubeconfig), (("-n", "--namespace"), namespace)])
+    sandbox_namespace = {
+        "default": os.environ.get("KUBEHANDS_NAMESPACE"),
+        "help": "namespace of the sandboxes (the gateway's KUBEHANDS_NAMESPACE); default: the keys' namespace",
+    }
+    add_options(
+        parser,
+        sub.choices.values(),
+        [
+            (("--kubeconfig",), kubeconfig),
+            (("-n", "--namespace"), namespace),
+            (("--sandbox-namespace",), sandbox_namespace),
+        ],
+    )
 
 
 def load_profile(path: Path | None, max_running: int | None, max_lifetime_seconds: int | None = None) -> Profile:
@@ -86,7 +109,18 @@ async def _run(args: argparse.Namespace) -> int:
         )
         kube = await Kube.connect(args.kubeconfig)
         try:
-            await _execute(kube, args.keys_command, args.namespace, name, profile)
+            sandboxes = args.sandbox_namespace or args.namespace
+            if args.keys_command == "revoke":
+                explicit = bool(args.sandbox_namespace)
+                await _revoke(kube, args.namespace, sandboxes, name, delete=args.delete_sandboxes, again=explicit)
+                if not explicit and not await _owns_any(kube, sandboxes, name):
+                    print(
+                        f"no sandboxes of key {name!r} in namespace {sandboxes!r}; if the gateway's sandboxes are in "
+                        "another namespace, run this again there with --sandbox-namespace",
+                        file=sys.stderr,
+                    )
+            else:
+                await _execute(kube, args.keys_command, args.namespace, sandboxes, name, profile)
         finally:
             await kube.close()
     except ApiException as exc:
@@ -106,8 +140,9 @@ async def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _execute(kube: Kube, command: str, namespace: str, name: str, profile: Profile) -> None:
+async def _execute(kube: Kube, command: str, namespace: str, sandboxes: str, name: str, profile: Profile) -> None:
     if command == "create":
+        await Ledgers(kube.core, sandboxes).clear_revoked(name)  # a revoked name is given back (its sandboxes too)
         raw = generate_key()
         secret = build_key_secret(name, hash_key(raw), profile, namespace)
         await kube.core.create_namespaced_secret(namespace, json_body(secret, client.V1Secret))
@@ -120,6 +155,46 @@ async def _execute(kube: Kube, command: str, namespace: str, name: str, profile:
             if record is not None:
                 listed = record.profile.model_dump(by_alias=True, exclude_defaults=True)
                 print(f"{record.name}\t{json.dumps(listed)}")
-    elif command == "revoke":
+
+
+async def _owns_any(kube: Kube, namespace: str, name: str) -> bool:
+    listed = await kube.list_sandboxes(namespace, label_selector=f"{LABEL_OWNER}={name}", limit=1)
+    return bool(listed.get("items"))
+
+
+async def _revoke(kube: Kube, namespace: str, sandboxes: str, name: str, *, delete: bool, again: bool) -> None:
+    """Revoke first (nothing is admitted for the key from then on), then delete the key, then its sandboxes stop
+    holding resources: paused, or deleted. `again` (a sandbox namespace given): a key already deleted is revoked in
+    that namespace all the same (a revocation that named the wrong one, or a key deleted by hand)."""
+    try:
+        await kube.core.read_namespaced_secret(secret_name(name), namespace)
+        exists = True
+    except ApiException as exc:
+        if exc.status != NOT_FOUND or not again:
+            raise  # no such key: nothing is touched
+        exists = False
+    await Ledgers(kube.core, sandboxes).mark_revoked(name)
+    if exists:
         await kube.core.delete_namespaced_secret(secret_name(name), namespace)
-        print(f"revoked key {name!r}", file=sys.stderr)
+    print(f"revoked key {name!r}" + ("" if exists else " (its Secret was already gone)"), file=sys.stderr)
+    listed = await kube.list_sandboxes(sandboxes, label_selector=f"{LABEL_OWNER}={name}")
+    done: list[str] = []
+    for sandbox in listed.get("items") or []:
+        runtime_id = sandbox["metadata"]["name"]
+        try:
+            if delete:
+                await kube.delete_sandbox(sandboxes, runtime_id)
+            elif (sandbox.get("spec") or {}).get("state") != DesiredState.PAUSED:
+                await kube.patch_sandbox(sandboxes, runtime_id, {"spec": {"state": DesiredState.PAUSED.value}})
+            else:
+                continue
+        except ApiException as exc:
+            if exc.status != NOT_FOUND:
+                raise
+        done.append(runtime_id)
+    if delete:  # their session Secrets go with them (owned), and so do claims of starts still on their way
+        await kube.core.delete_collection_namespaced_secret(
+            sandboxes, label_selector=f"{LABEL_OWNER}={name},{LABEL_SESSION_KEY}=true"
+        )
+    if done:
+        print(f"{'deleted' if delete else 'paused'} its sandboxes: {' '.join(sorted(done))}", file=sys.stderr)

@@ -4,20 +4,26 @@ A /start derives its Sandbox once (`objects.derive`: a request the settings or t
 anything is written), then takes the path `start.start_path` chooses from what the caches show: the session's live
 runtime as it is, its paused one resumed, its failed one restarted in place, or a new one, warm from a pool
 (`WarmStarts`, which this class extends) or cold. The claim that makes /start idempotent across calls and replicas
-is the session's Secret (`session_claims`); a caller that loses it resolves the claim the same way. The running
-limit (`limits`) applies to new and resumed sandboxes; a re-/start of a failed session adds nothing and is allowed.
+is the session's Secret (`session_claims`); a caller that loses it resolves the claim the same way. Every path that
+makes a sandbox hold resources (new, resumed, restarted) is admitted first (`admission`: the running limit, decided
+atomically, and the key's revocation); an admission whose write the API server refused is released again.
 """
 
 import logging
+import time
+from collections.abc import Awaitable
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import httpx
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from kubehands.api import limits
+from kubehands.api.admission import Admission, Admissions, revoked_detail
+from kubehands.api.control.revocation import pause_holding
 from kubehands.api.control.start import StartPath, start_path
-from kubehands.api.errors import SandboxConflict, SandboxNotFound, api_exception_detail
+from kubehands.api.errors import Forbidden, GatewayError, SandboxConflict, SandboxNotFound, api_exception_detail
 from kubehands.api.keys import KeyRecord
 from kubehands.api.limits import is_live
 from kubehands.api.observe import metrics
@@ -33,19 +39,14 @@ from kubehands.api.runtime import (
     secret_session_key,
 )
 from kubehands.api.schemas import RuntimeObject
-from kubehands.api.session_claims import CLAIM_GRACE_SECONDS, age_seconds, fresh_claim, json_of
+from kubehands.api.session_claims import CLAIM_GRACE_SECONDS, age_seconds, fresh_claim
 from kubehands.api.settings import Settings
 from kubehands.crd.constants import ANNOTATION_SESSION_KEY_SHA256, KIND, LABEL_OWNER
 from kubehands.crd.model import DesiredState
 from kubehands.crd.names import session_label
 from kubehands.kube import CONFLICT, NOT_FOUND, Kube, labels
 from kubehands.spec import objects
-from kubehands.spec.constants import (
-    ANNOTATION_MAX_RUNNING,
-    ANNOTATION_SESSION_ID,
-    LABEL_RUNTIME_ID,
-    SESSION_KEY_SECRET_KEY,
-)
+from kubehands.spec.constants import ANNOTATION_MAX_RUNNING, ANNOTATION_SESSION_ID, LABEL_RUNTIME_ID
 from kubehands.spec.errors import InvalidRequest
 from kubehands.spec.request import StartRequest
 
@@ -58,6 +59,14 @@ Obj = dict[str, Any]
 
 def _annotations(obj: Obj) -> dict[str, str]:
     return dict((obj.get("metadata") or {}).get("annotations") or {})
+
+
+def refused(exc: BaseException) -> bool:
+    """The API server (or the gateway) refused the write: nothing was written. A timeout or a lost connection may
+    have written, so its admission stays (it ages out) rather than let the limit be exceeded."""
+    if isinstance(exc, ApiException):
+        return exc.status < 500
+    return isinstance(exc, GatewayError | InvalidRequest)
 
 
 def _belongs(sandbox: Obj, tenant: str, claim_name: str) -> bool:
@@ -79,6 +88,7 @@ class SandboxService(WarmStarts):
     ) -> None:
         super().__init__(settings, caches, kube, alive, http)
         self.details = details
+        self.admissions = Admissions(kube.core, settings.namespace, partial(limits.holding_slots, caches))
 
     # ---- reads (cache only) -------------------------------------------------------------------
 
@@ -169,12 +179,33 @@ class SandboxService(WarmStarts):
             if restarted is not None:
                 return restarted
             path = StartPath.WARM if self.caches.secrets else StartPath.COLD  # gone meanwhile: a new one
-        limits.check_limit(self.caches, caller.name, objects.running_limit(caller, self.settings))
-        if path == StartPath.WARM:
-            warm = await self._start_warm(caller, req, derived, claim_name)
-            if warm is not None:
-                return warm
-        return await self._start_cold(caller, req, derived, claim_name)
+        admission = await self.admissions.admit(caller.name, claim_name, objects.running_limit(caller, self.settings))
+        try:
+            started = await self._start_warm(caller, req, derived, claim_name) if path == StartPath.WARM else None
+            if started is None:
+                started = await self._start_cold(caller, req, derived, claim_name)
+        except BaseException as exc:
+            if refused(exc):
+                await self.admissions.release(admission)
+            raise
+        await self._unless_revoked(caller.name)
+        return started
+
+    async def _admitted(self, admission: Admission, write: Awaitable[Obj]) -> Obj:
+        """Await `write`, the write an admission allowed; the admission is released when it was refused."""
+        try:
+            return await write
+        except BaseException as exc:
+            if refused(exc):
+                await self.admissions.release(admission)
+            raise
+
+    async def _unless_revoked(self, tenant: str) -> None:
+        """After an admitted write: when the key went meanwhile (revoked while the write was on its way, after the
+        revocation paused what the cache showed), pause what it holds and refuse."""
+        if self.caches.secrets and self.caches.key_record(tenant) is None:
+            await pause_holding(self.settings, self.caches, self._kube, tenant)
+            raise Forbidden(revoked_detail(tenant))
 
     async def _start_cold(
         self, caller: KeyRecord, req: StartRequest, derived: objects.Derived, claim_name: str
@@ -265,10 +296,14 @@ class SandboxService(WarmStarts):
         )
         secret = str((spec.get("sessionKeySecretRef") or {}).get("name") or "")
         fresh = objects.sandbox(derived, runtime_id, secret, session_key_sha256=digest)
+        # Admitted like a new one: at the limit it adds nothing (its failed self already counts), but a key over its
+        # limit (lowered meanwhile), or a sandbox paused since the cache saw it fail, is refused.
+        admission = await self.admissions.admit(
+            caller.name, limits.slot_of(sandbox), objects.running_limit(caller, self.settings)
+        )
         try:
-            patched = await self._kube.patch_sandbox(
-                ns, runtime_id, objects.restart_patch(sandbox, fresh, datetime.now(UTC))
-            )
+            patch = objects.restart_patch(sandbox, fresh, datetime.now(UTC))
+            patched = await self._admitted(admission, self._kube.patch_sandbox(ns, runtime_id, patch))
         except ApiException as exc:
             if exc.status == NOT_FOUND:
                 self.caches.sandboxes.discard(runtime_id)
@@ -277,6 +312,7 @@ class SandboxService(WarmStarts):
                 raise InvalidRequest(api_exception_detail(exc)) from exc
             raise
         cleared = await self._mark_status_outdated(patched)  # it answers `starting` until the operator reports
+        await self._unless_revoked(caller.name)
         log.info("restarted failed sandbox %s for key %s in place", runtime_id, caller.name)
         return runtime_object(self.settings, runtime_id, req.session_id, cleared, session_key, alive=False)
 
@@ -298,7 +334,10 @@ class SandboxService(WarmStarts):
             or (sandbox.get("spec") or {}).get("state") == DesiredState.PAUSED
         ):
             return self.to_runtime(sandbox)
-        return self.to_runtime(await self._set_state(runtime_id, DesiredState.PAUSED))
+        began = time.time()
+        paused = await self._set_state(runtime_id, DesiredState.PAUSED)
+        await self.admissions.forget(caller.name, limits.slot_of(sandbox), began)  # it no longer counts
+        return self.to_runtime(paused)
 
     async def resume(self, caller: KeyRecord, runtime_id: str) -> RuntimeObject:
         sandbox = self.owned(caller, runtime_id)
@@ -307,35 +346,29 @@ class SandboxService(WarmStarts):
         if (sandbox.get("spec") or {}).get("state") != DesiredState.PAUSED:
             return self.to_runtime(sandbox)
         limit = objects.running_limit(caller, self.settings)
-        limits.check_limit(self.caches, caller.name, limit)  # a resumed sandbox gets a pod again
+        admission = await self.admissions.admit(caller.name, limits.slot_of(sandbox), limit)  # it gets a pod again
+        resumed = await self._admitted(admission, self._resume(sandbox, limit))
+        await self._unless_revoked(caller.name)
+        return self.to_runtime(resumed)
+
+    async def _resume(self, sandbox: Obj, limit: int) -> Obj:
         annotations = {ANNOTATION_MAX_RUNNING: str(limit)}
         if self.settings.rotate_session_key_on_resume:
             # The Secret first: the pod may start as soon as the state says Running, and must get the new key.
             # The digest follows in the same patch as the state, so the router knows the new key when it runs.
-            annotations[ANNOTATION_SESSION_KEY_SHA256] = objects.session_key_digest(await self._rotate_key(sandbox))
+            key = await self.claims.rotate_key(sandbox)
+            annotations[ANNOTATION_SESSION_KEY_SHA256] = objects.session_key_digest(key)
         elif ANNOTATION_SESSION_KEY_SHA256 not in _annotations(sandbox):
-            key = self.caches.session_key(sandbox)  # a sandbox from before the annotation: add it now
+            key = self.caches.session_key(sandbox) or ""  # a sandbox from before the annotation: add it now
             if key:
                 annotations[ANNOTATION_SESSION_KEY_SHA256] = objects.session_key_digest(key)
-        return self.to_runtime(await self._set_state(runtime_id, DesiredState.RUNNING, annotations))
-
-    async def _rotate_key(self, sandbox: Obj) -> str:
-        """Write a new session key into the sandbox's Secret; returns it."""
-        ref = (sandbox.get("spec") or {}).get("sessionKeySecretRef") or {}
-        name = str(ref.get("name") or "")
-        key = objects.mint_session_key()
-        patched = await self._kube.core.patch_namespaced_secret(
-            name,
-            self.settings.namespace,
-            {"stringData": {SESSION_KEY_SECRET_KEY: key}},
-            _preload_content=False,
-        )
-        self.caches.session_keys.upsert(await json_of(patched))
-        return key
+        return await self._set_state(sandbox["metadata"]["name"], DesiredState.RUNNING, annotations)
 
     async def stop(self, caller: KeyRecord, runtime_id: str) -> None:
         sandbox = self.owned(caller, runtime_id)
+        began = time.time()
         await self._delete_sandbox(runtime_id)
+        await self.admissions.forget(caller.name, limits.slot_of(sandbox), began)
         name = str(((sandbox.get("spec") or {}).get("sessionKeySecretRef") or {}).get("name") or "")
         if name:
             try:
