@@ -21,17 +21,13 @@ from kubehands.crd.constants import (
     ANNOTATION_CLAIMED_RESTARTS,
     ANNOTATION_INIT,
     ANNOTATION_RESTARTED_AT,
-    ENV_DEFERRED_INIT,
     INIT_READY,
     LABEL_POOL,
     LABEL_POOL_TEMPLATE,
 )
 from kubehands.crd.model import DesiredState, Phase, PodStatus
 from kubehands.crd.times import parse_time, rfc3339
-from kubehands.spec.pools import (
-    env_map,
-    matches,
-)
+from kubehands.spec.pools import matches
 
 Obj = dict[str, Any]
 
@@ -86,15 +82,16 @@ def claimable(member: Mapping[str, Any], pool: Mapping[str, Any]) -> bool:
     )
 
 
-def allowed(pool_name: str, permitted: Sequence[str]) -> bool:
-    """Whether a key whose profile lists `permitted` pools may use this one (an empty list allows every pool)."""
-    return not permitted or pool_name in permitted
+def allowed(pool_name: str, permitted: Sequence[str] | None) -> bool:
+    """Whether a key whose profile lists `permitted` pools may use this one: a profile that names no list (None,
+    the default) may use every pool, an empty list none (docs/pools.md "Pools per key")."""
+    return permitted is None or pool_name in permitted
 
 
 def candidates(
     pools: Sequence[Obj],
     members: Callable[[Obj], Sequence[Obj]],
-    permitted: Sequence[str],
+    permitted: Sequence[str] | None,
     spec: Mapping[str, Any],
 ) -> tuple[list[tuple[str, Obj]], str | None]:
     """The (pool name, member) pairs a /start of `spec` may claim, and else the miss reason.
@@ -214,19 +211,21 @@ _SECURITY = (("runAsUser", "run_as_user"), ("runAsGroup", "run_as_group"), ("fsG
 
 
 def warm_config(pool: Mapping[str, Any]) -> Obj | None:
-    """A pool as the OpenHands app's dynamic spec service reads it (it starts sandboxes with exactly these
-    values, so its /start matches the pool). None for a pool without `workingDir`: the app needs one, and
-    sends it back in /start, where it would never match such a template."""
+    """A pool as the OpenHands app's dynamic spec service reads it (it starts sandboxes with these values). None
+    for a pool without `workingDir`: the app needs one, and sends it back in /start, where it would never match
+    such a template.
+
+    `environment` is always empty: a template's variables may be an administrator's (an LLM key, a team's
+    endpoint), and this list is read by keys that are no administrator. The template's variables a /start must
+    carry come from the key's profile `env` or from the gateway itself (docs/pools.md)."""
     template = pool_template(pool)
     if not template.get("workingDir") or not template.get("image"):
         return None
-    environment = env_map(template.get("env"))
-    environment.pop(ENV_DEFERRED_INIT, None)
     config: Obj = {
         "name": _name(pool),
         "image": template["image"],
         "command": list(template["command"]) if template.get("command") else None,
-        "environment": environment,
+        "environment": {},
         "working_dir": template["workingDir"],
     }
     security = template.get("securityContext") or {}
