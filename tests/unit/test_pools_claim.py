@@ -307,6 +307,12 @@ RECOVERY: list[tuple[str, dict[str, Any], float, bool]] = [
         60,
         False,
     ),
+    (
+        "init done, the claimed pod failed (its container cannot be created without the init Secret)",
+        merge_patch(_changed(_claimed(), "status.podStatus", "failed"), pools.init_done_patch()),
+        60,
+        True,
+    ),
     ("a later pod runs (started cold)", _changed(_claimed(), "status.podUID", "another-pod"), 3600, False),
     ("no pod reported, init pending past the grace", _changed(_claimed(), "status.podUID", None), 31, True),
     ("already restarted cold", merge_patch(_claimed(), pools.cold_restart_patch(NOW)), 3600, False),
