@@ -28,9 +28,8 @@ VALUE_SETS = {
 
 def router_rules(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Every rule of every Role and ClusterRole bound to the router's ServiceAccount."""
-    [account] = [
-        d["metadata"]["name"] for d in docs if d["kind"] == "ServiceAccount" and d["metadata"]["name"].endswith("router")
-    ]
+    accounts = [d["metadata"]["name"] for d in docs if d["kind"] == "ServiceAccount"]
+    [account] = [name for name in accounts if name.endswith("router")]
     bound = {
         (b["roleRef"]["kind"], b["roleRef"]["name"], b["metadata"].get("namespace"))
         for b in docs
