@@ -130,7 +130,7 @@ def _owned_by(obj: Mapping[str, Any], kind: str, uid: str) -> bool:
 
 def _env_entry(pod: Mapping[str, Any], name: str) -> Mapping[str, Any]:
     containers = (pod.get("spec") or {}).get("containers") or []
-    container = next((c for c in containers if c.get("name") == SANDBOX_CONTAINER_NAME), {})
+    container: Mapping[str, Any] = next((c for c in containers if c.get("name") == SANDBOX_CONTAINER_NAME), {})
     return next((e for e in container.get("env") or [] if e.get("name") == name), {})
 
 
