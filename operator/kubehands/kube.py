@@ -11,10 +11,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypedDict, cast
 
+import yaml
 from aiohttp import ClientTimeout
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 from kubernetes_asyncio.config.config_exception import ConfigException
+from kubernetes_asyncio.config.kube_config import KUBE_CONFIG_DEFAULT_LOCATION
 
 from kubehands.crd import constants
 
@@ -129,15 +131,27 @@ async def load_configuration(kubeconfig: str | None = None) -> client.Configurat
     """
     configuration = client.Configuration()
     if kubeconfig:
-        await config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+        await _load_kubeconfig(kubeconfig, configuration)
         return configuration
     try:
         config.load_incluster_config(client_configuration=configuration)
     except ConfigException:
-        await config.load_kube_config(
-            config_file=os.environ.get("KUBECONFIG"), client_configuration=configuration
-        )
+        await _load_kubeconfig(os.environ.get("KUBECONFIG") or None, configuration)
     return configuration
+
+
+async def _load_kubeconfig(path: str | None, configuration: client.Configuration) -> None:
+    """The library's kubeconfig loader, whose errors for a missing or unreadable file (a bare "Invalid kube-config
+    file. Expected key current-context", or a YAML error) become one ConfigException that names the file."""
+    named = path or os.path.expanduser(KUBE_CONFIG_DEFAULT_LOCATION)
+    if not any(os.path.isfile(p) for p in named.split(os.pathsep) if p):
+        where = "" if path else ", and not in a cluster"
+        raise ConfigException(f"no kubeconfig file at {named}{where}")
+    try:
+        await config.load_kube_config(config_file=path, client_configuration=configuration)
+    except yaml.YAMLError as exc:
+        first = next((line for line in str(exc).splitlines() if line.strip()), "")
+        raise ConfigException(f"{named} is not a kubeconfig: YAML: {first}") from exc
 
 
 @dataclass

@@ -93,17 +93,17 @@ async def test_init_takes_the_init_key_once_and_hands_the_server_to_the_session(
             assert (await http.get("/api/init")).json()["state"] == "dormant"
             body = pools.init_request(SESSION_KEY, {"KH_INIT_PROBE": "yes"})
 
-            refused = await gateway.sandboxes._post_init(member, "not-the-init-key", body)
+            refused = await gateway.sandboxes._post_init(member, member["status"]["podIP"], "not-the-init-key", body)
             assert refused is not None and refused.startswith("HTTP 401"), refused
             assert (await http.get("/api/init")).json()["state"] == "dormant"
 
-            assert await gateway.sandboxes._post_init(member, INIT_KEY, body) is None
+            assert await gateway.sandboxes._post_init(member, member["status"]["podIP"], INIT_KEY, body) is None
             assert (await http.get("/api/init")).json()["state"] == "ready"
             # a pod is initialised once only: the init key died with the dormant state (the server's secret
             # key is now the session's), and even the new key cannot initialise it again
-            stale = await gateway.sandboxes._post_init(member, INIT_KEY, body)
+            stale = await gateway.sandboxes._post_init(member, member["status"]["podIP"], INIT_KEY, body)
             assert stale is not None and stale.startswith("HTTP 401"), stale
-            again = await gateway.sandboxes._post_init(member, SESSION_KEY, body)
+            again = await gateway.sandboxes._post_init(member, member["status"]["podIP"], SESSION_KEY, body)
             assert again is not None and again.startswith("HTTP 400"), again
 
             # the session's key now opens the server; the throw-away key it booted with does not

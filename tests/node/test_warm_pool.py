@@ -137,6 +137,10 @@ def test_a_start_claims_a_dormant_member_and_runs_the_session(
         api = {"X-API-Key": key}
         kube.create_pool("agents", 2, pool_template(gateway.url, agent_server_image))
         members = kube.ready_members("agents", 2)
+        init_keys = {  # each member's throw-away key: a claim deletes the Secret that holds it
+            m: base64.b64decode(kube.core.read_namespaced_secret(f"{m}-init", kube.namespace).data["session-api-key"])
+            for m in members
+        }
         # the gateway's cache must see them ready too before the /start (its /metrics says so)
         wait_for(
             lambda: 'kubehands_pool_ready{pool="agents"} 2.0' in httpx.get(f"{gateway.url}/metrics").text,
@@ -197,9 +201,16 @@ def test_a_start_claims_a_dormant_member_and_runs_the_session(
             assert output("echo $RUNTIME_URL") == url
             assert output("echo $OH_VSCODE_BASE_PATH") == f"/{rid}/vscode"
             # the member's init key (its throw-away session key) and a wrong key are refused
-            init_secret = kube.core.read_namespaced_secret(f"{rid}-init", kube.namespace)
-            init_key = base64.b64decode(init_secret.data["session-api-key"]).decode()
+            init_key = init_keys[rid].decode()
             assert init_key != session_key
+            # and its Secret is gone: the sandbox can never pass for a pool member again (claims.forgery)
+            wait_for(
+                lambda: not kube.core.list_namespaced_secret(
+                    kube.namespace, field_selector=f"metadata.name={rid}-init"
+                ).items,
+                30,
+                "the claim to delete the init Secret",
+            )
             for refused in (init_key, "wrong-key"):
                 answer = bash("echo no", key=refused)
                 assert answer.status_code in (401, 403), (answer.status_code, answer.text)

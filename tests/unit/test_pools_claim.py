@@ -141,17 +141,18 @@ def test_claimable(member: dict[str, Any], pool: dict[str, Any], expected: bool)
 OTHER = {**TEMPLATE, "image": "ghcr.io/openhands/agent-server:1.0.0-python"}
 
 CANDIDATES: list[
-    tuple[str, list[dict[str, Any]], dict[str, list[str]], list[str], list[tuple[str, str]], str | None]
+    tuple[str, list[dict[str, Any]], dict[str, list[str]], list[str] | None, list[tuple[str, str]], str | None]
 ] = [
-    ("no pools", [], {}, [], [], "no_pool"),
-    ("no pool matches", [make_pool("p", OTHER)], {"p": ["m1"]}, [], [], "no_pool"),
+    ("no pools", [], {}, None, [], "no_pool"),
+    ("no pool matches", [make_pool("p", OTHER)], {"p": ["m1"]}, None, [], "no_pool"),
     ("matches, but the key may not use it", [make_pool("p")], {"p": ["m1"]}, ["q"], [], "not_allowed"),
-    ("matches, no ready member", [make_pool("p")], {"p": []}, [], [], "empty"),
+    ("matches, but the key's profile lists no pool", [make_pool("p")], {"p": ["m1"]}, [], [], "not_allowed"),
+    ("matches, no ready member", [make_pool("p")], {"p": []}, None, [], "empty"),
     (
         "every member of every matching pool the key may use",
         [make_pool("p"), make_pool("q"), make_pool("r", OTHER)],
         {"p": ["m1"], "q": ["m2", "m3"], "r": ["m4"]},
-        [],
+        None,
         [("p", "m1"), ("q", "m2"), ("q", "m3")],
         None,
     ),
@@ -167,7 +168,7 @@ CANDIDATES: list[
         "a pool being deleted",
         [_changed(make_pool("p"), "metadata.deletionTimestamp", "x")],
         {"p": ["m1"]},
-        [],
+        None,
         [],
         "no_pool",
     ),
@@ -182,7 +183,7 @@ CANDIDATES: list[
 def test_candidates_and_miss_reasons(
     pool_list: list[dict[str, Any]],
     members: dict[str, list[str]],
-    permitted: list[str],
+    permitted: list[str] | None,
     expected: list[tuple[str, str]],
     miss: str | None,
 ) -> None:
@@ -306,6 +307,12 @@ RECOVERY: list[tuple[str, dict[str, Any], float, bool]] = [
         60,
         False,
     ),
+    (
+        "init done, the claimed pod failed (its container cannot be created without the init Secret)",
+        merge_patch(_changed(_claimed(), "status.podStatus", "failed"), pools.init_done_patch()),
+        60,
+        True,
+    ),
     ("a later pod runs (started cold)", _changed(_claimed(), "status.podUID", "another-pod"), 3600, False),
     ("no pod reported, init pending past the grace", _changed(_claimed(), "status.podUID", None), 31, True),
     ("already restarted cold", merge_patch(_claimed(), pools.cold_restart_patch(NOW)), 3600, False),
@@ -337,13 +344,7 @@ def test_a_pool_as_the_app_reads_it() -> None:
         "name": "python",
         "image": TEMPLATE["image"],
         "command": ["/usr/local/bin/openhands-agent-server", "--port", "60000"],
-        "environment": {
-            "RUNTIME_URL": "https://gw.test/$(RUNTIME_ID)",
-            "OH_VSCODE_BASE_PATH": "/$(RUNTIME_ID)/vscode",
-            "OPENVSCODE_SERVER_BASE_PATH": "/$(RUNTIME_ID)/vscode",
-            "X": "1",
-            "LOG_JSON": "1",
-        },
+        "environment": {},  # never the template's values: tests/unit/test_pools_per_key.py
         "working_dir": "/workspace/project",
         "run_as_user": 10001,
         "fs_group": 10001,

@@ -174,7 +174,8 @@ async def test_a_server_that_does_not_answer_in_time_is_a_failure() -> None:
     port = listener.sockets[0].getsockname()[1]
     gateway = offline_gateway(Settings(pool_init_timeout_seconds=0.2))
     try:
-        problem = await gateway.sandboxes._post_init(_member(port), "member-key", pools.init_request(KEY, {}))
+        body = pools.init_request(KEY, {})
+        problem = await gateway.sandboxes._post_init(_member(port), "127.0.0.1", "member-key", body)
         assert problem is not None and "Timeout" in problem
         assert accepted, "the request reached the pod"
     finally:
@@ -187,6 +188,6 @@ async def test_a_server_that_does_not_answer_in_time_is_a_failure() -> None:
 
 async def test_an_unreachable_pod_is_a_failure() -> None:
     gateway = offline_gateway(Settings())
-    problem = await gateway.sandboxes._post_init(_member(9), "k", pools.init_request(KEY, {}))
+    problem = await gateway.sandboxes._post_init(_member(9), "127.0.0.1", "k", pools.init_request(KEY, {}))
     assert problem is not None and "Connect" in problem
     await _close(gateway)

@@ -24,8 +24,8 @@ from kubehands.crd.times import parse_time
 from kubehands.operator.config import OperatorConfig
 from kubehands.operator.validation import validate_sandbox
 from kubehands.spec.pool_match import Matchability, Mismatch, summary
+from kubehands.spec.pools import member_secret_name as member_secret_name  # re-exported for pool_reconcile
 
-MEMBER_SECRET_SUFFIX = "-init"
 # A Failed member (image pull error, crash loop, start deadline, ...) is replaced once it has not been Ready for
 # this long: a template that can never start then costs one new member per slot and half-minute, not a hot loop.
 FAILED_MEMBER_GRACE = timedelta(seconds=30)
@@ -45,10 +45,6 @@ def template_hash(pool: SandboxPool) -> str:
 def selector(pool_name: str) -> str:
     """The label selector of the pool's unclaimed members (also `status.selector`, for `/scale`)."""
     return f"{constants.LABEL_POOL}={pool_name}"
-
-
-def member_secret_name(member: str) -> str:
-    return f"{member}{MEMBER_SECRET_SUFFIX}"
 
 
 def _pool_reference(pool: SandboxPool, *, controller: bool) -> dict[str, Any]:

@@ -53,6 +53,15 @@ WEBHOOK_FIELDS: dict[str, type] = {
 _INDEXED_WEBHOOK = re.compile(rf"^{WEBHOOKS_PREFIX}_(0|[1-9][0-9]*)_([A-Z_]+)$")
 _INDEXED_ORIGIN = re.compile(rf"^{CORS_ORIGINS_PREFIX}_(0|[1-9][0-9]*)$")
 
+# A pool member's Secret (its throw-away session key, which is also its init key): `<member>-init`. The operator
+# makes it; a claim reads it, checks it (`kubehands.api.pools.claims.forgery`) and deletes it.
+MEMBER_SECRET_SUFFIX = "-init"
+
+
+def member_secret_name(member: str) -> str:
+    return f"{member}{MEMBER_SECRET_SUFFIX}"
+
+
 # The pod-shaping fields of a Sandbox spec that a pool template carries, in the order they are compared.
 TEMPLATE_FIELDS = (
     "image",

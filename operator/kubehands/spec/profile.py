@@ -39,9 +39,14 @@ class Profile(BaseModel):
         alias="maxLifetimeSeconds",
         description="Ceiling of the lifetime of every sandbox the key starts (lowers the gateway's default).",
     )
-    pools: list[str] = Field(
-        default_factory=list,
-        description="The SandboxPools (names) whose members the key's /start may claim; empty = every pool.",
+    # None (absent) and [] differ on purpose: an administrator who writes `pools: []` means "no pool", never
+    # "every pool". The default, every pool, is the one the docs name (docs/pools.md "Pools per key").
+    pools: list[str] | None = Field(
+        None,
+        description=(
+            "The SandboxPools (names) whose members the key's /start may claim and GET /api/warm-runtime-configs "
+            "lists: absent = every pool of the sandbox namespace (the default), [] = none."
+        ),
     )
 
     @field_validator("env")

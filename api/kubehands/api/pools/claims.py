@@ -4,6 +4,7 @@ Functions over API JSON dicts; `warm_start.py` (the claim) and `recovery.py` do 
 member's init. Which templates serve a /start is `kubehands.spec.pools`.
 
 - `claimable`, `candidates`: the members a /start may claim, or why there is none (the miss reason);
+- `forgery`: why a Sandbox that looks like a member is not one (checked on what only the operator writes);
 - `claim_patch`, `init_done_patch`, `cold_restart_patch`: what the claim writes on the member Sandbox;
 - `cold_restart_reason`: when a claimed sandbox can no longer become a warm start and must start cold;
 - `warm_config`: a pool as `GET /api/warm-runtime-configs` lists it.
@@ -21,17 +22,20 @@ from kubehands.crd.constants import (
     ANNOTATION_CLAIMED_RESTARTS,
     ANNOTATION_INIT,
     ANNOTATION_RESTARTED_AT,
+    ANNOTATION_SANDBOX_NAME,
     ENV_DEFERRED_INIT,
+    ENV_SESSION_KEYS,
     INIT_READY,
+    KIND,
     LABEL_POOL,
     LABEL_POOL_TEMPLATE,
+    POOL_KIND,
+    SANDBOX_CONTAINER_NAME,
 )
 from kubehands.crd.model import DesiredState, Phase, PodStatus
+from kubehands.crd.names import pod_name
 from kubehands.crd.times import parse_time, rfc3339
-from kubehands.spec.pools import (
-    env_map,
-    matches,
-)
+from kubehands.spec.pools import matches, member_secret_name
 
 Obj = dict[str, Any]
 
@@ -86,15 +90,16 @@ def claimable(member: Mapping[str, Any], pool: Mapping[str, Any]) -> bool:
     )
 
 
-def allowed(pool_name: str, permitted: Sequence[str]) -> bool:
-    """Whether a key whose profile lists `permitted` pools may use this one (an empty list allows every pool)."""
-    return not permitted or pool_name in permitted
+def allowed(pool_name: str, permitted: Sequence[str] | None) -> bool:
+    """Whether a key whose profile lists `permitted` pools may use this one: a profile that names no list (None,
+    the default) may use every pool, an empty list none (docs/pools.md "Pools per key")."""
+    return permitted is None or pool_name in permitted
 
 
 def candidates(
     pools: Sequence[Obj],
     members: Callable[[Obj], Sequence[Obj]],
-    permitted: Sequence[str],
+    permitted: Sequence[str] | None,
     spec: Mapping[str, Any],
 ) -> tuple[list[tuple[str, Obj]], str | None]:
     """The (pool name, member) pairs a /start of `spec` may claim, and else the miss reason.
@@ -108,6 +113,74 @@ def candidates(
         return [], MISS_NOT_ALLOWED
     found = [(_name(p), m) for p in usable for m in members(p)]
     return found, (None if found else MISS_EMPTY)
+
+
+# ---- genuine members ----------------------------------------------------------------------------------------
+
+
+def _uid(obj: Mapping[str, Any] | None) -> str:
+    return str(_metadata(obj or {}).get("uid") or "")
+
+
+def _owned_by(obj: Mapping[str, Any], kind: str, uid: str) -> bool:
+    return bool(uid) and any(
+        ref.get("kind") == kind and ref.get("uid") == uid for ref in _metadata(obj).get("ownerReferences") or []
+    )
+
+
+def _env_entry(pod: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    containers = (pod.get("spec") or {}).get("containers") or []
+    container: Mapping[str, Any] = next((c for c in containers if c.get("name") == SANDBOX_CONTAINER_NAME), {})
+    return next((e for e in container.get("env") or [] if e.get("name") == name), {})
+
+
+def forgery(
+    member: Mapping[str, Any], pool: Mapping[str, Any], secret: Mapping[str, Any] | None, pod: Mapping[str, Any] | None
+) -> str | None:
+    """Why `member`, a Sandbox that carries `pool`'s label, is not a genuine member of it; None when it is.
+
+    A Sandbox's labels, owner references and status are written by whoever may patch Sandboxes, the router
+    included (it resumes sandboxes and writes their activity). So a claim trusts only what the operator alone writes
+    (the router has no RBAC on Secrets or Pods; tests/unit/test_router_rbac.py):
+
+    - the init Secret `<member>-init`: labelled with the pool, annotated with the member's name and owned by the
+      pool's uid, as `kubehands.operator.pools.build_member` makes it. A claim deletes it, so a sandbox that was
+      ever claimed has none, and cannot be passed off as a member again;
+    - the dormant pod (`names.pod_name`): the member's controller-owned child, the pod
+      `status.podUID` names, booted dormant (`OH_DEFERRED_INIT=true`) with its session key from that Secret. The
+      init (which carries the session key) goes to this pod's IP, never to the one the Sandbox's status reports.
+    """
+    name, pool_name = _name(member), _name(pool)
+    if secret is None:
+        return f"it has no init Secret {member_secret_name(name)}"
+    labels = _metadata(secret).get("labels") or {}
+    if (
+        _name(secret) != member_secret_name(name)
+        or labels.get(LABEL_POOL) != pool_name
+        or _annotations(secret).get(ANNOTATION_SANDBOX_NAME) != name
+        or not _owned_by(secret, POOL_KIND, _uid(pool))
+    ):
+        return f"its init Secret was not made for it by pool {pool_name}"
+    if pod is None:
+        return "its pod does not exist"
+    pod_metadata = _metadata(pod)
+    status = member.get("status") or {}
+    controllers = [ref for ref in pod_metadata.get("ownerReferences") or [] if ref.get("controller")]
+    if _name(pod) != pod_name(name) or [(r.get("kind"), r.get("uid")) for r in controllers] != [(KIND, _uid(member))]:
+        return "its pod is not its own"
+    if pod_metadata.get("deletionTimestamp") or not pod_metadata.get("uid") or pod_metadata["uid"] != status.get(
+        "podUID"
+    ):
+        return "its pod is not the one its status reports, or is being deleted"
+    if _env_entry(pod, ENV_DEFERRED_INIT).get("value") != "true":
+        return "its pod was not booted dormant"
+    for variable in ENV_SESSION_KEYS:
+        ref = (_env_entry(pod, variable).get("valueFrom") or {}).get("secretKeyRef") or {}
+        if ref.get("name") != _name(secret):
+            return "its pod's session key does not come from its init Secret"
+    if not (pod.get("status") or {}).get("podIP"):
+        return "its pod has no IP"
+    return None
 
 
 # ---- the claim --------------------------------------------------------------------------------------------
@@ -176,7 +249,7 @@ def cold_restart_reason(sandbox: Mapping[str, Any], now: datetime, grace: timede
 
     - its init is not done `grace` after the claim: the gateway that claimed it stopped mid-init;
     - its init is done, but the claimed pod's container restarted since the claim: a restarted container boots
-      dormant again (the pod's environment says so) and would answer no session request.
+      dormant again (the pod's environment says so) and would answer no session request; or it failed.
     Neither applies once another pod than the claimed one runs (a later pod starts cold from the spec).
     """
     metadata = _metadata(sandbox)
@@ -204,6 +277,10 @@ def cold_restart_reason(sandbox: Mapping[str, Any], now: datetime, grace: timede
         restarts_then = 0
     if pod_uid == claimed and int(status.get("restartCount") or 0) > restarts_then:
         return "the claimed pod's container restarted, and a restarted container boots dormant"
+    if pod_uid == claimed and status.get("podStatus") in (PodStatus.FAILED, PodStatus.CRASH_LOOP_BACK_OFF):
+        # e.g. its container stopped and cannot be created again: its key came from the init Secret, which the
+        # claim deleted (the kubelet reports CreateContainerConfigError without counting a restart)
+        return "the claimed pod's container can no longer run"
     return None
 
 
@@ -214,19 +291,21 @@ _SECURITY = (("runAsUser", "run_as_user"), ("runAsGroup", "run_as_group"), ("fsG
 
 
 def warm_config(pool: Mapping[str, Any]) -> Obj | None:
-    """A pool as the OpenHands app's dynamic spec service reads it (it starts sandboxes with exactly these
-    values, so its /start matches the pool). None for a pool without `workingDir`: the app needs one, and
-    sends it back in /start, where it would never match such a template."""
+    """A pool as the OpenHands app's dynamic spec service reads it (it starts sandboxes with these values). None
+    for a pool without `workingDir`: the app needs one, and sends it back in /start, where it would never match
+    such a template.
+
+    `environment` is always empty: a template's variables may be an administrator's (an LLM key, a team's
+    endpoint), and this list is read by keys that are no administrator. The template's variables a /start must
+    carry come from the key's profile `env` or from the gateway itself (docs/pools.md)."""
     template = pool_template(pool)
     if not template.get("workingDir") or not template.get("image"):
         return None
-    environment = env_map(template.get("env"))
-    environment.pop(ENV_DEFERRED_INIT, None)
     config: Obj = {
         "name": _name(pool),
         "image": template["image"],
         "command": list(template["command"]) if template.get("command") else None,
-        "environment": environment,
+        "environment": {},
         "working_dir": template["workingDir"],
     }
     security = template.get("securityContext") or {}

@@ -10,6 +10,7 @@ goes cold). Any failure after the claim restarts the sandbox cold in place (the 
 of a /start and decides which one a request takes.
 """
 
+import asyncio
 import logging
 import random
 import time
@@ -32,11 +33,13 @@ from kubehands.api.schemas import RuntimeObject
 from kubehands.api.session_claims import SessionClaims, json_of
 from kubehands.api.settings import Settings
 from kubehands.crd.constants import AGENT_PORT_NAME
+from kubehands.crd.names import pod_name
 from kubehands.kube import CONFLICT, NOT_FOUND, Kube
 from kubehands.spec import objects
 from kubehands.spec import pools as pool_rule
 from kubehands.spec.constants import SESSION_KEY_SECRET_KEY
 from kubehands.spec.errors import InvalidRequest
+from kubehands.spec.pools import member_secret_name
 from kubehands.spec.request import StartRequest
 from kubehands.spec.urls import service_port, upstream_base
 
@@ -103,7 +106,7 @@ class WarmStarts:
             if isinstance(exc, ApiException) and exc.status == CONFLICT:
                 return None  # another call holds the session's claim: the cold path resolves it
             raise
-        claimed: tuple[Obj, str] | None = None
+        claimed: tuple[Obj, str, str] | None = None
         try:
             for attempt, (pool, member) in enumerate(tries):
                 name = member["metadata"]["name"]
@@ -132,14 +135,15 @@ class WarmStarts:
 
     async def _claim_member(
         self, derived: objects.Derived, claim_name: str, session_key: str, pool: str, member: Obj
-    ) -> tuple[Obj, str] | None:
-        """(the claimed Sandbox, the member's init key); None when the member is gone or another start took it."""
+    ) -> tuple[Obj, str, str] | None:
+        """(the claimed Sandbox, the member's init key, its pod's IP); None when the member is gone, another start
+        took it, or it is no genuine member (`claims.forgery`)."""
         ns = self.settings.namespace
         name = member["metadata"]["name"]
-        init_key = await self._init_key(member)
-        if init_key is None:
-            log.info("pool %s member %s has no readable init key; skipping it", pool, name)
+        evidence = await self._membership(member, pool)
+        if evidence is None:
             return None
+        init_key, pod_ip = evidence
         fresh = objects.sandbox(derived, name, claim_name, session_key_sha256=objects.session_key_digest(session_key))
         try:
             patch = claims.claim_patch(member, fresh, pool, datetime.now(UTC))
@@ -152,23 +156,47 @@ class WarmStarts:
                 raise InvalidRequest(api_exception_detail(exc)) from exc
             raise
         self.caches.sandboxes.upsert(claimed)  # no longer claimable here, before the watch says so
-        return claimed, init_key
+        return claimed, init_key, pod_ip
 
-    async def _init_key(self, member: Obj) -> str | None:
-        """The member's init key: its throw-away session key, read once from its Secret (the gateway caches
-        only session-key Secrets)."""
-        ref = (member.get("spec") or {}).get("sessionKeySecretRef") or {}
-        try:
-            secret = await json_of(
-                await self._kube.core.read_namespaced_secret(
-                    str(ref.get("name") or ""), self.settings.namespace, _preload_content=False
-                )
-            )
-        except ApiException as exc:  # gone with its member, or unreadable: this member cannot be claimed
-            if exc.status != NOT_FOUND:
-                log.warning("could not read the init key of pool member %s: %s", member["metadata"]["name"], exc.status)
+    async def _membership(self, member: Obj, pool: str) -> tuple[str, str] | None:
+        """(the member's init key, its dormant pod's IP), read from what only the operator writes (its init Secret,
+        its pod) and checked by `claims.forgery`; None when it cannot be claimed."""
+        name = member["metadata"]["name"]
+        pool_object = self.caches.pools.items.get(pool)
+        secret, pod = await asyncio.gather(
+            self._read(self._kube.core.read_namespaced_secret, member_secret_name(name)),
+            self._read(self._kube.core.read_namespaced_pod, pod_name(name)),
+        )
+        problem = "its pool is gone" if pool_object is None else claims.forgery(member, pool_object, secret, pod)
+        if problem is not None:
+            log.warning("pool %s: not claiming %s, which carries the pool's label: %s", pool, name, problem)
             return None
-        return secret_session_key(secret, str(ref.get("key") or SESSION_KEY_SECRET_KEY))
+        assert secret is not None and pod is not None  # `forgery` checked both
+        init_key = secret_session_key(secret, SESSION_KEY_SECRET_KEY)
+        if init_key is None:
+            log.info("pool %s member %s has no readable init key; skipping it", pool, name)
+            return None
+        return init_key, str(pod["status"]["podIP"])
+
+    async def _read(self, read: Any, name: str) -> Obj | None:
+        """A Secret or Pod of the sandbox namespace as JSON; None when it does not exist or cannot be read."""
+        try:
+            return await json_of(await read(name, self.settings.namespace, _preload_content=False))
+        except ApiException as exc:
+            if exc.status != NOT_FOUND:
+                log.warning("could not read %s: %s", name, exc.status)
+            return None
+
+    async def _forget_init_key(self, name: str) -> None:
+        """Delete a claimed member's init Secret: its pod no longer needs it (a restarted container boots dormant,
+        and is restarted cold anyway), and without it the sandbox never passes for a member again."""
+        try:
+            await self._kube.core.delete_namespaced_secret(member_secret_name(name), self.settings.namespace)
+        except ApiException as exc:
+            if exc.status != NOT_FOUND:
+                log.warning("could not delete the init Secret of claimed sandbox %s: %s", name, exc.status)
+        except (OSError, aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("could not delete the init Secret of claimed sandbox %s: %s", name, exc)
 
     async def _finish_claim(
         self,
@@ -179,6 +207,7 @@ class WarmStarts:
         pool: str,
         claimed: Obj,
         init_key: str,
+        pod_ip: str,
     ) -> RuntimeObject:
         """After the claim: own the Secret, hand the dormant server its session, and mark the init done. Never
         raises for the init: on any failure the sandbox restarts cold in place, and is answered `starting`."""
@@ -189,7 +218,11 @@ class WarmStarts:
         await self.claims.own(secret_name, claimed)
         env = init.pod_environment(claimed.get("spec") or {}, name, session_key)
         began = time.monotonic()
-        problem = await self._post_init(claimed, init_key, init.init_request(session_key, env))
+        # The init Secret goes while the init runs: from the claim on, the sandbox is the session's.
+        problem, _ = await asyncio.gather(
+            self._post_init(claimed, pod_ip, init_key, init.init_request(session_key, env)),
+            self._forget_init_key(name),
+        )
         sandbox: Obj | None = claimed
         if problem is None:
             metrics.POOL_INIT_SECONDS.observe(time.monotonic() - began)
@@ -212,10 +245,10 @@ class WarmStarts:
             self.settings, name, req.session_id, sandbox, session_key, self.alive.is_alive(sandbox)
         )
 
-    async def _post_init(self, sandbox: Obj, init_key: str, body: Obj) -> str | None:
-        """POST /api/init to the claimed pod; None when the server answered that it is ready, else why not."""
-        status = sandbox.get("status") or {}
-        url = upstream_base(str(status.get("podIP") or ""), service_port(sandbox, AGENT_PORT_NAME)) + INIT_PATH
+    async def _post_init(self, sandbox: Obj, pod_ip: str, init_key: str, body: Obj) -> str | None:
+        """POST /api/init to the claimed pod at `pod_ip` (read from the pod, not from the Sandbox's status, which the
+        router may write); None when the server answered that it is ready, else why not."""
+        url = upstream_base(pod_ip, service_port(sandbox, AGENT_PORT_NAME)) + INIT_PATH
         try:
             response = await self._http.post(
                 url,
@@ -247,6 +280,7 @@ class WarmStarts:
                 return None
             raise
         cleared = await self._mark_status_outdated(patched)
+        await self._forget_init_key(name)  # a gateway that died mid-claim left it
         log.info("restarting claimed sandbox %s cold: %s", name, reason)
         return cleared
 

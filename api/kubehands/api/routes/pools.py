@@ -1,4 +1,4 @@
-"""GET /api/warm-runtime-configs: the warm pools a key may start sandboxes from (docs/gateway.md "Warm pools")."""
+"""GET /api/warm-runtime-configs: the warm pools a key may claim from (docs/pools.md "Pools per key")."""
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
@@ -16,7 +16,8 @@ router = APIRouter(tags=["pools"])
     responses={401: {"description": "Missing or wrong X-API-Key"}},
 )
 async def warm_runtime_configs(caller: CallerDep, gateway: GatewayDep) -> JSONResponse:
-    """The pools the key's profile allows (every pool when it names none), with a working directory set.
+    """The pools the key may claim from (its profile's `pools`; every pool when the profile names no list, none
+    for an empty one) that have a working directory, without their template's environment (`claims.warm_config`).
 
     Built as JSON directly: `command` is always present (null for the image's entrypoint), while `run_as_*` are
     present only when the pool sets them (the app falls back to its own defaults for missing ones)."""
