@@ -13,7 +13,7 @@ from uvicorn.logging import AccessFormatter, DefaultFormatter
 from websockets.asyncio.client import connect
 
 from kubehands.api import log_redaction
-from kubehands.api.cli.gateway import uvicorn_options
+from kubehands.api.cli.gateway import server_limits, uvicorn_options
 from kubehands.api.keys import generate_key
 from kubehands.api.main import create_app
 from kubehands.api.settings import Settings
@@ -113,7 +113,7 @@ async def test_the_served_gateway_logs_no_key(upstream_port: int) -> None:
     app = create_app(settings)
     app.state.gateway = gateway
     gateway.caches.sandboxes.upsert(sandbox_object(RID, "team-a", "s1", upstream_port, session_key=SESSION_KEY))
-    options = uvicorn_options("127.0.0.1", 0, "info", ws_max_size=settings.websocket_max_message_bytes)
+    options = uvicorn_options("127.0.0.1", 0, "info", limits=server_limits(settings))
     lines = io.StringIO()
     handler = logging.StreamHandler(lines)
     handler.setFormatter(logging.Formatter("%(name)s %(message)s"))
@@ -143,4 +143,4 @@ async def test_the_served_gateway_logs_no_key(upstream_port: int) -> None:
     assert SESSION_KEY not in text, text
     assert f"/{RID}/vscode/?tkn=[redacted]&folder=[redacted]" in text, text
     assert "/sessions/batch?ids=[redacted]" in text, text
-    assert f"WebSocket /{RID}/ws?session_api_key=[redacted]" in text, text
+    assert f"GET /{RID}/ws?session_api_key=[redacted] HTTP/1.1\" 101" in text, text  # the relayed upgrade
