@@ -31,6 +31,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
+from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from kubehands.cli import main as kubehands_main
@@ -178,10 +179,16 @@ def test_a_cookie_of_sandbox_a_never_reaches_sandbox_b(port_gateway: PortGateway
             assert seen == {"cookie": None, "host": urlsplit(b.service(service)).netloc}, service
 
 
-def keyed_requests(base: str, key: str) -> None:
-    """What clients send with the session key in the query: VS Code's first load, a browser WebSocket."""
+def keyed_requests(base: str, key: str, relays_websockets: bool = True) -> None:
+    """What clients send with the session key in the query: VS Code's first load, a browser WebSocket (which
+    only `kubehands gateway` relays: another server gets 501, docs/gateway.md#connection-bounds)."""
     assert httpx.get(f"{base}/?tkn={key}&folder=/workspace", timeout=10).status_code == 200
     ws_base = "ws" + base.removeprefix("http")
+    if not relays_websockets:
+        with pytest.raises(InvalidStatus) as refused:
+            connect(f"{ws_base}/sockets/events/c1?session_api_key={key}&resend_all=true")
+        assert refused.value.response.status_code == 501
+        return
     with connect(f"{ws_base}/sockets/events/c1?session_api_key={key}&resend_all=true") as ws:
         assert ws.recv(timeout=10) == "hello"
 
@@ -199,7 +206,7 @@ def test_keys_in_queries_never_reach_the_gateway_log(port_gateway: PortGateway) 
         assert secret not in log
     # the requests were logged, their query values redacted
     assert "/?tkn=[redacted]&folder=[redacted]" in log, log[-3000:]
-    assert "WebSocket /sockets/events/c1?session_api_key=[redacted]&resend_all=[redacted]" in log, log[-3000:]
+    assert '"GET /sockets/events/c1?session_api_key=[redacted]&resend_all=[redacted] HTTP/1.1" 101' in log, log[-3000:]
 
 
 def test_plain_uvicorn_logs_no_key_either(
@@ -227,7 +234,7 @@ def test_plain_uvicorn_logs_no_key_either(
         wait_for(healthy, 60, "uvicorn's gateway to report healthy")
         sandbox = start_ready(url, api_key, "plain", kubeconfig, namespace, upstream_port)
         assert sandbox.url == f"{url}/{sandbox.runtime_id}"
-        keyed_requests(sandbox.url, sandbox.key)
+        keyed_requests(sandbox.url, sandbox.key, relays_websockets=False)
     finally:
         stop_process(process)
     text = log_path.read_text()
