@@ -3,7 +3,7 @@ RUNTIME=remote pointed at kubehands on the local cluster.
 
 The operator and the gateway run as `kubehands operator` / `kubehands gateway` processes, as
 `make run` starts them (with its gateway settings, hack/run.env: port routing mode, where each sandbox is
-http://127.0.0.1:<port>); sandboxes are real pods of the local agent-server image of the app's bundled SDK
+http://127.1.0.<n>:<port>); sandboxes are real pods of the local agent-server image of the app's bundled SDK
 (1.34.0), the one `make run` prints for the app. The SDK's APIRemoteWorkspace is covered in test_gateway_journey.py.
 
 Like `make run`, the gateway has a warm pool for the app's default /start (hack/pool-manifest.py over hack/run.sh's
