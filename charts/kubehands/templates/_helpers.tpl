@@ -93,7 +93,7 @@ app.kubernetes.io/component: {{ .component }}
      of the gateway's app and no sandbox path. */}}
 {{- define "kubehands.controlApiPaths" -}}
 {{- list "/start" "/stop" "/pause" "/resume" "/list" "/runtime" "/sessions" "/registry_prefix" "/image_exists"
-      "/api/warm-runtime-configs" "/health" "/metrics" "/openapi.json" "/docs" "/redoc" | toJson }}
+      "/api/warm-runtime-configs" "/health" "/openapi.json" "/docs" "/redoc" | toJson }}
 {{- end }}
 
 {{/* Public base URL of sandbox URLs in path mode. */}}
