@@ -253,6 +253,15 @@ app.kubernetes.io/component: {{ .component }}
   value: {{ include "kubehands.operatorMetricsPort" . | quote }}
 {{- end }}
 
+{{/* The metrics port of the gateway and the router (0: none); never their public port. */}}
+{{- define "kubehands.gatewayMetricsPort" -}}
+{{- $port := int .Values.api.metricsPort }}
+{{- if and $port (eq $port (int .Values.api.port)) }}
+{{- fail (printf "api.metricsPort %d is api.port: the metrics are never served on the public port" $port) }}
+{{- end }}
+{{- $port }}
+{{- end }}
+
 {{/* The operator's metrics port (0: none); never kopf's liveness port, which the same pod listens on. */}}
 {{- define "kubehands.operatorMetricsPort" -}}
 {{- $port := int .Values.operator.metricsPort }}
