@@ -138,10 +138,16 @@ class Served:
     proc: subprocess.Popen[bytes]
     port: int
     log: Path
+    metrics_port: int = 0  # a gateway's metrics, on a port of their own (KUBEHANDS_GATEWAY_METRICS_PORT)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def metrics_url(self) -> str:
+        assert self.metrics_port, f"{self.name} serves no metrics"
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     @property
     def pid(self) -> int:
@@ -211,9 +217,11 @@ class System:
         args = ["gateway", "--host", "127.0.0.1", "--log-level", "info"]
         argv = ([sys.executable, "-m", "bench.profiled", str(profile_to), "--", *args] if profile_to
                 else [str(BIN / "kubehands"), *args])
-        port = free_port()  # the public URL names the port the gateway listens on
-        env = {**self.env(), "KUBEHANDS_PUBLIC_URL": f"http://127.0.0.1:{port}"}
+        port, metrics_port = free_port(), free_port()  # the public URL names the port the gateway listens on
+        env = {**self.env(), "KUBEHANDS_PUBLIC_URL": f"http://127.0.0.1:{port}",
+               "KUBEHANDS_GATEWAY_METRICS_PORT": str(metrics_port)}
         served = self._serve(name, argv, "/health", env, port)
+        served.metrics_port = metrics_port
         if name != "gateway":
             self.extra.append(served)
         return served
@@ -369,7 +377,7 @@ class System:
         return self.paused[:count]
 
     def gateway_metrics(self, served: Served | None = None) -> str:
-        return httpx.get((served or self.gateway).url + "/metrics", timeout=10).text  # type: ignore[union-attr]
+        return httpx.get((served or self.gateway).metrics_url, timeout=10).text  # type: ignore[union-attr]
 
     def gateway_cached(self, cache: str) -> float:
         for line in self.gateway_metrics().splitlines():

@@ -67,6 +67,7 @@ kh::start() {
   local envs=()
   while [[ $1 != -- ]]; do envs+=("$1"); shift; done; shift
   kh::log "starting $name (log: $LOGS/$name.log)"
+  kh::private_file "$LOGS/$name.log"   # logs name hosts, paths and objects: the owner's only, as make run's
   env "${envs[@]}" setsid "$@" > "$LOGS/$name.log" 2>&1 < /dev/null &
   echo $! > "$PIDS/$name.pid"
 }
@@ -316,7 +317,8 @@ kh::up() {
   bash "$ROOT/hack/install-deps.sh"
   bash "$ROOT/hack/build-kubernetes.sh"
   local t0=$SECONDS
-  mkdir -p "$S" "$LOGS" "$PIDS"
+  mkdir -p "$S" "$PIDS"
+  kh::private_dir "$LOGS"   # 0700, a folder of an earlier run too
   kh::record_host
   # Any failure from here on (errexit or kh::die) undoes what was started; the state of a cluster that has run
   # before is kept.
@@ -408,7 +410,8 @@ kh::halt() {
   kh::stop kube-apiserver
   kh::stop etcd
   # kube-proxy's own cleanup, then anything either of them left (their chains, the jumps to them), and ours.
-  [[ -x $K8S_BIN/kube-proxy ]] && "$K8S_BIN/kube-proxy" --cleanup > "$LOGS/kube-proxy-cleanup.log" 2>&1 || true
+  [[ -x $K8S_BIN/kube-proxy ]] && kh::private_file "$LOGS/kube-proxy-cleanup.log" \
+    && "$K8S_BIN/kube-proxy" --cleanup > "$LOGS/kube-proxy-cleanup.log" 2>&1 || true
   kh::egress::remove
   kh::clean_iptables
   kh::restore_sysctls

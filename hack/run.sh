@@ -143,11 +143,15 @@ if [[ ! -s $key_file ]]; then
 fi
 
 kh::private_file "$RUN_DIR/gateway.log"
-"$BIN/kubehands" gateway --host 127.0.0.1 --port "$PORT" > "$RUN_DIR/gateway.log" 2>&1 &
+# Its metrics on their own port, on this machine only (KUBEHANDS_GATEWAY_METRICS_PORT, default 8091; the operator's
+# is 8090).
+KUBEHANDS_GATEWAY_METRICS_HOST=127.0.0.1 "$BIN/kubehands" gateway --host 127.0.0.1 --port "$PORT" \
+  > "$RUN_DIR/gateway.log" 2>&1 &
 pids+=($!)
 kh::wait_for "gateway /health" 30 curl -sf "http://127.0.0.1:${PORT}/health" \
   || { tail -20 "$RUN_DIR/gateway.log" >&2; kh::die "gateway did not start; see $RUN_DIR/gateway.log"; }
-kh::log "gateway listening on http://127.0.0.1:${PORT} (log: $RUN_DIR/gateway.log); Ctrl-C stops everything"
+kh::log "gateway listening on http://127.0.0.1:${PORT} (log: $RUN_DIR/gateway.log;" \
+  "metrics: http://127.0.0.1:${KUBEHANDS_GATEWAY_METRICS_PORT:-8091}/metrics); Ctrl-C stops everything"
 kh::log "kubectl for this cluster (built with it): $KUBECTL --kubeconfig $KUBECONFIG"
 
 echo "RUNTIME=remote"

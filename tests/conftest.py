@@ -19,6 +19,11 @@ import pytest
 
 from tests.helpers.paths import STATE
 
+# The gateways tests build in-process (Settings(), their lifespan) serve no metrics unless the test gives them a
+# port: the default one (8091) may be `make run`'s, or another test's beside this one. Child gateways
+# (tests/helpers/processes.py GatewayProcess) get a port of their own.
+os.environ.setdefault("KUBEHANDS_GATEWAY_METRICS_PORT", "0")
+
 ROOT = Path(__file__).resolve().parent.parent
 CLUSTER_SH = ROOT / "hack" / "cluster.sh"
 TIER_ORDER = {"unit": 0, "cluster": 1, "node": 2, "host": 3}

@@ -1,5 +1,6 @@
 """The operator's metrics endpoint, scraped over HTTP from a real `kubehands operator` process while it reconciles
-Sandboxes and a warm pool against the real API server (docs/operator.md, "Metrics").
+Sandboxes and a warm pool against the real API server (docs/operator.md, "Metrics"); and the gateway's, on a port of
+its own, never on its public port (docs/gateway.md, "Metrics").
 
 No pod becomes Ready here (a missing image, a node selector no node matches): the cold start latency is asserted
 in the node tier, where a real agent server starts.
@@ -9,6 +10,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import pytest
 
 from kubehands.crd import constants
@@ -16,7 +18,7 @@ from kubehands.crd.times import rfc3339
 from tests.cluster.test_pools import MERGE, MISSING_IMAGE, PoolApi
 from tests.helpers.kube import api_client
 from tests.helpers.metrics import sample
-from tests.helpers.processes import OperatorProcess, free_port
+from tests.helpers.processes import GatewayProcess, OperatorProcess, free_port
 from tests.helpers.sandbox import sandbox_manifest
 from tests.helpers.wait import wait_for
 
@@ -136,3 +138,22 @@ def test_pool_numbers_claims_and_the_warm_start(operator: OperatorProcess, kube:
     wait_for(lambda: reaches(operator, "kubehands_operator_reconciles_total", converged + 1, kind="Sandbox",
                              outcome="ok"), 30, "the update converged")
     assert metric(operator, "kubehands_operator_sandbox_start_seconds_count", start="warm") == 1
+
+
+def test_the_gateway_serves_its_metrics_on_their_own_port_only(
+    kubeconfig: str, namespace: str, kube: PoolApi, tmp_path: Path
+) -> None:
+    gateway = GatewayProcess(kubeconfig, namespace, free_port(), tmp_path / "gateway.log")
+    gateway.start()
+    try:
+        assert sample(gateway.metrics(), "kubehands_cached_objects", cache="sandboxes") == 0
+        kube.create(sandbox_manifest("kh-counted", MISSING_IMAGE, state="Paused"))
+        wait_for(lambda: sample(gateway.metrics(), "kubehands_cached_objects", cache="sandboxes") == 1, 30,
+                 "the gateway's cache gauge to count the sandbox at a scrape")
+        public = httpx.get(f"{gateway.url}/metrics", timeout=10)
+        assert public.status_code == 404 and "kubehands_" not in public.text
+        # on --host's address only (127.0.0.1): another loopback address of this host does not answer
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(gateway.metrics_url.replace("127.0.0.1", "127.0.0.2"), timeout=10)
+    finally:
+        gateway.stop()

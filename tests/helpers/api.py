@@ -205,15 +205,61 @@ def add_key(gateway: Gateway, name: str, raw: str, profile: Profile | None = Non
 async def serve_gateway(
     settings: Settings, api_server: str = "http://127.0.0.1:9"
 ) -> AsyncIterator[tuple[Gateway, int]]:
-    """An offline gateway served by uvicorn with `kubehands gateway`'s options."""
+    """An offline gateway served by uvicorn with `kubehands gateway`'s options (and its metrics endpoint, when
+    `settings.gateway_metrics_port` is set)."""
     gateway = offline_gateway(settings, api_server)
     app = create_app(settings)
     app.state.gateway = gateway
     options = uvicorn_options("127.0.0.1", 0, "warning", limits=server_limits(settings))
     try:
+        await gateway.serve_metrics()
         async with serve(app, **options) as port:
             yield gateway, port
     finally:
+        if gateway.metrics_endpoint is not None:
+            await gateway.metrics_endpoint.cleanup()
+        await gateway.activity.stop()
+        await gateway.alive.stop()
+        await gateway.details.stop()
+        await gateway.upstream.close()
+        await gateway.http.aclose()
+        await gateway.kube.close()
+
+
+@asynccontextmanager
+async def serve_port_mode_gateway(
+    settings: Settings, timeout: float = 10.0
+) -> AsyncIterator[tuple[Gateway, int]]:
+    """An offline gateway in port mode as `kubehands gateway` serves it: one server on the public port (a free one)
+    and every sandbox port of `settings.sandbox_ports` (on 127.0.0.1, or each slot's loopback address)."""
+    from kubehands.api.cli.gateway import listening_sockets
+    from kubehands.spec.urls import sandbox_listen_addresses
+
+    assert settings.routing_mode == "port"
+    gateway = offline_gateway(settings)
+    app = create_app(settings)
+    app.state.gateway = gateway
+    options = uvicorn_options("127.0.0.1", 0, "warning", limits=server_limits(settings))
+    sockets = listening_sockets("127.0.0.1", [0, *sandbox_listen_addresses(settings, "127.0.0.1")])
+    server = uvicorn.Server(uvicorn.Config(app, **options, lifespan="off"))
+    try:
+        await gateway.serve_metrics()
+        task = asyncio.create_task(server.serve(sockets=sockets))
+        async with asyncio.timeout(timeout):
+            while not server.started:
+                if task.done():
+                    task.result()
+                await asyncio.sleep(0.01)
+        try:
+            yield gateway, sockets[0].getsockname()[1]
+        finally:
+            server.should_exit = True
+            await asyncio.wait_for(task, timeout)
+    finally:
+        for sock in sockets:
+            sock.close()
+        if gateway.metrics_endpoint is not None:
+            await gateway.metrics_endpoint.cleanup()
         await gateway.activity.stop()
         await gateway.alive.stop()
         await gateway.details.stop()

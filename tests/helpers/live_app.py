@@ -44,12 +44,13 @@ class LiveGateway:
     logs: Path
     kubeconfig: str
     pool_template: dict[str, Any]
+    metrics_url: str  # the gateway's metrics, on a port of their own
 
     def warm_members(self) -> list[str]:
         """Wait until the app's pool has its one ready member, and the gateway's cache sees it; its name."""
         wait_for(lambda: warm_pool.pool_status(self.kubeconfig, self.namespace, APP_POOL).get("ready") == 1,
                  300, f"pool {APP_POOL} to have 1 ready member", interval=1.0)
-        wait_for(lambda: f'kubehands_pool_ready{{pool="{APP_POOL}"}} 1.0' in httpx.get(f"{self.url}/metrics").text,
+        wait_for(lambda: f'kubehands_pool_ready{{pool="{APP_POOL}"}} 1.0' in httpx.get(self.metrics_url).text,
                  60, "the gateway to see the member ready")
         return warm_pool.pool_members(self.kubeconfig, self.namespace, APP_POOL)
 
@@ -70,7 +71,7 @@ def live_gateway(kubeconfig: str, app_agent_server_image: str, logs: Path) -> It
     """`kubehands operator` and `kubehands gateway` as `make run` starts them, in a namespace of their own with the
     app's warm pool (one member); logs in `logs`."""
     namespace = f"kh-e2e-{uuid.uuid4().hex[:8]}"
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     env = {
         **os.environ,
         "TMPDIR": str(logs),  # the Kubernetes client's certificate files, should a process be killed
@@ -79,6 +80,7 @@ def live_gateway(kubeconfig: str, app_agent_server_image: str, logs: Path) -> It
         "KUBEHANDS_NAMESPACE": namespace,
         "KUBEHANDS_NAMESPACES": namespace,
         "KUBEHANDS_METRICS_PORT": "0",  # no fixed port: other tests may run beside this one
+        "KUBEHANDS_GATEWAY_METRICS_PORT": str(metrics_port),  # the gateway's, on --host's address (127.0.0.1)
         "KUBEHANDS_PUBLIC_URL": f"http://127.0.0.1:{port}",
         "KUBEHANDS_BASE_RESOURCES": SMALL,
         **make_run_gateway_env(),
@@ -110,7 +112,7 @@ def live_gateway(kubeconfig: str, app_agent_server_image: str, logs: Path) -> It
 
             wait_for(healthy, 60, "the gateway's /health")
             yield LiveGateway(url=url, key=key, namespace=namespace, logs=logs, kubeconfig=kubeconfig,
-                              pool_template=template)
+                              pool_template=template, metrics_url=f"http://127.0.0.1:{metrics_port}/metrics")
         finally:
             for proc in reversed(procs):
                 stop_process(proc)

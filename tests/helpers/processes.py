@@ -103,14 +103,21 @@ class OperatorProcess(ChildProcess):
 
 
 class GatewayProcess(ChildProcess):
-    """`kubehands gateway` on 127.0.0.1:`port`, configured by `KUBEHANDS_*` variables as in a pod."""
+    """`kubehands gateway` on 127.0.0.1:`port`, configured by `KUBEHANDS_*` variables as in a pod. Its metrics are
+    served at `metrics_url`, on a port of their own (a free one unless `metrics_port` is given; 0: none), on the
+    address of its --host."""
 
-    def __init__(self, kubeconfig: str, namespace: str, port: int, log_path: Path, **env: str) -> None:
+    def __init__(
+        self, kubeconfig: str, namespace: str, port: int, log_path: Path, metrics_port: int | None = None, **env: str
+    ) -> None:
         self.url = f"http://127.0.0.1:{port}"
+        self.metrics_port = free_port() if metrics_port is None else metrics_port
+        self.metrics_url = f"http://127.0.0.1:{self.metrics_port}/metrics"
         settings = {
             "KUBEHANDS_KUBECONFIG": kubeconfig,
             "KUBEHANDS_NAMESPACE": namespace,
             "KUBEHANDS_PUBLIC_URL": self.url,
+            "KUBEHANDS_GATEWAY_METRICS_PORT": str(self.metrics_port),
             **env,
         }
         super().__init__(["gateway", "--host", "127.0.0.1", "--port", str(port)], settings, log_path)
@@ -125,6 +132,13 @@ class GatewayProcess(ChildProcess):
             return httpx.get(f"{self.url}/health", timeout=2).status_code == 200
         except httpx.HTTPError:
             return False
+
+    def metrics(self) -> str:
+        """The metrics text (the gateway's cache gauges refreshed for it)."""
+        assert self.metrics_port, "this gateway serves no metrics"
+        response = httpx.get(self.metrics_url, timeout=5)
+        assert response.status_code == 200, response.text
+        return response.text
 
 
 def cluster_pid(cluster: dict[str, str], component: str) -> int:

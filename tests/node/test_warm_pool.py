@@ -141,9 +141,9 @@ def test_a_start_claims_a_dormant_member_and_runs_the_session(
             m: base64.b64decode(kube.core.read_namespaced_secret(f"{m}-init", kube.namespace).data["session-api-key"])
             for m in members
         }
-        # the gateway's cache must see them ready too before the /start (its /metrics says so)
+        # the gateway's cache must see them ready too before the /start (its metrics say so)
         wait_for(
-            lambda: 'kubehands_pool_ready{pool="agents"} 2.0' in httpx.get(f"{gateway.url}/metrics").text,
+            lambda: 'kubehands_pool_ready{pool="agents"} 2.0' in gateway.metrics(),
             60,
             "the gateway to see both members ready",
         )
@@ -256,7 +256,7 @@ def test_two_gateways_racing_for_the_last_member_claim_it_once(
         members = kube.ready_members("one", 1)
         for gateway in (first, second):
             wait_for(
-                lambda g=gateway: 'kubehands_pool_ready{pool="one"} 1.0' in httpx.get(f"{g.url}/metrics").text,
+                lambda g=gateway: 'kubehands_pool_ready{pool="one"} 1.0' in g.metrics(),
                 60,
                 f"{gateway.url} to see the member ready",
             )
@@ -288,7 +288,7 @@ def test_two_gateways_racing_for_the_last_member_claim_it_once(
         cold = next(rid for rid in runtime_ids if rid not in members)
         # the loser lost the claim patch (409: `conflict`), or its cache already saw the member taken (`empty`)
         losses = {
-            reason: sum(miss_count(httpx.get(f"{g.url}/metrics").text, reason) for g in (first, second))
+            reason: sum(miss_count(g.metrics(), reason) for g in (first, second))
             for reason in ("conflict", "empty")
         }
         print(f"race: claimed {claimed[0]}, cold {cold}; misses {losses}")

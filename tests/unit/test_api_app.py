@@ -1,5 +1,5 @@
 """The control API without a cluster: auth, tenancy, input validation → 4xx, the read endpoints
-answering from the (test-filled) cache, /health, /metrics and the OpenAPI schema. Every request
+answering from the (test-filled) cache, /health (no /metrics: its own port) and the OpenAPI schema. Every request
 here is answered before any Kubernetes write would happen."""
 
 from collections.abc import AsyncIterator, Iterator
@@ -180,10 +180,9 @@ async def test_image_endpoints(api: httpx.AsyncClient) -> None:
     assert (await api.get("/image_exists", headers=a)).status_code == 422
 
 
-async def test_health_metrics_openapi_need_no_key(api: httpx.AsyncClient) -> None:
+async def test_health_openapi_need_no_key_and_metrics_are_not_here(api: httpx.AsyncClient) -> None:
     assert (await api.get("/health")).json() == {"status": "ok", "cache_synced": True}
-    metrics = await api.get("/metrics")
-    assert metrics.status_code == 200 and "kubehands_cached_objects" in metrics.text
+    assert (await api.get("/metrics")).status_code == 404  # their own port (tests/unit/test_gateway_metrics.py)
     schema = (await api.get("/openapi.json")).json()
     paths = schema["paths"]
     for path in (
@@ -198,9 +197,9 @@ async def test_health_metrics_openapi_need_no_key(api: httpx.AsyncClient) -> Non
         "/registry_prefix",
         "/image_exists",
         "/health",
-        "/metrics",
     ):
         assert path in paths
+    assert "/metrics" not in paths
     assert list(paths).index("/sessions/batch") < list(paths).index("/sessions/{session_id}")
     assert paths["/start"]["post"]["operationId"] == "runtimes-start"
 

@@ -361,16 +361,55 @@ def test_service_monitor_scrapes_the_gateway_router_and_operator(helm: str, case
     values = None if case == "default" else CHART / "ci" / f"{case}.yaml"
     docs = render(helm, values, KUBE_CURRENT, "--set", "metrics.serviceMonitor.enabled=true")
     [monitor] = by_kind(docs, "ServiceMonitor").values()
-    endpoints = {e["port"]: e["path"] for e in monitor["spec"]["endpoints"]}
-    assert endpoints == {"http": "/metrics", "metrics": "/metrics"}
+    assert monitor["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "30s"}]
     services = by_kind(docs, "Service")
-    selected = {name for name, svc in services.items() if _selected(monitor, svc["metadata"]["labels"])}
-    expected = {"t-kubehands-gateway", "t-kubehands-operator"}
+    scraped = {
+        name for name, svc in services.items()
+        if _selected(monitor, svc["metadata"]["labels"]) and "metrics" in {p["name"] for p in svc["spec"]["ports"]}
+    }
+    expected = {"t-kubehands-gateway-metrics", "t-kubehands-operator"}
     if case == "all-features-values":
-        expected.add("t-kubehands-router")
-    assert selected == expected
-    for name in selected:  # each one answers on exactly one of the endpoints' ports
-        assert len({p["name"] for p in services[name]["spec"]["ports"]} & endpoints.keys()) == 1, name
+        expected.add("t-kubehands-router-metrics")
+    assert scraped == expected
+    for name in ("t-kubehands-gateway", "t-kubehands-router"):  # the public Services have no metrics port
+        if name in services:
+            assert [p["name"] for p in services[name]["spec"]["ports"]] == ["http"], name
+
+
+@pytest.mark.parametrize("case", ["default", "all-features-values"])
+def test_gateway_and_router_metrics_have_a_port_and_a_service_of_their_own(helm: str, case: str) -> None:
+    values = None if case == "default" else CHART / "ci" / f"{case}.yaml"
+    docs = render(helm, values, KUBE_CURRENT)
+    deployments, services = by_kind(docs, "Deployment"), by_kind(docs, "Service")
+    components = ["gateway", "router"] if case == "all-features-values" else ["gateway"]
+    for component in components:
+        name = f"t-kubehands-{component}"
+        container = deployments[name]["spec"]["template"]["spec"]["containers"][0]
+        assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"http": 8000, "metrics": 8091}
+        assert env_of(docs, name)["KUBEHANDS_GATEWAY_METRICS_PORT"] == "8091"
+        assert "--host=0.0.0.0" in container["args"]  # the metrics bind the address of --host
+        service = services[f"{name}-metrics"]["spec"]
+        assert service["type"] == "ClusterIP"
+        assert service["ports"] == [{"name": "metrics", "port": 8091, "targetPort": "metrics", "protocol": "TCP"}]
+        assert service["selector"] == services[name]["spec"]["selector"]
+
+
+def test_gateway_metrics_can_be_switched_off_and_never_share_the_public_port(helm: str) -> None:
+    values = CHART / "ci" / "all-features-values.yaml"
+    docs = render(helm, values, KUBE_CURRENT, "--set", "api.metricsPort=0")
+    services = by_kind(docs, "Service")
+    assert not {"t-kubehands-gateway-metrics", "t-kubehands-router-metrics"} & services.keys()
+    for name in ("t-kubehands-gateway", "t-kubehands-router"):
+        container = by_kind(docs, "Deployment")[name]["spec"]["template"]["spec"]["containers"][0]
+        assert [p["name"] for p in container["ports"]] == ["http"]
+        assert env_of(docs, name)["KUBEHANDS_GATEWAY_METRICS_PORT"] == "0"
+    [monitor] = by_kind(docs, "ServiceMonitor").values()  # the operator's alone
+    assert monitor["spec"]["selector"]["matchExpressions"][-1]["values"] == ["operator"]
+    off = render(helm, None, KUBE_CURRENT, "--set", "api.metricsPort=0", "--set", "operator.metricsPort=0",
+                 "--set", "metrics.serviceMonitor.enabled=true")
+    assert not by_kind(off, "ServiceMonitor")  # nothing to scrape
+    assert "api.metricsPort 8000 is api.port" in render_fails(helm, "--set", "api.metricsPort=8000")
+    assert "metricsPort" in render_fails(helm, "--set", "api.metricsPort=80")  # below 1024: the schema
 
 
 def test_operator_metrics_can_be_switched_off_and_never_share_the_liveness_port(helm: str) -> None:
@@ -381,7 +420,7 @@ def test_operator_metrics_can_be_switched_off_and_never_share_the_liveness_port(
     assert [p["name"] for p in container["ports"]] == ["liveness"]
     assert env_of(docs, "t-kubehands-operator")["KUBEHANDS_METRICS_PORT"] == "0"
     [monitor] = by_kind(docs, "ServiceMonitor").values()
-    assert [e["port"] for e in monitor["spec"]["endpoints"]] == ["http"]
+    assert monitor["spec"]["selector"]["matchExpressions"][-1]["values"] == ["gateway"]
     error = render_fails(helm, "--set", "operator.metricsPort=8080")
     assert "operator.metricsPort 8080 is operator.livenessPort" in error
 

@@ -1,6 +1,6 @@
 """Warm pools through the served gateway (loopback, caches filled by the test): unclaimed members do not exist
 for clients (router, /runtime, /list, /sessions), `GET /api/warm-runtime-configs` lists the pools a key may
-use, and /metrics reports the pools' claimable members and every miss reason."""
+use, and the metrics endpoint (its own port) reports the pools' claimable members and every miss reason."""
 
 import json
 from collections.abc import AsyncIterator
@@ -14,6 +14,7 @@ from kubehands.api.gateway import Gateway
 from kubehands.api.settings import Settings
 from kubehands.spec.profile import Profile
 from tests.helpers.api import add_key, offline_gateway, sandbox_object, serve, serve_gateway, upstream_app
+from tests.helpers.processes import free_port
 
 pytestmark = pytest.mark.unit
 
@@ -50,7 +51,8 @@ def pool_object(name: str, working_dir: str | None = "/workspace") -> dict[str, 
 @pytest.fixture
 async def served() -> AsyncIterator[tuple[Gateway, httpx.AsyncClient]]:
     async with serve(upstream_app()) as upstream_port:
-        async with serve_gateway(Settings(public_url="http://127.0.0.1:1")) as (gateway, port):
+        settings = Settings(public_url="http://127.0.0.1:1", gateway_metrics_port=free_port())
+        async with serve_gateway(settings) as (gateway, port):
             add_key(gateway, TENANT, KEY)
             add_key(gateway, "limited", LIMITED_KEY, Profile.model_validate({"pools": ["python"]}))
             for pool in ("python", "node"):
@@ -99,14 +101,15 @@ async def test_metrics_report_claimable_members_and_every_miss_reason(
     served: tuple[Gateway, httpx.AsyncClient],
 ) -> None:
     gateway, http = served
-    text = (await http.get("/metrics")).text
+    metrics_url = f"http://127.0.0.1:{gateway.settings.gateway_metrics_port}/metrics"
+    text = (await http.get(metrics_url)).text
     assert 'kubehands_pool_ready{pool="python"} 1.0' in text
     assert 'kubehands_pool_ready{pool="node"} 0.0' in text
     for reason in ("no_pool", "not_allowed", "empty", "conflict", "init_failed"):
         assert f'kubehands_pool_misses_total{{reason="{reason}"}}' in text
     assert 'kubehands_cached_objects{cache="pools"} 3.0' in text
     gateway.caches.pools.discard("node")
-    assert 'pool="node"' not in (await http.get("/metrics")).text  # a deleted pool leaves the gauge
+    assert 'pool="node"' not in (await http.get(metrics_url)).text  # a deleted pool leaves the gauge
 
 
 async def test_claim_recovery_survives_an_unreachable_api_server() -> None:

@@ -5,10 +5,12 @@ from dataclasses import dataclass
 from functools import partial
 
 import httpx
+from aiohttp import web
 
 from kubehands.api.control.images import ImageCatalog
 from kubehands.api.control.revocation import Revocations
 from kubehands.api.control.service import SandboxService
+from kubehands.api.observe import metrics
 from kubehands.api.observe.alive import AliveTracker
 from kubehands.api.observe.caches import Caches
 from kubehands.api.observe.pod_details import PodDetails
@@ -24,6 +26,10 @@ from kubehands.spec import urls
 log = logging.getLogger(__name__)
 
 FIRST_SYNC_TIMEOUT = 30.0
+
+
+class MetricsPortUnavailable(OSError):
+    """The metrics endpoint cannot listen (its port is taken, its address is not this host's)."""
 
 
 @dataclass
@@ -42,6 +48,7 @@ class Gateway:
     images: ImageCatalog
     recovery: ClaimRecovery
     revocations: Revocations  # pauses a revoked key's sandboxes when the watch sees the key go
+    metrics_endpoint: web.AppRunner | None = None  # GET /metrics on its own port (serve_metrics)
 
     @classmethod
     def assemble(cls, settings: Settings, kube: Kube, http: httpx.AsyncClient) -> "Gateway":
@@ -86,6 +93,11 @@ class Gateway:
             trust_env=False,
         )
         gateway = cls.assemble(settings, kube, http)
+        try:  # first: a port in use stops the start before the gateway watches or acts on anything
+            await gateway.serve_metrics()
+        except BaseException:
+            await gateway.close()
+            raise
         gateway.caches.start()
         if settings.enable_control_api:  # a router alone never claims; the control API's replicas recover claims
             gateway.recovery.start()
@@ -95,7 +107,21 @@ class Gateway:
             )
         return gateway
 
+    async def serve_metrics(self) -> None:
+        """Serve GET /metrics on `gateway_metrics_host`:`gateway_metrics_port` (0: not at all), a server apart from
+        the public port, with the cache gauges refreshed at each scrape. Raises MetricsPortUnavailable."""
+        host, port = self.settings.gateway_metrics_host, self.settings.gateway_metrics_port
+        if not port:
+            return
+        try:
+            self.metrics_endpoint = await metrics.serve(host, port, partial(metrics.refresh, self.caches))
+        except OSError as e:
+            raise MetricsPortUnavailable(f"cannot serve metrics on {host}:{port}: {e.strerror or e}") from None
+
     async def close(self) -> None:
+        if self.metrics_endpoint is not None:
+            await self.metrics_endpoint.cleanup()
+            self.metrics_endpoint = None
         await self.recovery.stop()
         await self.revocations.stop()
         await self.activity.stop()

@@ -6,7 +6,7 @@ Every field is documented in docs/gateway.md; keep the two in step.
 
 from functools import lru_cache
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from kubehands.kube import DEFAULT_REQUEST_TIMEOUT_SECONDS
 from kubehands.spec.settings import SpecSettings
@@ -99,6 +99,29 @@ class Settings(SpecSettings):
     assume_images_exist: bool = Field(
         True, description="GET /image_exists answers true for images no node has (they may still be pulled)."
     )
+
+    # --- Metrics ------------------------------------------------------------------------------
+    gateway_metrics_port: int = Field(
+        8091,
+        ge=0,
+        le=65535,
+        description="Port of the gateway's Prometheus metrics (GET /metrics), a server of its own: never the public "
+        "port, nor a sandbox port in port mode. 0: not served. Its default differs from the operator's "
+        "(KUBEHANDS_METRICS_PORT, 8090), so both run on one host.",
+    )
+    gateway_metrics_host: str = Field(
+        "127.0.0.1",
+        description="Address the metrics endpoint binds to. `kubehands gateway` makes it the address of its `--host` "
+        "unless this is set; the default applies to the app served otherwise (`uvicorn --factory`).",
+    )
+
+    @model_validator(mode="after")
+    def _metrics_port_apart(self) -> "Settings":
+        if self.routing_mode == "port" and self.gateway_metrics_port:
+            first, last = self.port_range
+            if first <= self.gateway_metrics_port <= last:
+                raise ValueError("KUBEHANDS_SANDBOX_PORTS must not contain KUBEHANDS_GATEWAY_METRICS_PORT")
+        return self
 
     @property
     def key_namespace(self) -> str:

@@ -93,7 +93,7 @@ app.kubernetes.io/component: {{ .component }}
      of the gateway's app and no sandbox path. */}}
 {{- define "kubehands.controlApiPaths" -}}
 {{- list "/start" "/stop" "/pause" "/resume" "/list" "/runtime" "/sessions" "/registry_prefix" "/image_exists"
-      "/api/warm-runtime-configs" "/health" "/metrics" "/openapi.json" "/docs" "/redoc" | toJson }}
+      "/api/warm-runtime-configs" "/health" "/openapi.json" "/docs" "/redoc" | toJson }}
 {{- end }}
 
 {{/* Public base URL of sandbox URLs in path mode. */}}
@@ -251,6 +251,15 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 - name: KUBEHANDS_METRICS_PORT
   value: {{ include "kubehands.operatorMetricsPort" . | quote }}
+{{- end }}
+
+{{/* The metrics port of the gateway and the router (0: none); never their public port. */}}
+{{- define "kubehands.gatewayMetricsPort" -}}
+{{- $port := int .Values.api.metricsPort }}
+{{- if and $port (eq $port (int .Values.api.port)) }}
+{{- fail (printf "api.metricsPort %d is api.port: the metrics are never served on the public port" $port) }}
+{{- end }}
+{{- $port }}
 {{- end }}
 
 {{/* The operator's metrics port (0: none); never kopf's liveness port, which the same pod listens on. */}}

@@ -1,6 +1,7 @@
 """`kubehands gateway`: serve the gateway with uvicorn."""
 
 import argparse
+import os
 import resource
 import signal
 import socket
@@ -123,10 +124,30 @@ def serve(
     uvicorn.Server(config).run(sockets=sockets)
 
 
+def metrics_port_problem(host: str, port: int, public_port: int) -> str | None:
+    """Why the metrics endpoint (`KUBEHANDS_GATEWAY_METRICS_*`) cannot listen, in one line, or None."""
+    if not port:
+        return None
+    if port == public_port:
+        return f"KUBEHANDS_GATEWAY_METRICS_PORT is --port ({port}): metrics are never served on the public port"
+    try:
+        for sock in listening_sockets(host, [port]):
+            sock.close()
+    except OSError as e:
+        return f"cannot serve metrics (KUBEHANDS_GATEWAY_METRICS_PORT): {e.strerror}"
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     from kubehands.api.settings import get_settings
 
+    # The metrics endpoint binds --host's address unless told otherwise: a gateway bound to loopback stays there.
+    os.environ.setdefault("KUBEHANDS_GATEWAY_METRICS_HOST", args.host)
     settings = get_settings()  # read once here too: a bad setting fails before uvicorn starts
+    problem = metrics_port_problem(settings.gateway_metrics_host, settings.gateway_metrics_port, args.port)
+    if problem:  # the app's lifespan would fail the start too, but with a traceback
+        print(f"kubehands gateway: error: {problem}", file=sys.stderr)
+        return 2
     extra_ports: Sequence[int | tuple[str, int]] = ()
     if settings.routing_mode == "port":  # each sandbox's ports on its own loopback address with sandbox_loopback
         from kubehands.spec.urls import sandbox_listen_addresses

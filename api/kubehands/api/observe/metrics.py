@@ -1,8 +1,22 @@
-"""Prometheus metrics of the gateway. Label values come from fixed sets only (never ids or keys)."""
+"""Prometheus metrics of the gateway, and the endpoint that serves them (GET /metrics on
+`KUBEHANDS_GATEWAY_METRICS_PORT`, never on the public port: docs/gateway.md, "Metrics").
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+Label values come from fixed sets only, plus pool names (an administrator's); never ids or keys.
+"""
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from kubehands.api.pools.claims import MISS_REASONS
+
+if TYPE_CHECKING:
+    from kubehands.api.observe.caches import Caches
+
+log = logging.getLogger(__name__)
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -61,3 +75,41 @@ POD_DETAIL_CALLS = Counter(
     ["call", "outcome"],
     registry=REGISTRY,
 )
+
+
+def refresh(caches: "Caches") -> None:
+    """Set the gauges read off the watch caches (objects cached, each pool's claimable members), just before a
+    scrape."""
+    for name, reflector in (
+        ("sandboxes", caches.sandboxes),
+        ("session_keys", caches.session_keys),
+        ("api_keys", caches.api_keys),
+        ("pools", caches.pools),
+        ("pods", caches.pods),
+    ):
+        CACHED.labels(name).set(len(reflector.items))
+    POOL_READY.clear()  # pools deleted since the last scrape disappear
+    for pool in caches.pool_list():
+        POOL_READY.labels(pool["metadata"]["name"]).set(len(caches.claimable_members(pool)))
+
+
+async def serve(host: str, port: int, before_scrape: Callable[[], None]) -> web.AppRunner:
+    """Serve GET /metrics on host:port in the running event loop, calling `before_scrape` first; a server of its
+    own, apart from the gateway's public port (and port mode's sandbox ports). Raises OSError when the port is
+    taken. The caller cleans the returned runner up."""
+
+    async def metrics(_: web.Request) -> web.Response:
+        before_scrape()
+        return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    log.info("serving metrics on http://%s:%d/metrics", host, port)
+    return runner
