@@ -2,7 +2,7 @@
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from kubehands.api.pools.claims import MISS_REASONS
+from kubehands.api.pools.claims import MISMATCH_LABELS, MISS_REASONS
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -44,6 +44,14 @@ POOL_MISSES = Counter(
 )
 for _reason in MISS_REASONS:  # every reason is exported from the start, at 0
     POOL_MISSES.labels(_reason)
+POOL_MISMATCHES = Counter(
+    "kubehands_pool_mismatches_total",
+    "no_pool misses while pools exist, by the field the closest pool's template differs in (every variable: env).",
+    ["field"],
+    registry=REGISTRY,
+)
+for _field in MISMATCH_LABELS:
+    POOL_MISMATCHES.labels(_field)
 POOL_READY = Gauge(
     "kubehands_pool_ready", "Claimable members of each warm pool, as this gateway's cache sees them.", ["pool"],
     registry=REGISTRY,
