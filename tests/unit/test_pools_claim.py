@@ -203,6 +203,7 @@ def _spec(**body: Any) -> dict[str, Any]:
 
 SDK_LIKE = {"working_dir": "/", "run_as_user": 10001, "fs_group": 10001}
 APP_LIKE = {"working_dir": "/workspace", "run_as_user": 10001, "run_as_group": 10001, "fs_group": 10001}
+APP_POOL = make_pool("b", pool_rule.template_from_spec(_spec(**APP_LIKE)))
 BOOTED = {**TEMPLATE, "env": [{"name": "OH_ENABLE_VNC", "value": "0"}, {"name": "TEAM_TOKEN_URL", "value": "x"}]}
 
 REASONS: list[tuple[str, list[dict[str, Any]], list[str] | None, str, dict[str, Any], str]] = [
@@ -211,14 +212,12 @@ REASONS: list[tuple[str, list[dict[str, Any]], list[str] | None, str, dict[str, 
      "no_pool"),
     ("another image", [make_pool("p", OTHER)], None, "no_pool", {}, "mismatch: image"),
     # the closest pool: the one of the same image, not the first one
-    ("the closest pool's field", [make_pool("a", OTHER), make_pool("b", pool_rule.template_from_spec(_spec(**APP_LIKE)))],
-     None, "no_pool", SDK_LIKE, "mismatch: workingDir"),
+    ("the closest pool's field", [make_pool("a", OTHER), APP_POOL], None, "no_pool", SDK_LIKE, "mismatch: workingDir"),
     ("the SDK's ids against the app's, same working dir",
-     [make_pool("p", pool_rule.template_from_spec(_spec(**APP_LIKE)))], None, "no_pool",
+     [APP_POOL], None, "no_pool",
      {**SDK_LIKE, "working_dir": "/workspace"}, "mismatch: securityContext"),
     # among the pools the key may use: another pool that differs later does not count
-    ("the key's pools first", [make_pool("a", OTHER), make_pool("b", pool_rule.template_from_spec(_spec(**APP_LIKE)))],
-     ["a"], "no_pool", SDK_LIKE, "mismatch: image"),
+    ("the key's pools first", [make_pool("a", OTHER), APP_POOL], ["a"], "no_pool", SDK_LIKE, "mismatch: image"),
     ("a boot-only variable is named", [make_pool("p", BOOTED)], None, "no_pool", {}, "mismatch: env.OH_ENABLE_VNC"),
     ("an administrator's variable is not named", [make_pool("p", BOOTED)], None, "no_pool",
      {"environment": {"X": "1", "OH_ENABLE_VNC": "0"}}, "mismatch: env"),
