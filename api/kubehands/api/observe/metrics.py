@@ -52,6 +52,14 @@ POOL_MISMATCHES = Counter(
 )
 for _field in MISMATCH_LABELS:
     POOL_MISMATCHES.labels(_field)
+WARM_START_STAGE_SECONDS = Histogram(
+    "kubehands_pool_warm_start_stage_seconds",
+    "Where a warm /start's time goes, by stage: claim (the claim Secret and the member's reads), claim_patch, "
+    "init (POST /api/init), init_mark, operator (until the operator reports on the claim's spec).",
+    ["stage"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+    registry=REGISTRY,
+)
 POOL_READY = Gauge(
     "kubehands_pool_ready", "Claimable members of each warm pool, as this gateway's cache sees them.", ["pool"],
     registry=REGISTRY,

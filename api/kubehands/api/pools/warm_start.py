@@ -56,7 +56,8 @@ Obj = dict[str, Any]
 
 
 class _Timings:
-    """Where a warm /start's time goes: the time of each stage since the previous mark, logged with the start."""
+    """Where a warm /start's time goes: the time of each stage since the previous mark, logged with the start and
+    observed in kubehands_pool_warm_start_stage_seconds{stage}."""
 
     def __init__(self) -> None:
         self._last = self._began = time.monotonic()
@@ -65,6 +66,7 @@ class _Timings:
     def mark(self, stage: str) -> None:
         now = time.monotonic()
         self._stages.append((stage, now - self._last))
+        metrics.WARM_START_STAGE_SECONDS.labels(stage).observe(now - self._last)
         self._last = now
 
     def __str__(self) -> str:
@@ -130,7 +132,7 @@ class WarmStarts:
                 return None, claims.MISS_CONFLICT  # another call holds the session's claim: the cold path resolves it
             raise created
         secret = created
-        timings.mark("claim Secret + member reads")
+        timings.mark("claim")
         claimed: tuple[Obj, str, str] | None = None
         try:
             if isinstance(evidence, BaseException):
@@ -159,7 +161,7 @@ class WarmStarts:
             metrics.POOL_MISSES.labels(claims.MISS_CONFLICT).inc()
             await self.claims.release(secret.metadata.name, secret.metadata.uid)
             return None, claims.MISS_CONFLICT
-        timings.mark("claim patch")
+        timings.mark("claim_patch")
         return await self._finish_claim(caller, req, secret.metadata.name, session_key, pool, *claimed, timings), None
 
     def _missed(self, miss: str, pool_list: list[Obj], caller: KeyRecord, spec: dict[str, Any]) -> str:
@@ -274,19 +276,26 @@ class WarmStarts:
             self._forget_init_key(name),
             return_exceptions=True,
         )
-        timings.mark("POST /api/init")
+        timings.mark("init")
         sandbox: Obj | None = claimed
         alive = False
         if isinstance(problem, BaseException):  # `_post_init` answers every HTTP failure; anything else is a bug
             problem = f"{type(problem).__name__}: {problem}"
         if problem is None:
             metrics.POOL_INIT_SECONDS.observe(time.monotonic() - began)
+            # The operator's report on the claim is awaited while the init is marked done: the cache update of
+            # either wakes the wait, which answers `running` once both are in.
+            running = asyncio.create_task(self._until_running(name, pod_ip))
             try:
-                sandbox = await self._kube.patch_sandbox(self.settings.namespace, name, claims.init_done_patch())
+                try:
+                    sandbox = await self._kube.patch_sandbox(self.settings.namespace, name, claims.init_done_patch())
+                except BaseException:
+                    running.cancel()
+                    raise
                 self.caches.sandboxes.upsert(sandbox)
-                timings.mark("init marked done")
-                sandbox, alive = await self._until_running(name, pod_ip)
-                timings.mark("status current (operator)")
+                timings.mark("init_mark")
+                sandbox, alive = await running
+                timings.mark("operator")
             except (ApiException, OSError, aiohttp.ClientError, TimeoutError) as exc:
                 # The session works; without the mark it reads `starting`, and is restarted cold after the grace.
                 log.warning("could not mark the init of claimed sandbox %s done: %s", name, exc)
