@@ -16,9 +16,10 @@ FLOW = r"""
 import pathlib, sys, tempfile
 from openhands.workspace import APIRemoteWorkspace
 
-url, key, image, session = sys.argv[1:5]
+url, key, image, session, pull = sys.argv[1:6]
+pull_policy = {} if pull == "default" else {"image_pull_policy": pull}  # "default": the SDK's own (IfNotPresent)
 ws = APIRemoteWorkspace(
-    runtime_api_url=url, runtime_api_key=key, server_image=image, image_pull_policy="Never",
+    runtime_api_url=url, runtime_api_key=key, server_image=image, **pull_policy,
     session_id=session, init_timeout=60, startup_wait_timeout=240, api_timeout=120,
 )
 try:
@@ -44,8 +45,11 @@ def sdk_python() -> str:
     return made.stdout.strip().splitlines()[-1]
 
 
-def sdk_command(python: str, api_url: str, key: str, image: str, session: str) -> list[str]:
-    return [python, "-c", FLOW, api_url, key, image, session]
+def sdk_command(
+    python: str, api_url: str, key: str, image: str, session: str, image_pull_policy: str | None = "Never"
+) -> list[str]:
+    """The FLOW's command line; `image_pull_policy` None leaves the SDK's default (as the README's example does)."""
+    return [python, "-c", FLOW, api_url, key, image, session, image_pull_policy or "default"]
 
 
 def sdk_env(tmp_path: Path, proxy: str | None = None) -> dict[str, str]:

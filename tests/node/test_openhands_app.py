@@ -34,9 +34,9 @@ def test_app_server_manages_sandboxes(app_server: AppServer, live_gateway: LiveG
     running = app_server.wait_sandbox_status(sandbox_id, "RUNNING")
     print(f"app sandbox RUNNING {time.monotonic() - began:.2f}s after its POST (polled every 1 s)")
     assert running["exposed_urls"], running
-    # make run's port mode: the agent server is a gateway port of its own, no path, no DNS
+    # make run's port mode: a gateway port on a loopback address of its own (127.1.0.<n>), no path, no DNS
     agent = next(u["url"] for u in running["exposed_urls"] if u["name"] == "AGENT_SERVER")
-    assert re.fullmatch(r"http://127\.0\.0\.1:\d+", agent), agent
+    assert re.fullmatch(r"http://127\.\d+\.\d+\.\d+:\d+", agent), agent
     rid = live_gateway.assert_claimed(sandbox_id, members)
     print(f"app sandbox {sandbox_id} is {rid}, claimed from pool {APP_POOL!r}")
     search = app_server.http.get("/api/v1/sandboxes/search", params={"limit": 100}).json()

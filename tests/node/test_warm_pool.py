@@ -159,6 +159,9 @@ def test_a_start_claims_a_dormant_member_and_runs_the_session(
             runtime = started.json()
             rid, url, session_key = runtime["runtime_id"], runtime["url"], runtime["session_api_key"]
             assert rid in members, (rid, members)
+            # answered running: the claimed server took the session within the request (no poll needed)
+            assert (runtime["status"], runtime["pod_status"], runtime["start"]) == ("running", "ready", "warm")
+            assert runtime["cold_start_reason"] is None
 
             def status() -> str:
                 return str(http.get(f"/runtime/{rid}", headers=api).json()["status"])
@@ -293,6 +296,11 @@ def test_two_gateways_racing_for_the_last_member_claim_it_once(
         }
         print(f"race: claimed {claimed[0]}, cold {cold}; misses {losses}")
         assert sum(losses.values()) == 1
+        # each says how it started; the loser why it started cold
+        assert {a.json()["runtime_id"]: a.json()["start"] for a in answers.values()} == {claimed[0]: "warm",
+                                                                                         cold: "cold"}
+        loser = next(a.json() for a in answers.values() if a.json()["runtime_id"] == cold)
+        assert loser["cold_start_reason"] in ("conflict", "empty"), loser
         assert constants.ANNOTATION_CLAIMED_POD not in kube.sandbox(cold)["metadata"].get("annotations", {})
         for session_id, answer in answers.items():
             rid = answer.json()["runtime_id"]

@@ -196,6 +196,60 @@ def test_candidates_and_miss_reasons(
     assert reason is None or reason in pools.MISS_REASONS
 
 
+def _spec(**body: Any) -> dict[str, Any]:
+    request = StartRequest.model_validate({**REQUEST.model_dump(exclude_none=True), **body})
+    return objects.build_sandbox(request, CALLER, SETTINGS, MEMBER, "kh-session-abc")["spec"]
+
+
+SDK_LIKE = {"working_dir": "/", "run_as_user": 10001, "fs_group": 10001}
+APP_LIKE = {"working_dir": "/workspace", "run_as_user": 10001, "run_as_group": 10001, "fs_group": 10001}
+APP_POOL = make_pool("b", pool_rule.template_from_spec(_spec(**APP_LIKE)))
+BOOTED = {**TEMPLATE, "env": [{"name": "OH_ENABLE_VNC", "value": "0"}, {"name": "TEAM_TOKEN_URL", "value": "x"}]}
+
+REASONS: list[tuple[str, list[dict[str, Any]], list[str] | None, str, dict[str, Any], str]] = [
+    ("no pool at all", [], None, "no_pool", {}, "no_pool"),
+    ("only a pool being deleted", [_changed(make_pool("p"), "metadata.deletionTimestamp", "x")], None, "no_pool", {},
+     "no_pool"),
+    ("another image", [make_pool("p", OTHER)], None, "no_pool", {}, "mismatch: image"),
+    # the closest pool: the one of the same image, not the first one
+    ("the closest pool's field", [make_pool("a", OTHER), APP_POOL], None, "no_pool", SDK_LIKE, "mismatch: workingDir"),
+    ("the SDK's ids against the app's, same working dir",
+     [APP_POOL], None, "no_pool",
+     {**SDK_LIKE, "working_dir": "/workspace"}, "mismatch: securityContext"),
+    # among the pools the key may use: another pool that differs later does not count
+    ("the key's pools first", [make_pool("a", OTHER), APP_POOL], ["a"], "no_pool", SDK_LIKE, "mismatch: image"),
+    ("a boot-only variable is named", [make_pool("p", BOOTED)], None, "no_pool", {}, "mismatch: env.OH_ENABLE_VNC"),
+    ("an administrator's variable is not named", [make_pool("p", BOOTED)], None, "no_pool",
+     {"environment": {"X": "1", "OH_ENABLE_VNC": "0"}}, "mismatch: env"),
+    ("the request's own variable is named", [make_pool("p", BOOTED)], None, "no_pool",
+     {"environment": {"X": "1", "OH_ENABLE_VNC": "0", "TEAM_TOKEN_URL": "y"}}, "mismatch: env.TEAM_TOKEN_URL"),
+    ("other miss reasons as they are", [make_pool("p")], ["q"], "not_allowed", {}, "not_allowed"),
+    ("an empty pool", [make_pool("p")], None, "empty", {}, "empty"),
+]
+
+
+@pytest.mark.parametrize(
+    ("pool_list", "permitted", "miss", "body", "expected"), [c[1:] for c in REASONS], ids=[c[0] for c in REASONS]
+)
+def test_a_cold_start_says_why(
+    pool_list: list[dict[str, Any]], permitted: list[str] | None, miss: str, body: dict[str, Any], expected: str
+) -> None:
+    """The runtime object's `cold_start_reason`: the miss reason, or for `no_pool` while pools exist the field the
+    closest pool differs in. A template variable's name is shown only when it is boot-only or the request's own."""
+    spec = _spec(**body)
+    assert pools.cold_start_reason(miss, pool_list, permitted, spec) == expected
+    field = pools.closest_mismatch(pool_list, permitted, spec)
+    if expected.startswith(pools.MISMATCH_PREFIX):
+        assert field is not None and pools.mismatch_label(field) in pools.MISMATCH_LABELS
+
+
+def test_a_template_variable_of_an_administrator_is_not_named() -> None:
+    template = {**TEMPLATE, "env": [{"name": "TEAM_TOKEN_URL", "value": "https://secret.example"}]}
+    assert pools.cold_start_reason("no_pool", [make_pool("p", template)], None, COLD["spec"]) == "mismatch: env"
+    assert pools.mismatch_label("env.TEAM_TOKEN_URL") == "env"
+    assert pools.mismatch_label("workingDir") == "workingDir"
+
+
 # ---- the claim patch ----------------------------------------------------------------------------------
 
 
@@ -214,7 +268,9 @@ def test_the_claim_patch_makes_the_member_the_sessions_sandbox() -> None:
         "kubehands.dev/claimed-from": "p",
         "kubehands.dev/claimed-at": "2026-03-01T12:00:00Z",
         "kubehands.dev/claimed-restarts": "2",
+        "kubehands.dev/start": "warm",  # the runtime object says so (`start`)
     }
+    assert runtime.start_of(claimed) == ("warm", None)
     # the spec is the session's cold spec, nothing of the member's left (the API server defaults `ports` again)
     assert claimed["spec"] == COLD["spec"]
     assert claimed["spec"]["sessionKeySecretRef"] == {"name": "kh-session-abc", "key": "session-api-key"}
@@ -268,7 +324,12 @@ def test_the_cold_restart_patch_gives_up_the_claimed_pod() -> None:
     }
     restarted = merge_patch(claimed, patch)
     assert not runtime.awaiting_init(restarted)  # an ordinary sandbox, starting cold on a new pod
+    assert runtime.start_of(restarted) == ("warm", None)  # a warm start whose container restarted later
     assert "resourceVersion" not in pools.cold_restart_patch(NOW)["metadata"]
+    # a claim whose init never finished: the session's start was cold, and the runtime object says why
+    failed = merge_patch(claimed, pools.cold_restart_patch(NOW, init_failed=True))
+    assert pools.init_pending(claimed) and runtime.start_of(failed) == ("cold", "init_failed")
+    assert not pools.init_pending(merge_patch(claimed, pools.init_done_patch()))
 
 
 def test_a_member_is_never_a_sessions_runtime() -> None:

@@ -5,16 +5,52 @@ Pure functions over the Sandbox and session-key Secret as the caches hold them (
 
 import base64
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from kubehands.api.schemas import RuntimeObject, RuntimeStatus
 from kubehands.api.settings import Settings
-from kubehands.crd.constants import ANNOTATION_CLAIMED_POD, ANNOTATION_INIT, INIT_READY, LABEL_POOL
+from kubehands.crd.constants import (
+    ANNOTATION_CLAIMED_FROM,
+    ANNOTATION_CLAIMED_POD,
+    ANNOTATION_INIT,
+    GROUP,
+    INIT_READY,
+    LABEL_POOL,
+)
 from kubehands.crd.model import DesiredState, Phase, PodStatus
 from kubehands.spec import urls
 from kubehands.spec.constants import SESSION_KEY_SECRET_KEY
 
 Obj = dict[str, Any]
+
+# How the session's Sandbox was started, written by the gateway when it starts one: `warm` (claimed from a pool, its
+# init done) or `cold`, and for a cold start why no pool served it (`kubehands.api.pools.claims`: a miss reason, or
+# `mismatch: <field>`). The runtime object's `start` and `cold_start_reason` (docs/runtime-api.md §2).
+ANNOTATION_START = f"{GROUP}/start"
+ANNOTATION_COLD_START_REASON = f"{GROUP}/cold-start-reason"
+WARM = "warm"
+COLD = "cold"
+
+
+def start_annotations(start: str, reason: str | None = None) -> dict[str, str | None]:
+    """The annotations that record a start (a merge patch's: a warm start removes an earlier reason)."""
+    return {ANNOTATION_START: start, ANNOTATION_COLD_START_REASON: reason if start == COLD else None}
+
+
+def start_of(sandbox: Obj | None) -> tuple[Literal["warm", "cold"] | None, str | None]:
+    """(start, cold_start_reason) of a Sandbox; (None, None) while only the session's claim exists. A Sandbox
+    from before the annotation: `warm` when it was claimed from a pool, else `cold` with no known reason."""
+    if sandbox is None:
+        return None, None
+    annotations = (sandbox.get("metadata") or {}).get("annotations") or {}
+    recorded = annotations.get(ANNOTATION_START)
+    start: Literal["warm", "cold"]
+    if recorded in (WARM, COLD):
+        start = "warm" if recorded == WARM else "cold"
+    else:
+        start = "warm" if annotations.get(ANNOTATION_CLAIMED_FROM) else "cold"
+    return start, (annotations.get(ANNOTATION_COLD_START_REASON) or None) if start == COLD else None
+
 
 @dataclass
 class Details:
@@ -130,6 +166,7 @@ def runtime_object(
     observed = (sandbox or {}).get("status") or {}
     reasons = observed.get("restartReasons") or []
     details = details or Details()
+    start, cold_start_reason = start_of(sandbox)
     return RuntimeObject(
         runtime_id=runtime_id,
         session_id=session_id,
@@ -143,4 +180,6 @@ def runtime_object(
         container_statuses=details.container_statuses,
         events=details.events,
         pod_logs=details.pod_logs,
+        start=start,
+        cold_start_reason=cold_start_reason,
     )

@@ -5,7 +5,7 @@ Kept apart from the Sandbox model; `runtime.py` converts a Sandbox into a runtim
 """
 
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -45,6 +45,11 @@ class RuntimeObject(BaseModel):
     container_statuses: list[dict[str, Any]] = Field(default_factory=list)
     events: list[dict[str, Any]] = Field(default_factory=list)
     pod_logs: str = ""
+    # kubehands' own (clients read fields by name and ignore the others): how the session's Sandbox was started,
+    # `warm` (from a pool) or `cold`; null while its Sandbox is being created. For a cold start, why no pool
+    # served it (docs/pools.md "The fallback: a cold start"); null for a warm one.
+    start: Literal["warm", "cold"] | None = None
+    cold_start_reason: str | None = None
 
 
 class RuntimeList(BaseModel):

@@ -30,13 +30,16 @@ from kubehands.api.observe import metrics
 from kubehands.api.observe.alive import AliveTracker
 from kubehands.api.observe.caches import Caches
 from kubehands.api.observe.pod_details import PodDetails
+from kubehands.api.pools import claims
 from kubehands.api.pools.warm_start import WarmStarts
 from kubehands.api.runtime import (
+    COLD,
     is_pool_member,
     runtime_object,
     runtime_status,
     sandbox_session_id,
     secret_session_key,
+    start_annotations,
 )
 from kubehands.api.schemas import RuntimeObject
 from kubehands.api.session_claims import CLAIM_GRACE_SECONDS, age_seconds, fresh_claim
@@ -181,9 +184,12 @@ class SandboxService(WarmStarts):
             path = StartPath.WARM if self.caches.secrets else StartPath.COLD  # gone meanwhile: a new one
         admission = await self.admissions.admit(caller.name, claim_name, objects.running_limit(caller, self.settings))
         try:
-            started = await self._start_warm(caller, req, derived, claim_name) if path == StartPath.WARM else None
+            started: RuntimeObject | None = None
+            reason: str | None = claims.MISS_NO_POOL  # a gateway that serves no pools: none could serve it
+            if path == StartPath.WARM:
+                started, reason = await self._start_warm(caller, req, derived, claim_name)
             if started is None:
-                started = await self._start_cold(caller, req, derived, claim_name)
+                started = await self._start_cold(caller, req, derived, claim_name, reason)
         except BaseException as exc:
             if refused(exc):
                 await self.admissions.release(admission)
@@ -208,8 +214,9 @@ class SandboxService(WarmStarts):
             raise Forbidden(revoked_detail(tenant))
 
     async def _start_cold(
-        self, caller: KeyRecord, req: StartRequest, derived: objects.Derived, claim_name: str
+        self, caller: KeyRecord, req: StartRequest, derived: objects.Derived, claim_name: str, reason: str | None
     ) -> RuntimeObject:
+        """A new Sandbox; `reason`: why no pool served the /start, which it records (`runtime.start_annotations`)."""
         for _ in range(CLAIM_TRIES):
             runtime_id = self.ports.mint_runtime_id()
             session_key = objects.mint_session_key()
@@ -222,7 +229,7 @@ class SandboxService(WarmStarts):
                 if answer is not None:
                     return answer
                 continue  # the stale claim is gone: try again
-            return await self._create_sandbox(caller, req, derived, runtime_id, session_key, secret)
+            return await self._create_sandbox(caller, req, derived, runtime_id, session_key, secret, reason)
         raise SandboxConflict("could not claim the session; retry")
 
     async def _resolve_claim(
@@ -258,10 +265,13 @@ class SandboxService(WarmStarts):
     async def _create_sandbox(
         self, caller: KeyRecord, req: StartRequest, derived: objects.Derived, runtime_id: str, session_key: str,
         secret: Any,
+        reason: str | None,
     ) -> RuntimeObject:
         ns = self.settings.namespace
         digest = objects.session_key_digest(session_key)
         body = objects.sandbox(derived, runtime_id, secret.metadata.name, session_key_sha256=digest)
+        recorded = start_annotations(COLD, reason)
+        body["metadata"]["annotations"] |= {k: v for k, v in recorded.items() if v is not None}
         try:
             created = await self._kube.create_sandbox(ns, body)
         except ApiException as exc:

@@ -31,6 +31,15 @@ class AliveTracker:
         identity = pod_identity(sandbox)
         return identity is not None and self._ok.get(sandbox["metadata"]["name"]) == identity
 
+    def confirm(self, sandbox: dict[str, Any], pod_ip: str) -> bool:
+        """Record that the agent server at `pod_ip` answered (a warm start's POST /api/init said `ready`), when that
+        is the address the router forwards `sandbox` to: it is then alive without a probe. Whether it is now."""
+        identity = pod_identity(sandbox)
+        if identity is None or identity[1] != pod_ip:
+            return False
+        self._ok[sandbox["metadata"]["name"]] = identity
+        return True
+
     def on_event(self, kind: str, sandbox: dict[str, Any]) -> None:
         name = sandbox["metadata"]["name"]
         if kind == "DELETED":  # forget the sandbox: these maps must not grow with every sandbox ever seen
@@ -61,8 +70,8 @@ class AliveTracker:
         while True:
             sandbox = self._caches.sandbox(name)
             identity = pod_identity(sandbox) if sandbox else None
-            if sandbox is None or identity is None:
-                return
+            if sandbox is None or identity is None or self._ok.get(name) == identity:
+                return  # gone, not routable, or confirmed meanwhile (`confirm`)
             url = upstream_base(identity[1], service_port(sandbox, AGENT_PORT_NAME)) + "/alive"
             try:
                 response = await self._http.get(url, timeout=self._settings.alive_timeout_seconds)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from kubehands.api.pools.claims import MISS_REASONS
+from kubehands.api.pools.claims import MISMATCH_LABELS, MISS_REASONS
 
 if TYPE_CHECKING:
     from kubehands.api.observe.caches import Caches
@@ -58,6 +58,22 @@ POOL_MISSES = Counter(
 )
 for _reason in MISS_REASONS:  # every reason is exported from the start, at 0
     POOL_MISSES.labels(_reason)
+POOL_MISMATCHES = Counter(
+    "kubehands_pool_mismatches_total",
+    "no_pool misses while pools exist, by the field the closest pool's template differs in (every variable: env).",
+    ["field"],
+    registry=REGISTRY,
+)
+for _field in MISMATCH_LABELS:
+    POOL_MISMATCHES.labels(_field)
+WARM_START_STAGE_SECONDS = Histogram(
+    "kubehands_pool_warm_start_stage_seconds",
+    "Where a warm /start's time goes, by stage: claim (the claim Secret and the member's reads), claim_patch, "
+    "init (POST /api/init), init_mark, operator (until the operator reports on the claim's spec).",
+    ["stage"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+    registry=REGISTRY,
+)
 POOL_READY = Gauge(
     "kubehands_pool_ready", "Claimable members of each warm pool, as this gateway's cache sees them.", ["pool"],
     registry=REGISTRY,

@@ -4,6 +4,8 @@ Functions over API JSON dicts; `warm_start.py` (the claim) and `recovery.py` do 
 member's init. Which templates serve a /start is `kubehands.spec.pools`.
 
 - `claimable`, `candidates`: the members a /start may claim, or why there is none (the miss reason);
+- `closest_mismatch`, `cold_start_reason`: for a /start no pool's template matches, the field that kept the
+  closest pool from serving it, as the runtime object's `cold_start_reason` tells the client;
 - `forgery`: why a Sandbox that looks like a member is not one (checked on what only the operator writes);
 - `claim_patch`, `init_done_patch`, `cold_restart_patch`: what the claim writes on the member Sandbox;
 - `cold_restart_reason`: when a claimed sandbox can no longer become a warm start and must start cold;
@@ -14,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from kubehands.api.runtime import status_is_current
+from kubehands.api.runtime import COLD, WARM, start_annotations, status_is_current
 from kubehands.crd.constants import (
     ANNOTATION_CLAIMED_AT,
     ANNOTATION_CLAIMED_FROM,
@@ -35,7 +37,7 @@ from kubehands.crd.constants import (
 from kubehands.crd.model import DesiredState, Phase, PodStatus
 from kubehands.crd.names import pod_name
 from kubehands.crd.times import parse_time, rfc3339
-from kubehands.spec.pools import matches, member_secret_name
+from kubehands.spec.pools import TEMPLATE_FIELDS, boot_only, difference, env_map, matches, member_secret_name
 
 Obj = dict[str, Any]
 
@@ -46,6 +48,10 @@ MISS_EMPTY = "empty"  # the matching pools the key may use have no ready member
 MISS_CONFLICT = "conflict"  # other starts claimed every member tried first
 MISS_INIT_FAILED = "init_failed"  # claimed, but POST /api/init failed: the session starts cold in place
 MISS_REASONS = (MISS_NO_POOL, MISS_NOT_ALLOWED, MISS_EMPTY, MISS_CONFLICT, MISS_INIT_FAILED)
+# A `no_pool` miss while pools exist: the runtime object's reason names the field (`mismatch: <field>`), and
+# kubehands_pool_mismatches_total{field} counts it by the field's kind (a fixed set: `mismatch_label`).
+MISMATCH_PREFIX = "mismatch: "
+MISMATCH_LABELS = (*TEMPLATE_FIELDS, "volumes", "env")
 
 # A claimed sandbox whose init is not done this long after the claim lost its gateway mid-init (the claiming
 # gateway gives up after its init timeout and restarts it cold itself): any replica restarts it cold.
@@ -105,7 +111,7 @@ def candidates(
     """The (pool name, member) pairs a /start of `spec` may claim, and else the miss reason.
 
     `members(pool)` gives a pool's claimable members (`claimable`)."""
-    matching = [p for p in pools if not _metadata(p).get("deletionTimestamp") and matches(pool_template(p), spec)]
+    matching = [p for p in _live(pools) if matches(pool_template(p), spec)]
     if not matching:
         return [], MISS_NO_POOL
     usable = [p for p in matching if allowed(_name(p), permitted)]
@@ -113,6 +119,47 @@ def candidates(
         return [], MISS_NOT_ALLOWED
     found = [(_name(p), m) for p in usable for m in members(p)]
     return found, (None if found else MISS_EMPTY)
+
+
+def _live(pools: Sequence[Obj]) -> list[Obj]:
+    return [p for p in pools if not _metadata(p).get("deletionTimestamp")]
+
+
+def closest_mismatch(pools: Sequence[Obj], permitted: Sequence[str] | None, spec: Mapping[str, Any]) -> str | None:
+    """For a /start of `spec` that no pool serves (`candidates` said `no_pool`): the first field in which the
+    closest pool's template differs, None when there is no pool at all. The closest is, among the pools the key may
+    use (else all), the one that differs latest in the order `pools.difference` compares: a pool of the same image
+    and command that differs in its working dir is closer than one of another image."""
+    live = _live(pools)
+    usable = [p for p in live if allowed(_name(p), permitted)] or live
+    order = {field: i for i, field in enumerate((*TEMPLATE_FIELDS, "volumes"))}
+    fields = [f for f in (difference(pool_template(p), spec) for p in usable) if f is not None]
+    return max(fields, key=lambda f: order.get(f, len(order)), default=None)
+
+
+def mismatch_label(field: str) -> str:
+    """The `field` label of kubehands_pool_mismatches_total: every variable is `env`."""
+    return "env" if field.startswith("env.") else field if field in MISMATCH_LABELS else "env"
+
+
+def shown_field(field: str, spec: Mapping[str, Any]) -> str:
+    """`field` as a client may see it. A variable is named when the request has it, or when it is boot-only (the
+    agent server's own settings): a template's other variables may be an administrator's, whose names are his."""
+    if not field.startswith("env."):
+        return field
+    name = field.removeprefix("env.")
+    return field if boot_only(name) or name in env_map(spec.get("env")) else "env"
+
+
+def cold_start_reason(
+    miss: str, pools: Sequence[Obj], permitted: Sequence[str] | None, spec: Mapping[str, Any]
+) -> str:
+    """The runtime object's `cold_start_reason` for a miss: the miss reason, except that a `no_pool` while pools
+    exist names the field the closest one differs in (`mismatch: <field>`)."""
+    if miss != MISS_NO_POOL:
+        return miss
+    field = closest_mismatch(pools, permitted, spec)
+    return MISS_NO_POOL if field is None else MISMATCH_PREFIX + shown_field(field, spec)
 
 
 # ---- genuine members ----------------------------------------------------------------------------------------
@@ -217,6 +264,7 @@ def claim_patch(member: Mapping[str, Any], sandbox: Mapping[str, Any], pool: str
         ANNOTATION_CLAIMED_AT: rfc3339(now),
         ANNOTATION_CLAIMED_RESTARTS: str(int(status.get("restartCount") or 0)),
         ANNOTATION_INIT: None,
+        **start_annotations(WARM),
     }
     return {
         "metadata": {
@@ -234,14 +282,23 @@ def init_done_patch() -> Obj:
     return {"metadata": {"annotations": {ANNOTATION_INIT: INIT_READY}}}
 
 
-def cold_restart_patch(now: datetime, resource_version: str | None = None) -> Obj:
+def cold_restart_patch(now: datetime, resource_version: str | None = None, *, init_failed: bool = False) -> Obj:
     """Give up the claimed pod: without `claimed-pod` the operator no longer keeps it, and `restarted-at` (part of
     the pod's spec hash) replaces it. The session starts cold on the same Sandbox, PVC and key. With
-    `resource_version`, only the version the caller decided on is patched (so one replica acts)."""
-    metadata: Obj = {"annotations": {ANNOTATION_CLAIMED_POD: None, ANNOTATION_RESTARTED_AT: rfc3339(now)}}
+    `resource_version`, only the version the caller decided on is patched (so one replica acts). With
+    `init_failed`, the warm start never finished: the session's start is recorded as cold (`init_failed`)."""
+    annotations: Obj = {ANNOTATION_CLAIMED_POD: None, ANNOTATION_RESTARTED_AT: rfc3339(now)}
+    if init_failed:
+        annotations |= start_annotations(COLD, MISS_INIT_FAILED)
+    metadata: Obj = {"annotations": annotations}
     if resource_version:
         metadata["resourceVersion"] = resource_version
     return {"metadata": metadata}
+
+
+def init_pending(sandbox: Mapping[str, Any]) -> bool:
+    """A claimed sandbox whose POST /api/init was not marked done."""
+    return _annotations(sandbox).get(ANNOTATION_INIT) != INIT_READY
 
 
 def cold_restart_reason(sandbox: Mapping[str, Any], now: datetime, grace: timedelta = INIT_GRACE) -> str | None:

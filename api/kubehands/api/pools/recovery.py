@@ -68,7 +68,12 @@ class ClaimRecovery:
                 continue
             version = sandbox["metadata"].get("resourceVersion")
             try:
-                if await self._sandboxes.restart_claimed_cold(name, reason, version) is not None:
+                # its init never finished: the session's start was cold after all (a restarted container is not)
+                init_failed = claims.init_pending(sandbox)
+                restarted_cold = await self._sandboxes.restart_claimed_cold(
+                    name, reason, version, init_failed=init_failed
+                )
+                if restarted_cold is not None:
                     restarted.append(name)
             except ApiException as exc:
                 if exc.status != 409:  # 409: it changed meanwhile (another replica acted): decide again later

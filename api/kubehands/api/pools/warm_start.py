@@ -47,9 +47,31 @@ log = logging.getLogger(__name__)
 
 # Members one warm /start tries to claim before it starts cold; each try is one GET and one PATCH.
 MAX_CLAIM_TRIES = 3
+# How long a warm /start waits, after the init, for the operator to report on the claim's spec before it answers
+# `starting` rather than `running` (it reports within tens of ms on an idle cluster, a few hundred in a burst).
+RUNNING_WAIT_SECONDS = 2.0
 INIT_PATH = "/api/init"
 INIT_KEY_HEADER = "X-Init-API-Key"
 Obj = dict[str, Any]
+
+
+class _Timings:
+    """Where a warm /start's time goes: the time of each stage since the previous mark, logged with the start and
+    observed in kubehands_pool_warm_start_stage_seconds{stage}."""
+
+    def __init__(self) -> None:
+        self._last = self._began = time.monotonic()
+        self._stages: list[tuple[str, float]] = []
+
+    def mark(self, stage: str) -> None:
+        now = time.monotonic()
+        self._stages.append((stage, now - self._last))
+        metrics.WARM_START_STAGE_SECONDS.labels(stage).observe(now - self._last)
+        self._last = now
+
+    def __str__(self) -> str:
+        stages = ", ".join(f"{stage} {seconds * 1000:.1f} ms" for stage, seconds in self._stages)
+        return f"{(self._last - self._began) * 1000:.1f} ms ({stages})"
 
 
 class WarmStarts:
@@ -69,29 +91,25 @@ class WarmStarts:
 
     async def _start_warm(
         self, caller: KeyRecord, req: StartRequest, derived: objects.Derived, claim_name: str
-    ) -> RuntimeObject | None:
-        """The session started on a claimed pool member; None when no member could be claimed (start cold).
+    ) -> tuple[RuntimeObject | None, str | None]:
+        """The session started on a claimed pool member; (None, why not) when no member could be claimed (start
+        cold). The reason is a miss reason (`claims.MISS_REASONS`), or `mismatch: <field>` for a `no_pool` miss while
+        pools exist (`claims.cold_start_reason`): the cold Sandbox records it for the client.
 
         Raises only what a cold start would raise as well (e.g. the API server refusing the spec)."""
         spec = derived.spec
-        found, miss = claims.candidates(
-            self.caches.pool_list(), self.caches.claimable_members, caller.profile.pools, spec
-        )
+        timings = _Timings()
+        pool_list = self.caches.pool_list()
+        found, miss = claims.candidates(pool_list, self.caches.claimable_members, caller.profile.pools, spec)
         if not found:
-            metrics.POOL_MISSES.labels(miss).inc()
-            if miss == claims.MISS_NO_POOL and log.isEnabledFor(logging.DEBUG):
-                for unmatched in self.caches.pool_list():
-                    field = pool_rule.difference(claims.pool_template(unmatched), spec)
-                    log.debug("pool %s does not serve this /start: %s differs", unmatched["metadata"]["name"], field)
-            return None
+            return None, self._missed(miss or claims.MISS_EMPTY, pool_list, caller, spec)
         found = [
             (pool, member)
             for pool, member in found
             if member["metadata"]["name"] not in self._claiming and self.ports.is_free(member["metadata"]["name"])
         ]
         if not found:
-            metrics.POOL_MISSES.labels(claims.MISS_EMPTY).inc()
-            return None
+            return None, self._missed(claims.MISS_EMPTY, pool_list, caller, spec)
         # Replicas pick in different orders, so that they rarely race for one member.
         tries = random.sample(found, min(len(found), MAX_CLAIM_TRIES))
         first = tries[0][1]["metadata"]["name"]
@@ -99,15 +117,26 @@ class WarmStarts:
         self.ports.reserve(first)
         mine = {first}
         session_key = objects.mint_session_key()
-        try:
-            secret = await self.claims.create(claim_name, caller.name, req.session_id, first, session_key)
-        except BaseException as exc:
+        # The session's claim and the first member's evidence (its init Secret and pod) at once: independent reads
+        # and writes, so the claim waits for the slower of them, not for both in turn.
+        created: Any
+        evidence: tuple[str, str] | None | BaseException
+        created, evidence = await asyncio.gather(
+            self.claims.create(claim_name, caller.name, req.session_id, first, session_key),
+            self._membership(tries[0][1], tries[0][0]),
+            return_exceptions=True,
+        )
+        if isinstance(created, BaseException):
             self._claiming -= mine
-            if isinstance(exc, ApiException) and exc.status == CONFLICT:
-                return None  # another call holds the session's claim: the cold path resolves it
-            raise
+            if isinstance(created, ApiException) and created.status == CONFLICT:
+                return None, claims.MISS_CONFLICT  # another call holds the session's claim: the cold path resolves it
+            raise created
+        secret = created
+        timings.mark("claim")
         claimed: tuple[Obj, str, str] | None = None
         try:
+            if isinstance(evidence, BaseException):
+                raise evidence
             for attempt, (pool, member) in enumerate(tries):
                 name = member["metadata"]["name"]
                 if attempt:
@@ -119,7 +148,8 @@ class WarmStarts:
                     self.ports.reserve(name)
                     mine.add(name)
                     await self.claims.name_runtime(secret.metadata.name, name)
-                claimed = await self._claim_member(derived, claim_name, session_key, pool, member)
+                    evidence = await self._membership(member, pool)
+                claimed = await self._claim_member(derived, claim_name, session_key, pool, member, evidence)
                 if claimed is not None:
                     break
         except BaseException:  # nothing claimed: the session's claim goes, and nothing half-made remains
@@ -130,17 +160,36 @@ class WarmStarts:
         if claimed is None:
             metrics.POOL_MISSES.labels(claims.MISS_CONFLICT).inc()
             await self.claims.release(secret.metadata.name, secret.metadata.uid)
-            return None
-        return await self._finish_claim(caller, req, secret.metadata.name, session_key, pool, *claimed)
+            return None, claims.MISS_CONFLICT
+        timings.mark("claim_patch")
+        return await self._finish_claim(caller, req, secret.metadata.name, session_key, pool, *claimed, timings), None
+
+    def _missed(self, miss: str, pool_list: list[Obj], caller: KeyRecord, spec: dict[str, Any]) -> str:
+        """Count a miss before any claim; the reason the cold Sandbox records."""
+        metrics.POOL_MISSES.labels(miss).inc()
+        reason = claims.cold_start_reason(miss, pool_list, caller.profile.pools, spec)
+        if reason.startswith(claims.MISMATCH_PREFIX):
+            field = claims.closest_mismatch(pool_list, caller.profile.pools, spec) or ""
+            metrics.POOL_MISMATCHES.labels(claims.mismatch_label(field)).inc()
+            if log.isEnabledFor(logging.DEBUG):
+                for unmatched in pool_list:
+                    differs = pool_rule.difference(claims.pool_template(unmatched), spec)
+                    log.debug("pool %s does not serve this /start: %s differs", unmatched["metadata"]["name"], differs)
+        return reason
 
     async def _claim_member(
-        self, derived: objects.Derived, claim_name: str, session_key: str, pool: str, member: Obj
+        self,
+        derived: objects.Derived,
+        claim_name: str,
+        session_key: str,
+        pool: str,
+        member: Obj,
+        evidence: tuple[str, str] | None,
     ) -> tuple[Obj, str, str] | None:
         """(the claimed Sandbox, the member's init key, its pod's IP); None when the member is gone, another start
-        took it, or it is no genuine member (`claims.forgery`)."""
+        took it, or it is no genuine member (`evidence`, from `_membership`, is None)."""
         ns = self.settings.namespace
         name = member["metadata"]["name"]
-        evidence = await self._membership(member, pool)
         if evidence is None:
             return None
         init_key, pod_ip = evidence
@@ -208,42 +257,80 @@ class WarmStarts:
         claimed: Obj,
         init_key: str,
         pod_ip: str,
+        timings: _Timings,
     ) -> RuntimeObject:
-        """After the claim: own the Secret, hand the dormant server its session, and mark the init done. Never
-        raises for the init: on any failure the sandbox restarts cold in place, and is answered `starting`."""
+        """After the claim: own the Secret, hand the dormant server its session, mark the init done, and answer
+        `running` once the router can reach it (`_until_running`). Never raises for the init: on any failure the
+        sandbox restarts cold in place, and is answered `starting`."""
         name = claimed["metadata"]["name"]
         self.caches.sandboxes.upsert(claimed)
         metrics.POOL_CLAIMS.labels(pool).inc()
         metrics.SANDBOXES_STARTED.inc()
-        await self.claims.own(secret_name, claimed)
         env = init.pod_environment(claimed.get("spec") or {}, name, session_key)
         began = time.monotonic()
-        # The init Secret goes while the init runs: from the claim on, the sandbox is the session's.
-        problem, _ = await asyncio.gather(
+        # The Secret's owner, the init and the init Secret's deletion are independent: all at once. The init Secret
+        # goes while the init runs: from the claim on, the sandbox is the session's.
+        owned, problem, _ = await asyncio.gather(
+            self.claims.own(secret_name, claimed),
             self._post_init(claimed, pod_ip, init_key, init.init_request(session_key, env)),
             self._forget_init_key(name),
+            return_exceptions=True,
         )
+        timings.mark("init")
         sandbox: Obj | None = claimed
+        alive = False
+        if isinstance(problem, BaseException):  # `_post_init` answers every HTTP failure; anything else is a bug
+            problem = f"{type(problem).__name__}: {problem}"
         if problem is None:
             metrics.POOL_INIT_SECONDS.observe(time.monotonic() - began)
+            # The operator's report on the claim is awaited while the init is marked done: the cache update of
+            # either wakes the wait, which answers `running` once both are in.
+            running = asyncio.create_task(self._until_running(name, pod_ip))
             try:
-                sandbox = await self._kube.patch_sandbox(self.settings.namespace, name, claims.init_done_patch())
+                try:
+                    sandbox = await self._kube.patch_sandbox(self.settings.namespace, name, claims.init_done_patch())
+                except BaseException:
+                    running.cancel()
+                    raise
                 self.caches.sandboxes.upsert(sandbox)
+                timings.mark("init_mark")
+                sandbox, alive = await running
+                timings.mark("operator")
             except (ApiException, OSError, aiohttp.ClientError, TimeoutError) as exc:
                 # The session works; without the mark it reads `starting`, and is restarted cold after the grace.
                 log.warning("could not mark the init of claimed sandbox %s done: %s", name, exc)
-            log.info("started sandbox %s for key %s from pool %s (warm)", name, caller.name, pool)
+            log.info(
+                "started sandbox %s for key %s from pool %s (warm, answered %s): %s",
+                name, caller.name, pool, "running" if alive else "starting", timings,
+            )
         else:
             metrics.POOL_MISSES.labels(claims.MISS_INIT_FAILED).inc()
             log.warning("init of sandbox %s claimed from pool %s failed (%s); starting it cold", name, pool, problem)
             try:
-                sandbox = await self.restart_claimed_cold(name, f"its init failed: {problem}") or claimed
+                sandbox = (
+                    await self.restart_claimed_cold(name, f"its init failed: {problem}", init_failed=True) or claimed
+                )
             except (ApiException, OSError, aiohttp.ClientError, TimeoutError) as exc:
                 # Still `starting` (the init is not done); recovery.py restarts it cold once the grace is over.
                 log.warning("could not restart claimed sandbox %s cold: %s", name, exc)
-        return runtime_object(
-            self.settings, name, req.session_id, sandbox, session_key, self.alive.is_alive(sandbox)
-        )
+        if isinstance(owned, BaseException):
+            raise owned  # as before the init ran in parallel: the /start fails, the recovery restarts it cold
+        return runtime_object(self.settings, name, req.session_id, sandbox, session_key, alive)
+
+    async def _until_running(self, name: str, pod_ip: str) -> tuple[Obj | None, bool]:
+        """The claimed sandbox once its status is current (the operator has seen the claim's spec: it keeps the
+        claimed pod) and the router forwards to `pod_ip`, whose server just answered the init: then it is alive
+        without an /alive probe, and the /start answers `running` (and every read after it). Waits on the cache,
+        at most `RUNNING_WAIT_SECONDS`; (the cached sandbox, False) if the operator has not caught up by then."""
+        deadline = time.monotonic() + RUNNING_WAIT_SECONDS
+        while True:
+            sandbox = self.caches.sandbox(name)
+            if sandbox is not None and self.alive.confirm(sandbox, pod_ip):
+                return sandbox, True
+            left = deadline - time.monotonic()
+            if sandbox is None or left <= 0:
+                return sandbox, False
+            await self.caches.sandboxes.wait_changed(left)
 
     async def _post_init(self, sandbox: Obj, pod_ip: str, init_key: str, body: Obj) -> str | None:
         """POST /api/init to the claimed pod at `pod_ip` (read from the pod, not from the Sandbox's status, which the
@@ -266,13 +353,16 @@ class WarmStarts:
             state = None
         return None if state == "ready" else f"the server answered state {state!r}"
 
-    async def restart_claimed_cold(self, name: str, reason: str, resource_version: str | None = None) -> Obj | None:
+    async def restart_claimed_cold(
+        self, name: str, reason: str, resource_version: str | None = None, *, init_failed: bool = False
+    ) -> Obj | None:
         """Give up a claimed sandbox's dormant pod: the operator replaces it, and the session starts cold on the
-        same Sandbox (`claims.cold_restart_patch`). None when the Sandbox is gone; with `resource_version`, a 409
-        when it changed since (another replica acted first) propagates."""
+        same Sandbox (`claims.cold_restart_patch`; `init_failed`: its start is recorded as cold). None when the
+        Sandbox is gone; with `resource_version`, a 409 when it changed since (another replica acted first)
+        propagates."""
         ns = self.settings.namespace
         try:
-            patch = claims.cold_restart_patch(datetime.now(UTC), resource_version)
+            patch = claims.cold_restart_patch(datetime.now(UTC), resource_version, init_failed=init_failed)
             patched = await self._kube.patch_sandbox(ns, name, patch)
         except ApiException as exc:
             if exc.status == NOT_FOUND:
