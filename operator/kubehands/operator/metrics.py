@@ -14,8 +14,9 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 from kubernetes_asyncio.client.exceptions import ApiException
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from kubehands import metrics_endpoint
 from kubehands.crd import conditions as c
 from kubehands.crd import constants
 from kubehands.crd.model import Phase
@@ -242,22 +243,7 @@ def refresh(sandboxes: Iterable[Mapping[str, Any]], pools: Iterable[Mapping[str,
 async def serve(host: str, port: int, before_scrape: Callable[[], None]) -> web.AppRunner:
     """Serve GET /metrics on host:port in the running event loop (kopf's), calling `before_scrape` first.
     The caller cleans the returned runner up."""
-
-    async def metrics(_: web.Request) -> web.Response:
-        before_scrape()
-        return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-    app = web.Application()
-    app.router.add_get("/metrics", metrics)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, host, port).start()
-    except BaseException:
-        await runner.cleanup()
-        raise
-    log.info("serving metrics on http://%s:%d/metrics", host, port)
-    return runner
+    return await metrics_endpoint.serve(host, port, REGISTRY, before_scrape)
 
 
 def iter_bodies(index: Mapping[Any, Iterable[Mapping[str, Any]]]) -> Iterator[Mapping[str, Any]]:

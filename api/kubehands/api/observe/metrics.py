@@ -9,8 +9,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from kubehands import metrics_endpoint
 from kubehands.api.pools.claims import MISMATCH_LABELS, MISS_REASONS
 
 if TYPE_CHECKING:
@@ -113,19 +114,4 @@ async def serve(host: str, port: int, before_scrape: Callable[[], None]) -> web.
     """Serve GET /metrics on host:port in the running event loop, calling `before_scrape` first; a server of its
     own, apart from the gateway's public port (and port mode's sandbox ports). Raises OSError when the port is
     taken. The caller cleans the returned runner up."""
-
-    async def metrics(_: web.Request) -> web.Response:
-        before_scrape()
-        return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-    app = web.Application()
-    app.router.add_get("/metrics", metrics)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, host, port).start()
-    except BaseException:
-        await runner.cleanup()
-        raise
-    log.info("serving metrics on http://%s:%d/metrics", host, port)
-    return runner
+    return await metrics_endpoint.serve(host, port, REGISTRY, before_scrape)
