@@ -99,6 +99,14 @@ def processes_mentioning(text: str) -> list[str]:
     return found
 
 
+def _signals_as_from_a_terminal() -> None:
+    """SIGINT and SIGTERM at their default action, as `make run` gets them from a terminal. A runner that started
+    the tests in the background (`nohup .ci/run &`) hands them on ignored, and a shell cannot trap a signal that
+    was ignored when it started: Ctrl-C would then do nothing, in the test only."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 @dataclass
 class MakeRun:
     """`make run` in a process group of its own, its stdout lines collected as they come."""
@@ -122,6 +130,7 @@ class MakeRun:
                 stderr=stderr,
                 text=True,
                 process_group=0,
+                preexec_fn=_signals_as_from_a_terminal,
             )
         run = cls(process, stderr_path)
         threading.Thread(target=run._read, daemon=True).start()
