@@ -188,18 +188,6 @@ def offline_gateway(settings: Settings, api_server: str = "http://127.0.0.1:9") 
     return gateway
 
 
-async def close_offline_gateway(gateway: Gateway) -> None:
-    """Stop what `offline_gateway` (and its metrics endpoint, when served) started."""
-    if gateway.metrics_endpoint is not None:
-        await gateway.metrics_endpoint.cleanup()
-    await gateway.activity.stop()
-    await gateway.alive.stop()
-    await gateway.details.stop()
-    await gateway.upstream.close()
-    await gateway.http.aclose()
-    await gateway.kube.close()
-
-
 def add_session_secret(gateway: Gateway, runtime_id: str, tenant: str, session_id: str, key: str) -> None:
     """The session-key Secret `sandbox_object` names (`{runtime_id}-session`), as the cache holds it."""
     secret = build_session_secret(f"{runtime_id}-session", "default", tenant, session_id, runtime_id, key)
@@ -228,7 +216,7 @@ async def serve_gateway(
         async with serve(app, **options) as port:
             yield gateway, port
     finally:
-        await close_offline_gateway(gateway)
+        await gateway.close()
 
 
 @asynccontextmanager
@@ -263,7 +251,7 @@ async def serve_port_mode_gateway(
     finally:
         for sock in sockets:
             sock.close()
-        await close_offline_gateway(gateway)
+        await gateway.close()
 
 
 # ---- hostile /start requests ----------------------------------------------------------------------------

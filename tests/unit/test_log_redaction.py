@@ -17,7 +17,7 @@ from kubehands.api.cli.gateway import server_limits, uvicorn_options
 from kubehands.api.keys import generate_key
 from kubehands.api.main import create_app
 from kubehands.api.settings import Settings
-from tests.helpers.api import close_offline_gateway, offline_gateway, sandbox_object, serve, upstream_app
+from tests.helpers.api import offline_gateway, sandbox_object, serve, upstream_app
 
 pytestmark = pytest.mark.unit
 
@@ -133,7 +133,7 @@ async def test_the_served_gateway_logs_no_key(upstream_port: int) -> None:
         for name in ("uvicorn.access", "uvicorn.error", "kubehands"):
             logging.getLogger(name).removeHandler(handler)
         logging.setLogRecordFactory(before)
-        await close_offline_gateway(gateway)
+        await gateway.close()
     text = lines.getvalue()
     assert SESSION_KEY not in text, text
     assert f"/{RID}/vscode/?tkn=[redacted]&folder=[redacted]" in text, text
